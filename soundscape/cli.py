@@ -1,0 +1,198 @@
+"""The `soundscape` command: argument parsing and exit codes. The work lives in the modules it calls.
+
+Exit codes: 0 ok, 1 internal error, 2 bad scene or argument, 3 model cannot be
+loaded, 4 audio device problem, 5 no running player, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import warnings
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError, UsageError
+from .units import parse_duration
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2, like ours
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _duration(what):
+    def parse(text):
+        try:
+            return parse_duration(text, what=what)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+    return parse
+
+
+def _positive_int(what, hi):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = 0
+        if not 1 <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {hi}, got {text!r}")
+        return v
+    return parse
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 4294967295, got {text!r}")
+    return v
+
+
+def _add_model_args(p):
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="hub id or local diffusers folder (default: scene's `model:`, "
+                                   "$SOUNDSCAPE_MODEL, then cvssp/audioldm2)")
+    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: fp16 on GPUs, fp32 on CPU")
+    g.add_argument("--steps", type=_positive_int("--steps", 500), help="denoising steps per chunk (scene default 25)")
+    g.add_argument("--seed", type=_seed, help="scene seed override")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="soundscape", description="Endless, seamless AI soundscapes from scene files (AudioLDM2).")
+    p.add_argument("--version", action="version", version=f"soundscape {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    play = sub.add_parser("play", help="stream a scene to the sound card until stopped",
+                          description="Stream a scene to the sound card: endless, evolving, tweakable while it plays.")
+    play.add_argument("scene", help="scene file, e.g. scenes/forest.yaml")
+    _add_model_args(play)
+    play.add_argument("--output-device", dest="audio_device", help="output device name or index (see `soundscape devices`)")
+    play.add_argument("--duration", type=_duration("--duration"), help="stop after this long, e.g. 20, 90s, 10m, 1h")
+    play.add_argument("--sleep", type=_duration("--sleep"), help="sleep timer: fade out and stop after this long")
+    play.add_argument("--fade-out", type=_duration("--fade-out"), default=None,
+                      help="fade-out length for --sleep/--duration (default 30s for --sleep, 2s otherwise)")
+    play.add_argument("--buffer", type=_duration("--buffer"), default=None,
+                      help="audio buffered ahead (default: two chunks of new audio)")
+    play.add_argument("--timeline", help="write one JSON line per chunk to this file")
+    play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
+    play.add_argument("--quiet", action="store_true", help="no status line")
+
+    render = sub.add_parser("render", help="render a scene to a WAV/FLAC/OGG file of an exact length",
+                            description="Render a scene to a file. Written as it goes: a stopped render leaves a "
+                                        "valid file and can continue with --resume.")
+    render.add_argument("scene")
+    render.add_argument("-o", "--output", required=True, help="output file (.wav, .flac or .ogg)")
+    render.add_argument("--duration", required=True, type=_duration("--duration"), help="length, e.g. 90, 90s, 10m, 1h")
+    _add_model_args(render)
+    render.add_argument("--timeline", help="write one JSON line per chunk to this file")
+    render.add_argument("--resume", action="store_true", help="continue a stopped render of the same -o file")
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    validate = sub.add_parser("validate", help="check scene files; exit 0 if all are valid, 2 if not",
+                              description="Check scene files and report every problem as FILE:LINE: KEY: message.")
+    validate.add_argument("scenes", nargs="+", metavar="SCENE")
+
+    sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
+    return p
+
+
+def cmd_validate(args) -> int:
+    from .scene import load_scene
+
+    bad = 0
+    for path in args.scenes:
+        try:
+            scene = load_scene(path)
+            print(f"{path}: ok ({scene.name}: {len(scene.layers)} layers)")
+        except SoundscapeError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+    return EXIT_USAGE if bad else 0
+
+
+def cmd_devices(args) -> int:
+    from .audio.output import list_output_devices
+
+    for line in list_output_devices():
+        print(line)
+    return 0
+
+
+def _stream_from_args(args, **kw):
+    from .model.loading import choose_model, load_model
+    from .scene import load_scene
+    from .stream import SceneStream
+
+    scene = load_scene(args.scene)
+    model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
+                       quiet=getattr(args, "quiet", False))
+    return SceneStream(model, scene, steps=args.steps, seed=args.seed, **kw)
+
+
+def cmd_render(args) -> int:
+    from .audio.files import check_output_path
+    from .render import render
+
+    out = check_output_path(args.output)
+    stream = _stream_from_args(args)
+    try:
+        result = render(stream, out, args.duration, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
+    except KeyboardInterrupt:
+        import soundfile as sf
+
+        frames = sf.info(str(out)).frames if out.exists() else 0
+        print(f"\ninterrupted: {out} holds {frames / stream.out_rate:.1f} s of audio; "
+              f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g} --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    rtf = result.seconds_generated / max(result.wall_s, 1e-9)
+    print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "
+          f"({rtf:.2f}x real time)", file=sys.stderr)
+    return 0
+
+
+def cmd_play(args) -> int:
+    from .engine import play
+
+    return play(args, _stream_from_args)
+
+
+COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    # Library chatter (deprecations, HF progress bars) is not for our users; our own messages are.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") if getattr(args, "quiet", False) else None
+    # SIGTERM stops like Ctrl-C: files are finalised and the stream fades out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return COMMANDS[args.command](args)
+    except SoundscapeError as exc:
+        # Scene errors already start with the file name; the rest say who is speaking.
+        print(exc if isinstance(exc, SceneError) else f"soundscape: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Prompt conditioning: encode each prompt once, blend layers into one per chunk.
+
+AudioLDM2's UNet attends to two sequences per prompt:
+  G (8, 768)  GPT-2 "language of audio" tokens   -> encoder_hidden_states
+  E (L, 1024) Flan-T5 tokens, with a mask m (L,)  -> encoder_hidden_states_1 / mask_1
+
+Blend notation (layers i with weights w_i >= 0, ŵ_i = w_i / Σ_j w_j):
+  G      = Σ_i ŵ_i G_i
+  E[p]   = Σ_i ŵ_i m_i[p] E_i[p] / Σ_i ŵ_i m_i[p]      (per T5 position p; 0 where no layer has a token)
+  m[p]   = 1 if any layer with ŵ_i > 0 has a token at p
+Sequences are zero-padded to the longest L first. Normalising per position keeps
+a long prompt's tail from being faded by layers that have no token there.
+
+"slerp" keeps each blended token's norm at the weighted mean of the inputs'
+norms (a linear blend of unrelated directions shrinks towards the origin, which
+the UNet never saw in training); with two inputs that is spherical
+interpolation's magnitude rule, and a single layer at weight 1 is unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from .model.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class PromptEmbedding:
+    """One prompt encoded: T5 sequence (1, L, D1), its mask (1, L), GPT-2 tokens (1, 8, D)."""
+
+    t5: torch.Tensor
+    mask: torch.Tensor
+    gpt: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the UNet gets for one chunk: batch [negative, positive] for guidance."""
+
+    t5: torch.Tensor  # (2, L, D1)
+    mask: torch.Tensor  # (2, L)
+    gpt: torch.Tensor  # (2, 8, D)
+
+
+class PromptEncoder:
+    """Encodes prompts with the pipeline's own encoders, cached by (model, prompt).
+
+    Thread-safe: the generator thread and a background re-encoder may share it.
+    """
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self._cache: dict[tuple[str, str], PromptEmbedding] = {}
+        self._lock = threading.Lock()
+
+    def encode(self, prompt: str) -> PromptEmbedding:
+        key = (self.model.model_id, prompt)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            pipe = self.model.pipe
+            with torch.inference_mode():
+                t5, mask, gpt = pipe.encode_prompt(
+                    prompt, self.model.device, num_waveforms_per_prompt=1, do_classifier_free_guidance=False
+                )
+            emb = PromptEmbedding(t5=t5.detach(), mask=mask.detach(), gpt=gpt.detach())
+            self._cache[key] = emb
+            return emb
+
+    def cached(self, prompt: str) -> bool:
+        return (self.model.model_id, prompt) in self._cache
+
+
+def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 1 (sequence) to `length`."""
+    extra = length - x.shape[1]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[1] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=1)
+
+
+def _keep_norm(blended: torch.Tensor, parts: list[torch.Tensor], w: list[float]) -> torch.Tensor:
+    target = sum(wi * p.norm(dim=-1, keepdim=True) for wi, p in zip(w, parts))
+    return blended * target / blended.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def blend(embeddings: list[PromptEmbedding], weights: list[float], mode: str = "linear") -> PromptEmbedding:
+    """Blend layer embeddings by weight (see the notation at the top of this file)."""
+    if len(embeddings) != len(weights) or not embeddings:
+        raise ValueError(f"blend: expected one weight per embedding, got {len(weights)} for {len(embeddings)}")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"blend: expected a positive total weight, got {total}")
+    pairs = [(e, w / total) for e, w in zip(embeddings, weights) if w > 0]
+    if len(pairs) == 1:
+        return pairs[0][0]
+    embs, w = [p[0] for p in pairs], [p[1] for p in pairs]
+    length = max(e.t5.shape[1] for e in embs)
+    t5s = [_pad(e.t5, length) for e in embs]
+    masks = [_pad(e.mask, length).to(t5s[0].dtype) for e in embs]
+    gpt = sum(wi * e.gpt for wi, e in zip(w, embs))
+    num = sum(wi * m[..., None] * t for wi, m, t in zip(w, masks, t5s))
+    den = sum(wi * m for wi, m in zip(w, masks))
+    t5 = num / den.clamp_min(1e-8)[..., None]
+    if mode == "slerp":
+        gpt = _keep_norm(gpt, [e.gpt for e in embs], w)
+        t5 = _keep_norm(t5, t5s, w) * (den > 0)[..., None]
+    mask = (den > 0).to(embs[0].mask.dtype)
+    return PromptEmbedding(t5=t5, mask=mask, gpt=gpt)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation per token vector (last dim); exact at t=0 and t=1."""
+    if t <= 0:
+        return a
+    if t >= 1:
+        return b
+    an, bn = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    ua, ub = a / an.clamp_min(1e-8), b / bn.clamp_min(1e-8)
+    omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so
+    return direction * ((1 - t) * an + t * bn)
+
+
+def with_negative(positive: PromptEmbedding, negative: PromptEmbedding) -> Conditioning:
+    """Stack [negative, positive] for classifier-free guidance, padding T5 to a common length."""
+    length = max(positive.t5.shape[1], negative.t5.shape[1])
+    return Conditioning(
+        t5=torch.cat([_pad(negative.t5, length), _pad(positive.t5, length)]),
+        mask=torch.cat([_pad(negative.mask, length), _pad(positive.mask, length)]),
+        gpt=torch.cat([negative.gpt, positive.gpt]),
+    )

@@ -1,0 +1,37 @@
+"""User-facing errors and the exit codes the CLI maps them to (see README)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # unexpected internal error (a bug: report it)
+EXIT_USAGE = 2  # bad scene file or bad command-line value
+EXIT_MODEL = 3  # model weights missing, unreachable or corrupt
+EXIT_AUDIO = 4  # audio device missing or failing
+EXIT_NO_PLAYER = 5  # `set`/`status`: no player listening on the control socket
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM before finishing
+
+
+class SoundscapeError(Exception):
+    """An error the user can fix; printed as one line, never a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(SoundscapeError):
+    exit_code = EXIT_USAGE
+
+
+class SceneError(UsageError):
+    """A scene file problem. `str()` is the full one-line message."""
+
+
+class ModelError(SoundscapeError):
+    exit_code = EXIT_MODEL
+
+
+class AudioDeviceError(SoundscapeError):
+    exit_code = EXIT_AUDIO
+
+
+class NoPlayerError(SoundscapeError):
+    exit_code = EXIT_NO_PLAYER

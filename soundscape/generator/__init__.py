@@ -1,0 +1,1 @@
+"""The only code that touches diffusers' models: denoising with latent continuation, decoding."""

@@ -1,0 +1,132 @@
+"""The denoising loop with latent continuation (inpainting of the overlap).
+
+Notation (per chunk; latents are (1, C=8, T frames, F=16)):
+  x_t        the noisy latents at timestep t; x_T starts as seeded Gaussian noise
+  k          known latents: the last O frames of the previous chunk's final x_0
+  M          the mask, 1 on the first O frames (the overlap), 0 elsewhere
+  q(k, t)    k noised to timestep t with a fixed per-chunk noise ε_k:
+             sqrt(ᾱ_t) k + sqrt(1 - ᾱ_t) ε_k   (scheduler.add_noise)
+  After every step:  x_{t'} <- M q(k, t') + (1 - M) x_{t'}, and at the end x_0 <- M k + (1 - M) x_0,
+  so the overlap is exactly the previous tail and the rest is denoised around it
+  (the inpainting AudioLDM itself uses). RePaint resampling (DDIM only) re-noises
+  x_{t'} back to x_t and repeats the step, letting the new region settle with the known one:
+             x_t = sqrt(ᾱ_t / ᾱ_t') x_t' + sqrt(1 - ᾱ_t / ᾱ_t') ε
+Guidance:    ε̂ = ε_u + s (ε_c - ε_u), computed as one batch [negative, positive].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..conditioning import Conditioning
+from ..model.loading import LoadedModel
+from .schedulers import make_scheduler
+
+
+@dataclass(frozen=True)
+class DenoiseSpec:
+    frames: int  # T, latent frames per chunk (25 per second)
+    steps: int = 25
+    guidance_scale: float = 3.5
+    scheduler: str = "dpmsolver++"
+    resample_passes: int = 0
+
+
+def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The initial noise x_T and the known-region noise ε_k of one chunk, drawn on the CPU.
+
+    Why the CPU: the same seed then gives the same audio on any device.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    x_t = torch.randn(shape, generator=gen, dtype=torch.float32)
+    eps_k = torch.randn(shape, generator=gen, dtype=torch.float32)
+    return x_t, eps_k
+
+
+@torch.inference_mode()
+def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
+            spec: DenoiseSpec) -> torch.Tensor:
+    """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`."""
+    pipe, device, dtype = model.pipe, model.device, model.dtype
+    unet = pipe.unet
+    # 1. Shapes and guidance
+    channels = unet.config.in_channels
+    freq = pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor
+    shape = (1, channels, spec.frames, freq)
+    guided = spec.guidance_scale > 1.0
+    if guided:
+        gpt, t5, mask = cond.gpt, cond.t5, cond.mask
+    else:
+        gpt, t5, mask = cond.gpt[1:], cond.t5[1:], cond.mask[1:]
+    gpt, t5, mask = gpt.to(device, dtype), t5.to(device, dtype), mask.to(device)
+
+    # 2. Timesteps from a fresh scheduler (multistep history must not leak between chunks)
+    scheduler = make_scheduler(spec.scheduler, pipe.scheduler.config)
+    scheduler.set_timesteps(spec.steps, device=device)
+    timesteps = scheduler.timesteps
+
+    # 3. Initial noise and the known region
+    x_t, eps_k = chunk_noise(seed, shape)
+    latents = (x_t * scheduler.init_noise_sigma).to(device)
+    overlap = 0 if known is None else known.shape[2]
+    if overlap:
+        known = known.to(device, torch.float32)
+        eps_k = eps_k[:, :, :overlap].to(device)
+        latents[:, :, :overlap] = scheduler.add_noise(known, eps_k, timesteps[:1])
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED)
+    alphas = scheduler.alphas_cumprod.to(device)
+
+    # 4. Denoising loop
+    for i, t in enumerate(timesteps):
+        for r in range(spec.resample_passes + 1):
+            # 4a. expand the latents for guidance and scale them for the scheduler
+            model_in = torch.cat([latents] * 2) if guided else latents
+            model_in = scheduler.scale_model_input(model_in, t).to(dtype)
+            # 4b. predict the noise residual
+            noise_pred = unet(
+                model_in, t, encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
+                encoder_attention_mask_1=mask, return_dict=False,
+            )[0].float()
+            # 4c. perform guidance
+            if guided:
+                uncond, text = noise_pred.chunk(2)
+                noise_pred = uncond + spec.guidance_scale * (text - uncond)
+            # 4d. compute the previous noisy sample x_t -> x_t'
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            last = i == len(timesteps) - 1
+            # 4e. hold the overlap to the previous chunk's tail, noised to t' (exact at the end)
+            if overlap:
+                if last:
+                    latents[:, :, :overlap] = known
+                else:
+                    latents[:, :, :overlap] = scheduler.add_noise(known, eps_k, timesteps[i + 1: i + 2])
+            # 4f. RePaint: jump back from t' to t and redo the step (DDIM is stateless, so this is exact)
+            if r < spec.resample_passes and not last:
+                a_ratio = alphas[t] / alphas[timesteps[i + 1]]
+                noise = torch.randn(latents.shape, generator=gen).to(device)
+                latents = a_ratio.sqrt() * latents + (1 - a_ratio).sqrt() * noise
+            elif r < spec.resample_passes:
+                break
+    return latents
+
+
+@torch.inference_mode()
+def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (1, 8, T, F) -> mono waveform (T * 640,) at 16 kHz, float32 on the CPU."""
+    pipe = model.pipe
+    # 1. VAE: latents -> log-mel spectrogram (1, 1, 4T, 64)
+    mel = pipe.vae.decode((latents / pipe.vae.config.scaling_factor).to(model.dtype)).sample
+    # 2. vocoder: mel -> waveform; it emits a few samples more than 160 per mel frame
+    audio = pipe.vocoder(mel.squeeze(1).to(model.dtype))
+    samples = mel.shape[2] * samples_per_mel_frame(pipe)
+    return audio[0, :samples].float().cpu()
+
+
+def samples_per_mel_frame(pipe) -> int:
+    rates = pipe.vocoder.config.upsample_rates
+    n = 1
+    for r in rates:
+        n *= r
+    return n

@@ -1,0 +1,146 @@
+"""Loading AudioLDM2: the one place that knows where weights come from.
+
+`--model` (then `model:` in the scene, then $SOUNDSCAPE_MODEL, then
+cvssp/audioldm2) names a hub id or a local diffusers-format folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError, UsageError
+
+DEFAULT_MODEL = "cvssp/audioldm2"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    pipe: object  # diffusers.AudioLDM2Pipeline
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def choose_model(flag: str | None, scene_model: str | None = None) -> str:
+    return flag or scene_model or os.environ.get("SOUNDSCAPE_MODEL") or DEFAULT_MODEL
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this torch has no CUDA (or no GPU is visible); "
+                         "use --device cpu or install a CUDA build of torch (see README)")
+    return device
+
+
+def choose_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Half precision on GPUs, fp32 on CPU (CPU half-precision kernels are slow or missing)."""
+    if name == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if name not in DTYPES:
+        raise UsageError(f"--dtype: expected auto, fp32, fp16 or bf16, got {name!r}")
+    return DTYPES[name]
+
+
+def _looks_like_path(model: str) -> bool:
+    """A hub id is `org/name`; anything that exists here or starts like a path is a folder."""
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).expanduser().exists()
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ModelError(f"--model {folder}: no such folder; pass a diffusers-format AudioLDM2 folder "
+                         f"or a hub id such as {DEFAULT_MODEL}")
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"--model {folder}: not a diffusers pipeline folder (no model_index.json); "
+                         f"download one with `huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve_hub_id(model: str) -> str | Path:
+    """The cached snapshot of a hub id, else the id itself if the hub answers."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise ModelError(
+            f"--model {model}: the weights are not in the local cache and the hub cannot be reached. "
+            f"On a connected machine run `huggingface-cli download {model} --local-dir DIR` "
+            f"(about 4.5 GB), copy DIR here and pass --model DIR")
+    return model
+
+
+def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False) -> LoadedModel:
+    """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
+    import warnings
+
+    from diffusers import AudioLDM2Pipeline
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    # One progress bar (diffusers' per component) is enough; transformers' per-file bars nest badly.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+
+    dev = choose_device(device)
+    torch_dtype = choose_dtype(dtype, dev)
+    source: str | Path = model
+    if _looks_like_path(model):
+        source = Path(model).expanduser()
+        _check_folder(source)
+    if not quiet:
+        print(f"loading {model} on {dev.type} ({str(torch_dtype).removeprefix('torch.')})...", file=sys.stderr)
+    if not isinstance(source, Path):
+        source = _resolve_hub_id(model)
+    try:
+        # The hub's model_index.json names GPT2Model, whose missing generation helpers break
+        # the pipeline with current transformers (diffusers issue 12630): load the LM head model.
+        language_model = GPT2LMHeadModel.from_pretrained(source, subfolder="language_model",
+                                                         torch_dtype=torch_dtype)
+        pipe = AudioLDM2Pipeline.from_pretrained(source, language_model=language_model,
+                                                 torch_dtype=torch_dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(source, Path):
+            raise ModelError(f"--model {model}: the folder is incomplete or corrupt ({first}); "
+                             f"download it again") from None
+        raise ModelError(
+            f"--model {model}: the weights are not in the local cache and the hub cannot be reached "
+            f"({first[:160]}). On a connected machine run `huggingface-cli download {model} "
+            f"--local-dir DIR` (about 4.5 GB), copy DIR here and pass --model DIR") from None
+    except Exception as exc:  # corrupt weights surface as many error types
+        raise ModelError(f"--model {model}: could not load the pipeline: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(dev)
+    return LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype)

@@ -1,0 +1,95 @@
+"""`soundscape render`: a scene to a file of an exact length, resumable, never losing audio.
+
+After every chunk the audio is written (header kept valid), then the stream
+state is saved atomically beside the output (OUT.state.npz). A render that is
+stopped can continue with --resume; a finished render removes the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audio.files import GrowingAudioFile, check_output_path, copy_prefix
+from .errors import UsageError
+from .stream import SceneStream
+
+
+@dataclass
+class RenderResult:
+    path: Path
+    frames: int
+    rate: int
+    seconds_generated: float
+    wall_s: float
+    interrupted: bool = False
+
+
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state.npz")
+
+
+def _progress(total_s: float, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=round(total_s, 2), unit="s", desc="rendering", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio "
+                           "[{elapsed}<{remaining}{postfix}]")
+
+
+def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline: str | Path | None = None,
+           resume: bool = False, quiet: bool = False) -> RenderResult:
+    out = check_output_path(out)
+    rate = stream.out_rate
+    total = int(round(duration_s * rate))
+    state_file = state_path(out)
+    done = 0
+    if resume:
+        if not state_file.exists() or not out.exists():
+            raise UsageError(f"--resume: no saved state {state_file} beside {out}; render without --resume")
+        stream.load_state(state_file)
+        done = min(stream.state.samples_out, total)
+        partial = out.with_name(out.name + ".partial")
+        out.replace(partial)
+    elif state_file.exists():
+        state_file.unlink()  # a stale state from an older render of this file
+    bar = _progress(duration_s, quiet)
+    timeline_f = open(timeline, "a" if resume else "w", encoding="utf-8") if timeline else None
+    started = time.perf_counter()
+    generated = 0.0
+    interrupted = True
+    try:
+        with GrowingAudioFile(out, rate, stream.channels) as f:
+            if resume:
+                copy_prefix(partial, f, done)
+                partial.unlink()
+            if bar:
+                bar.update(round(done / rate, 2))
+            while f.frames < total:
+                seg = stream.next_segment()
+                take = seg.audio[: total - f.frames]
+                f.write(take)
+                stream.save_state(state_file)
+                generated += seg.end_s - seg.start_s
+                if timeline_f:
+                    timeline_f.write(json.dumps(seg.timeline_row()) + "\n")
+                    timeline_f.flush()
+                if bar:
+                    rtf = generated / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix_str(f"{rtf:.2f}x real time")
+                    bar.update(round(len(take) / rate, 2))
+            frames = f.frames
+        interrupted = False
+        state_file.unlink(missing_ok=True)
+    finally:
+        if bar:
+            bar.close()
+        if timeline_f:
+            timeline_f.close()
+    return RenderResult(path=out, frames=frames, rate=rate, seconds_generated=generated,
+                        wall_s=time.perf_counter() - started, interrupted=interrupted)

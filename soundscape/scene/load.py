@@ -1,0 +1,187 @@
+"""Reading scene files: safe YAML with line numbers, then the typed model.
+
+Every problem becomes one SceneError line of the form
+
+    scenes/x.yaml:12: layers.birds.weight: expected a number from 0 to 1, got 2
+
+Scene files are data: yaml.SafeLoader only (no Python objects), a size cap,
+a cap on the nodes that aliases may expand to (YAML bombs), no duplicate keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import SceneError
+from .schema import Scene
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_NODES = 20_000  # far above any real scene, far below a billion laughs
+
+_PATH_PREFIX = re.compile(r"^([A-Za-z0-9_.\-]+): (.*)$", re.S)
+
+
+class _Lines:
+    """Maps key paths like ('layers', 'birds', 'weight') to 1-based line numbers."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple, int] = {}
+
+    def best(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) -> None:
+    """Record line numbers and reject duplicate keys and alias bombs, before constructing."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        fail(path, "the document expands to too many values (YAML aliases?); write it out plainly")
+    lines.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                fail(path + (key,), f"duplicate key {key!r} (first at line {seen[key]}); "
+                     f"give each key once", line=line)
+            seen[key] = line
+            lines.lines.setdefault(path + (key,), line)
+            _walk(value_node, path + (key,), lines, budget, fail)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines, budget, fail)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value[:60]}..."' if len(value) > 60 else f'"{value}"'
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _message(err: dict, model_fields_at) -> tuple[tuple, str]:
+    """Turn one pydantic error into (path, 'what was expected, got what. fix')."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    m = _PATH_PREFIX.match(msg)
+    if kind == "value_error" and m and "." in m.group(1) or (m and m.group(1) in {"generation", "evolution"}):
+        path = tuple(int(p) if p.isdigit() else p for p in m.group(1).split("."))
+        return path, m.group(2)
+    if kind == "extra_forbidden":
+        known = model_fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
+        return loc, f"unknown key {loc[-1]!r}; {hint}"
+    if kind == "missing":
+        return loc, "this key is required; add it"
+    if kind == "literal_error":
+        return loc, f"expected {err['ctx']['expected']}, got {_describe(err.get('input'))}"
+    if kind in ("too_short", "too_long") and loc and loc[-1] == "layers":
+        return loc, "expected between 1 and 16 layers, each `name: {prompt: ..., weight: ...}`"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return loc, f"expected a mapping of keys, got {_describe(err.get('input'))}"
+    if kind == "list_type":
+        return loc, f"expected a list, got {_describe(err.get('input'))}"
+    if kind == "string_type":
+        return loc, f"expected text, got {_describe(err.get('input'))}"
+    return loc, f"{msg}, got {_describe(err.get('input'))}"
+
+
+def _fields_at(path: tuple) -> list[str]:
+    """Names of the keys allowed at a path in the scene model (for 'did you mean')."""
+    from pydantic import BaseModel
+
+    model: Any = Scene
+    for part in path:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            model = None
+            continue
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args, *[a for arg in args for a in getattr(arg, "__args__", ())]]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _format(label: str, line: int | None, path: tuple, text: str) -> str:
+    where = f"{label}:{line}" if line else label
+    key = ".".join(str(p) for p in path)
+    return f"{where}: {key}: {text}" if key else f"{where}: {text}"
+
+
+def parse_scene(text: str, label: str = "<scene>") -> Scene:
+    """Parse scene YAML text. Raises SceneError with one clear line."""
+
+    def fail(path, why, line=None):
+        raise SceneError(_format(label, line or lines.best(path), path, why))
+
+    lines = _Lines()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = (exc.problem or "not valid YAML").strip()
+        hint = "use spaces, not tabs, to indent" if "\\t" in problem or "tab" in problem else \
+            "check the indentation and quoting near that line"
+        raise SceneError(_format(label, line, (), f"invalid YAML: {problem}; {hint}")) from None
+    except yaml.YAMLError as exc:
+        raise SceneError(_format(label, None, (), f"invalid YAML: {exc}")) from None
+    if node is None:
+        raise SceneError(_format(label, None, (), "the file is empty; a scene needs at least `name` and `layers`"))
+    _walk(node, (), lines, [MAX_NODES], fail)
+    if not isinstance(node, yaml.MappingNode):
+        fail((), "expected a mapping at the top (name: ..., layers: ...)")
+    data = yaml.SafeLoader(text).get_single_data()
+    try:
+        return Scene.model_validate(data)
+    except ValidationError as exc:
+        # An unknown key explains the 'missing' error beside it: report it first.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+        path, why = _message(err, _fields_at)
+        fail(path, why)
+    raise AssertionError("unreachable")
+
+
+def load_scene(path: str | Path) -> Scene:
+    """Read and validate a scene file. Raises SceneError naming the file."""
+    path = Path(path)
+    label = str(path)
+    if path.is_dir():
+        raise SceneError(f"{label}: is a directory; pass a scene file such as scenes/forest.yaml")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SceneError(f"{label}: no such file; see scenes/ for examples") from None
+    except OSError as exc:
+        raise SceneError(f"{label}: cannot read the file: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SceneError(f"{label}: the file is {len(raw)} bytes; scene files are limited to "
+                         f"{MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SceneError(f"{label}:{line}: the file is not UTF-8 text (byte {exc.start}); "
+                         f"save it as UTF-8") from None
+    return parse_scene(text, label)

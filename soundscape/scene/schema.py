@@ -1,0 +1,205 @@
+"""Typed scene model: what a scene file may say, with defaults and limits.
+
+Pure data. Every model forbids unknown keys, so a misspelled key fails loudly.
+Number checks raise messages of the form "expected a number from 0 to 1";
+`scene.load` adds the file, line, key path and the value that was given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from ..units import parse_duration
+from ..errors import UsageError
+
+LATENT_FRAME_S = 0.04  # one AudioLDM2 latent frame: 640 samples at 16 kHz
+CHUNK_QUANTUM_S = 0.32  # chunks must be a multiple of 8 latent frames (the UNet downsamples 8x)
+MAX_PROMPT_CHARS = 1000
+MAX_LAYERS = 16
+MAX_KEYFRAMES = 1000
+
+
+def _number(lo: float | None, hi: float | None, *, integer: bool = False, lo_open: bool = False):
+    """An annotated number type whose error says the whole expected range."""
+    kind = "a whole number" if integer else "a number"
+    if lo is not None and hi is not None:
+        expect = f"{kind} from {lo:g} to {hi:g}"
+    elif lo is not None:
+        expect = f"{kind} greater than {lo:g}" if lo_open else f"{kind} of at least {lo:g}"
+    else:
+        expect = kind
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"expected {expect}")
+        if integer and float(v) != int(v):
+            raise ValueError(f"expected {expect}")
+        if not math.isfinite(v):
+            raise ValueError(f"expected {expect}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise ValueError(f"expected {expect}")
+        if hi is not None and v > hi:
+            raise ValueError(f"expected {expect}")
+        return int(v) if integer else float(v)
+
+    return Annotated[int if integer else float, BeforeValidator(check)]
+
+
+def _seconds(v):
+    """Seconds as a number (`90`) or a duration string (`"1m30s"`)."""
+    if isinstance(v, bool):
+        raise ValueError("expected seconds as a number or a duration like 90s or 5m")
+    if isinstance(v, (int, float)):
+        if not math.isfinite(v) or v < 0:
+            raise ValueError("expected seconds of at least 0")
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return parse_duration(v)
+        except UsageError:
+            raise ValueError("expected seconds as a number or a duration like 90s or 5m") from None
+    raise ValueError("expected seconds as a number or a duration like 90s or 5m")
+
+
+def _text(max_chars: int, *, allow_empty: bool):
+    def check(v):
+        if not isinstance(v, str):
+            raise ValueError("expected text in quotes")
+        v = " ".join(v.split())
+        if not v and not allow_empty:
+            raise ValueError("expected a non-empty description of the sound")
+        if len(v) > max_chars:
+            raise ValueError(f"expected at most {max_chars} characters ({len(v)} given)")
+        return v
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+Weight = _number(0, 1)
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+Prompt = _text(MAX_PROMPT_CHARS, allow_empty=False)
+OptionalText = _text(MAX_PROMPT_CHARS, allow_empty=True)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Layer(_Strict):
+    prompt: Prompt
+    weight: Weight = 1.0
+
+
+class Generation(_Strict):
+    chunk_seconds: _number(CHUNK_QUANTUM_S, 20.48) = 10.24
+    overlap_seconds: _number(LATENT_FRAME_S, 10.0) = 2.56
+    steps: _number(1, 500, integer=True) = 25
+    guidance_scale: _number(0, 20) = 3.5
+    scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"
+    resample_passes: _number(0, 10, integer=True) = 0
+
+    @model_validator(mode="after")
+    def _geometry(self):
+        chunk_frames = self.chunk_seconds / LATENT_FRAME_S
+        if abs(chunk_frames - round(chunk_frames / 8) * 8) > 1e-6:
+            raise ValueError(
+                f"generation.chunk_seconds: expected a multiple of {CHUNK_QUANTUM_S} s "
+                f"(e.g. 5.12 or 10.24), got {self.chunk_seconds:g}"
+            )
+        overlap_frames = self.overlap_seconds / LATENT_FRAME_S
+        if abs(overlap_frames - round(overlap_frames)) > 1e-6:
+            raise ValueError(
+                f"generation.overlap_seconds: expected a multiple of {LATENT_FRAME_S} s "
+                f"(e.g. 2.56), got {self.overlap_seconds:g}"
+            )
+        if self.overlap_seconds > self.chunk_seconds / 2:
+            raise ValueError(
+                f"generation.overlap_seconds: expected at most half of chunk_seconds "
+                f"({self.chunk_seconds / 2:g}), got {self.overlap_seconds:g}"
+            )
+        return self
+
+    @property
+    def chunk_frames(self) -> int:
+        return int(round(self.chunk_seconds / LATENT_FRAME_S))
+
+    @property
+    def overlap_frames(self) -> int:
+        return int(round(self.overlap_seconds / LATENT_FRAME_S))
+
+
+class Drift(_Strict):
+    depth: _number(0, 1) = 0.15
+    period_seconds: _number(1, None, lo_open=False) = 180.0
+
+
+class Keyframe(_Strict):
+    at: Seconds
+    weights: dict[str, Weight]
+
+
+class Evolution(_Strict):
+    keyframes: list[Keyframe] = Field(default_factory=list, max_length=MAX_KEYFRAMES)
+    loop_seconds: Seconds | None = None
+    drift: Drift = Drift()
+    transition_seconds: Seconds = 8.0
+    interpolation: Literal["linear", "slerp"] = "linear"
+
+    @model_validator(mode="after")
+    def _order(self):
+        times = [k.at for k in self.keyframes]
+        for i in range(1, len(times)):
+            if times[i] <= times[i - 1]:
+                raise ValueError(
+                    f"evolution.keyframes.{i}.at: expected times in ascending order, "
+                    f"got {times[i]:g} after {times[i - 1]:g}"
+                )
+        if self.loop_seconds is not None:
+            if self.loop_seconds <= 0:
+                raise ValueError("evolution.loop_seconds: expected a positive duration or null")
+            if times and times[-1] >= self.loop_seconds:
+                raise ValueError(
+                    f"evolution.loop_seconds: expected a loop longer than the last keyframe "
+                    f"({times[-1]:g} s), got {self.loop_seconds:g}"
+                )
+        return self
+
+
+class Output(_Strict):
+    volume: _number(0, 1) = 0.8
+    fade_in_seconds: _number(0, 600) = 3.0
+    sample_rate: Literal[16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000] = 48000
+    channels: Literal[1, 2] = 2
+    target_level_db: _number(-40, -6) = -20.0
+
+
+class Scene(_Strict):
+    name: _text(200, allow_empty=False)
+    description: OptionalText = ""
+    model: str | None = None
+    seed: _number(0, 2**32 - 1, integer=True) = 0
+    negative_prompt: OptionalText = "low quality, distorted, music, speech"
+    layers: dict[str, Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+    generation: Generation = Generation()
+    evolution: Evolution = Evolution()
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _keyframes_name_layers(self):
+        for i, key in enumerate(self.evolution.keyframes):
+            for name in key.weights:
+                if name not in self.layers:
+                    known = ", ".join(self.layers)
+                    raise ValueError(
+                        f"evolution.keyframes.{i}.weights.{name}: expected one of the layers ({known}), "
+                        f"got {name!r}"
+                    )
+        for name in self.layers:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(
+                    f"layers.{name}: expected a layer name of letters, digits, '-' or '_', got {name!r}"
+                )
+        return self

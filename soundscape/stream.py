@@ -1,0 +1,159 @@
+"""A scene as an endless stream of output audio: controller -> conditioning -> generator -> joiner.
+
+`SceneStream.next_segment()` returns the next piece of finished audio at the
+output rate (fade-in and volume applied) plus what the timeline records about it.
+`render` writes these segments to a file and `play` feeds them to the ring buffer,
+so streaming equals rendering by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import controller
+from .audio.crossfade import Joiner, JoinState
+from .audio.resample import ResamplerState, StreamResampler
+from .conditioning import Conditioning, PromptEncoder, blend, with_negative
+from .generator.chunks import ChunkSpec, GeneratorState, generate_chunk
+from .generator.denoise import DenoiseSpec
+from .model.loading import LoadedModel
+from .scene import Scene
+
+MODEL_RATE = 16000
+SAMPLES_PER_FRAME = 640  # one latent frame = 4 mel frames * 160 samples
+
+
+@dataclass
+class StreamState:
+    gen: GeneratorState = field(default_factory=GeneratorState)
+    join: JoinState = field(default_factory=JoinState)
+    resample: ResamplerState = field(default_factory=ResamplerState)
+    samples_out: int = 0  # output-rate samples emitted so far (drives the fade-in)
+
+
+@dataclass
+class Segment:
+    audio: np.ndarray  # (n, channels) float32 at the output rate
+    chunk: int
+    start_s: float  # where this chunk's new audio sits in the output
+    end_s: float
+    weights: dict[str, float]
+    seed: int
+    gen_s: float
+
+    def timeline_row(self) -> dict:
+        return {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
+                "weights": self.weights, "seed": self.seed, "gen_s": round(self.gen_s, 4)}
+
+
+class SceneStream:
+    def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
+                 out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None):
+        self.model = model
+        self.scene = scene
+        self.encoder = encoder or PromptEncoder(model)
+        self.seed = scene.seed if seed is None else seed
+        self.out_rate = out_rate or scene.output.sample_rate
+        self.channels = channels or scene.output.channels
+        self.overrides: tuple[controller.Override, ...] = ()
+        self.state = StreamState()
+        self._cond_cache: tuple[tuple, Conditioning] | None = None
+        self.set_scene(scene, steps=steps)
+        self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
+
+    def set_scene(self, scene: Scene, steps: int | None = None) -> None:
+        g = scene.generation
+        self.scene = scene
+        self._steps = steps or getattr(self, "_steps", None)
+        self.spec = ChunkSpec(
+            frames=g.chunk_frames, overlap=g.overlap_frames,
+            denoise=DenoiseSpec(frames=g.chunk_frames, steps=self._steps or g.steps, guidance_scale=g.guidance_scale,
+                                scheduler=g.scheduler, resample_passes=g.resample_passes),
+        )
+        self.joiner = Joiner(g.overlap_frames * SAMPLES_PER_FRAME, target_db=scene.output.target_level_db)
+        self._cond_cache = None
+
+    # Time geometry ---------------------------------------------------------
+    @property
+    def hop_s(self) -> float:
+        return self.spec.hop * SAMPLES_PER_FRAME / MODEL_RATE
+
+    def chunk_time(self, index: int) -> float:
+        return index * self.hop_s
+
+    # Conditioning ----------------------------------------------------------
+    def conditioning(self, weights: dict[str, float]) -> Conditioning:
+        key = tuple(sorted(weights.items()))
+        if self._cond_cache and self._cond_cache[0] == key:
+            return self._cond_cache[1]
+        negative = self.encoder.encode(self.scene.negative_prompt)
+        names = [n for n, w in weights.items() if w > 0]
+        if names:
+            embs = [self.encoder.encode(self.scene.layers[n].prompt) for n in names]
+            positive = blend(embs, [weights[n] for n in names], self.scene.evolution.interpolation)
+        else:
+            positive = self.encoder.encode("")  # all layers at 0: the joiner mutes the chunk
+        cond = with_negative(positive, negative)
+        self._cond_cache = (key, cond)
+        return cond
+
+    # Generation ------------------------------------------------------------
+    def next_segment(self) -> Segment:
+        st = self.state
+        index = st.gen.chunk_index
+        t0 = time.perf_counter()
+        weights = controller.weights_at(self.scene, self.chunk_time(index), self.overrides)
+        cond = self.conditioning(weights)
+        result = generate_chunk(self.model, cond, st.gen, self.spec, self.seed)
+        presence = min(1.0, sum(weights.values()) / 0.05)  # fade to silence only as all layers reach 0
+        new16k, join = self.joiner.join(result.audio.numpy(), st.join, presence)
+        out, rs = self.resampler.push(new16k, st.resample)
+        out = self._fade_and_volume(out, st.samples_out)
+        self.state = StreamState(gen=result.state, join=join, resample=rs, samples_out=st.samples_out + len(out))
+        stereo = np.repeat(out[:, None], self.channels, axis=1) if self.channels > 1 else out[:, None]
+        return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=self.chunk_time(index),
+                       end_s=self.chunk_time(index + 1), weights=weights, seed=result.seed,
+                       gen_s=time.perf_counter() - t0)
+
+    def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
+        gain = np.full(len(out), self.scene.output.volume, np.float32)
+        fade = int(self.scene.output.fade_in_seconds * self.out_rate)
+        if offset < fade:
+            n = np.arange(offset, offset + len(out), dtype=np.float64)
+            gain *= (0.5 - 0.5 * np.cos(np.pi * np.clip(n / fade, 0, 1))).astype(np.float32)
+        return out * gain
+
+    # State -----------------------------------------------------------------
+    def save_state(self, path: str | Path) -> None:
+        """Write the stream state as plain arrays (npz, no pickle) to resume later."""
+        st = self.state
+        arrays = {
+            "chunk_index": np.array(st.gen.chunk_index), "samples_out": np.array(st.samples_out),
+            "out_rate": np.array(self.out_rate), "seed": np.array(self.seed),
+            "pending": st.resample.pending,
+        }
+        if st.gen.tail_latents is not None:
+            arrays["tail_latents"] = st.gen.tail_latents.numpy()
+        if st.join.tail is not None:
+            arrays["join_tail"] = st.join.tail
+        if st.resample.history is not None:
+            arrays["history"] = st.resample.history
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)  # atomic: a crash never leaves half a state file
+
+    def load_state(self, path: str | Path) -> None:
+        with np.load(path, allow_pickle=False) as f:
+            tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
+            self.seed = int(f["seed"])
+            self.state = StreamState(
+                gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
+                join=JoinState(tail=f["join_tail"] if "join_tail" in f else None),
+                resample=ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"]),
+                samples_out=int(f["samples_out"]),
+            )

@@ -1,0 +1,42 @@
+"""Parsing of human durations: `90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import UsageError
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?")
+_SCALE = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
+
+
+def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
+    """Seconds in `text`; raises UsageError naming `what` when it is not a positive duration."""
+    if isinstance(text, bool):
+        raise UsageError(f"{what}: expected a duration like 90, 90s, 10m or 1h, got {text!r}")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = str(text).strip().lower()
+        pos, seconds = 0, 0.0
+        while pos < len(s):
+            m = _PART.match(s, pos)
+            if not m or m.end() == pos:
+                raise UsageError(f"{what}: expected a duration like 90, 90s, 10m or 1h, got {text!r}")
+            seconds += float(m.group(1)) * _SCALE[m.group(2)]
+            pos = m.end()
+            while pos < len(s) and s[pos] == " ":
+                pos += 1
+        if not s:
+            raise UsageError(f"{what}: expected a duration like 90, 90s, 10m or 1h, got an empty value")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{what}: expected a positive duration like 90s or 10m, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
