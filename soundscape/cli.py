@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("scenes", nargs="+", metavar="SCENE")
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub, _add_model_args)
     return p
 
 
@@ -166,7 +170,14 @@ def cmd_play(args) -> int:
     return play(args, _stream_from_args)
 
 
-COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play}
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,52 @@
+"""Shared fixtures: the tiny AudioLDM2 pipeline, saved once per session and loaded like a user's model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+SCENE = """\
+name: Test scene
+seed: 7
+negative_prompt: low quality
+layers:
+  birds: {prompt: birds singing in a forest, weight: 0.8}
+  stream: {prompt: a stream of water, weight: 0.4}
+generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 3, guidance_scale: 3.0}
+evolution: {drift: {depth: 0.1, period_seconds: 20}}
+output: {fade_in_seconds: 0.5, sample_rate: 48000, channels: 2}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from soundscape.model.tiny import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "audioldm2-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from soundscape.model.loading import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", quiet=True)
+
+
+@pytest.fixture()
+def scene_file(tmp_path):
+    path = tmp_path / "scene.yaml"
+    path.write_text(SCENE)
+    return path
+
+
+@pytest.fixture()
+def scene(scene_file):
+    from soundscape.scene import load_scene
+
+    return load_scene(scene_file)
