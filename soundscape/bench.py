@@ -1,12 +1,419 @@
-"""`soundscape bench`: per-stage timings, real-time factor and memory. (Being written.)"""
+"""`soundscape bench`: per-stage timings, real-time factor and memory.
+
+Each chunk goes through the code `play` runs, timed stage by stage:
+  conditioning  cached prompt embeddings blended with weights that change per chunk, plus the negative
+  step          one UNet call (a thin wrapper around `pipe.unet` times it; `denoise` is unchanged)
+  denoise       the whole `denoise()` call: the steps plus scheduler updates and overlap inpainting
+  vae, vocoder  the two halves of `decode()`, called here the same way
+  resample      the chunk's new audio, 16 kHz -> 48 kHz with StreamResampler
+Real-time factor = streams * hop / wall seconds per chunk, where hop = chunk - overlap is the new
+audio a chunk adds. Steady-state figures leave out chunk 0 (warm-up: first kernel calls, compilation).
+First audio = from the loaded model to chunk 0's audio ready, prompt encoding included.
+Warm start = the same for a new, uncached prompt after warm-up.
+
+`--batch N` runs N streams in one UNet call: the wrapper repeats the guidance batch
+[negative, positive] to [N negatives, N positives] (same inputs, same compute as N distinct
+streams), and the VAE and vocoder decode N chunks at once. The scheduler step and inpainting,
+elementwise and cheap, run for one stream only.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+PROMPTS = ("birds singing in the forest", "gentle rain on a roof")
+NEGATIVE = "low quality"
+WARM_PROMPT = "distant thunder and wind in the leaves"
+MODEL_RATE, OUT_RATE = 16000, 48000
+GUIDANCE_SCALE = 3.5  # the scene default
+
+
+def _int_in(lo, hi):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if not lo <= v <= hi:
+            import argparse
+
+            raise argparse.ArgumentTypeError(f"expected a whole number from {lo} to {hi}, got {text!r}")
+        return v
+    return parse
+
 
 def add_bench_parser(sub, add_model_args) -> None:
-    p = sub.add_parser("bench", help="measure generation speed (per stage, real-time factor, memory)")
+    p = sub.add_parser("bench", help="measure generation speed (per stage, real-time factor, memory)",
+                       description="Time every stage of chunk generation and report the real-time factor "
+                                   "and peak memory. Needs the model (or --random-weights / --tiny).")
     add_model_args(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--random-weights", action="store_true",
+                       help="the full cvssp/audioldm2 architecture with random weights (no download)")
+    which.add_argument("--tiny", action="store_true", help="the tiny random pipeline (quick smoke runs)")
+    p.add_argument("--chunks", type=_int_in(1, 1000), default=3, help="chunks to generate (default 3)")
+    p.add_argument("--chunk-seconds", type=float, default=10.24, help="chunk length, a multiple of 0.32 (10.24)")
+    p.add_argument("--overlap-seconds", type=float, default=2.56, help="overlap, a multiple of 0.04 (2.56)")
+    p.add_argument("--scheduler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
+    p.add_argument("--no-guidance", action="store_true", help="no classifier-free guidance: UNet batch 1, not 2")
+    p.add_argument("--batch", type=_int_in(1, 256), default=1, help="concurrent streams in one UNet call (1)")
+    p.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the UNet (chunk 0 pays the compile; on CPU it may not pay off)")
+    p.add_argument("--attention", choices=["default", "sdpa", "math"], default="default",
+                   help="UNet attention: as loaded, torch SDPA (AttnProcessor2_0), or explicit matmul (AttnProcessor)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+# Setup -------------------------------------------------------------------------------------------
+
+def _geometry(args) -> tuple[int, int]:
+    """Chunk and overlap in latent frames (40 ms each), checked like a scene's `generation:`."""
+    from .scene.schema import CHUNK_QUANTUM_S, LATENT_FRAME_S
+
+    chunk, overlap = args.chunk_seconds, args.overlap_seconds
+    frames, o_frames = chunk / LATENT_FRAME_S, overlap / LATENT_FRAME_S
+    if not (math.isfinite(chunk) and CHUNK_QUANTUM_S <= chunk <= 20.48 and abs(frames / 8 - round(frames / 8)) < 1e-6):
+        raise UsageError(f"--chunk-seconds: expected a multiple of {CHUNK_QUANTUM_S} from {CHUNK_QUANTUM_S} "
+                         f"to 20.48 (e.g. 5.12 or 10.24), got {chunk:g}")
+    if not (math.isfinite(overlap) and overlap >= 0 and abs(o_frames - round(o_frames)) < 1e-6):
+        raise UsageError(f"--overlap-seconds: expected a multiple of {LATENT_FRAME_S} (e.g. 2.56), got {overlap:g}")
+    if overlap > chunk / 2:
+        raise UsageError(f"--overlap-seconds: expected at most half of --chunk-seconds ({chunk / 2:g}), got {overlap:g}")
+    return int(round(frames)), int(round(o_frames))
+
+
+def _load(args):
+    """The model to time: real weights (the normal path), the full random architecture, or the tiny one."""
+    from .model.loading import LoadedModel, choose_device, choose_dtype, choose_model, load_model
+
+    if (args.random_weights or args.tiny) and args.model:
+        flag = "--random-weights" if args.random_weights else "--tiny"
+        raise UsageError(f"--model {args.model}: cannot be combined with {flag}; pass one of them")
+    if not (args.random_weights or args.tiny):
+        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype)
+    device = choose_device(args.device)
+    dtype = choose_dtype(args.dtype, device)
+    if args.random_weights:
+        from .model.architecture import build_random_audioldm2
+
+        print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
+              file=sys.stderr)
+        return build_random_audioldm2(dtype=dtype, device=device)
+    from .model.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
+
+
+def _set_attention(unet, name: str) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if name != "default":
+        unet.set_attn_processor(AttnProcessor2_0() if name == "sdpa" else AttnProcessor())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class _TimedUNet:
+    """Stands in for `pipe.unet` inside `denoise`: times each call and widens it to `streams` streams."""
+
+    def __init__(self, unet, device: torch.device, streams: int):
+        self.unet, self.device, self.streams = unet, device, streams
+        self.times: list[float] = []
+
+    def __getattr__(self, name):  # config, dtype, ... come from the real UNet
+        return getattr(self.unet, name)
+
+    def __call__(self, sample, t, *, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1,
+                 return_dict=False):
+        n = self.streams
+        if n > 1:  # [neg, pos] -> [neg x n, pos x n], as one guided batch of n streams
+            sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1 = (
+                x.repeat_interleave(n, 0) for x in
+                (sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1))
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.unet(sample, t, encoder_hidden_states=encoder_hidden_states,
+                        encoder_hidden_states_1=encoder_hidden_states_1,
+                        encoder_attention_mask_1=encoder_attention_mask_1, return_dict=False)[0]
+        _sync(self.device)
+        self.times.append(time.perf_counter() - t0)
+        return (out[::n] if n > 1 else out,)
+
+
+class _PipeView:
+    """The pipeline as `denoise` sees it, with the timed UNet in place of the real one."""
+
+    def __init__(self, pipe, unet):
+        self._pipe, self.unet = pipe, unet
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+
+class _PeakRSS:
+    """Samples the process's resident memory every few milliseconds in a background thread."""
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._proc, self._interval = psutil.Process(), interval
+        self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-rss")
+
+    def _run(self):
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+# Measurement -------------------------------------------------------------------------------------
+
+def _chunk(model, view, unet, cond, known, seed, spec, hop, streams, resampler, rs_states):
+    """One chunk, stage by stage; returns (timings, latents on the CPU, new resampler states)."""
+    from .generator.denoise import denoise, samples_per_mel_frame
+
+    pipe, dev = model.pipe, model.device
+    first_step = len(unet.times)
+    # 1. denoise: the UNet steps (timed inside) plus scheduler and inpainting
+    t0 = time.perf_counter()
+    latents = denoise(view, cond, known, seed, spec)
+    _sync(dev)
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        # 2. VAE: latents -> log-mel, for every stream at once (as `decode` does it)
+        batch = latents.repeat(streams, 1, 1, 1)
+        mel = pipe.vae.decode((batch / pipe.vae.config.scaling_factor).to(model.dtype)).sample
+        _sync(dev)
+        t2 = time.perf_counter()
+        # 3. vocoder: log-mel -> 16 kHz waveform, trimmed to 160 samples per mel frame
+        audio = pipe.vocoder(mel.squeeze(1).to(model.dtype))
+        audio = audio[:, : mel.shape[2] * samples_per_mel_frame(pipe)].float().cpu().numpy()
+        t3 = time.perf_counter()
+    # 4. resample each stream's new audio (one hop: the joiner holds the overlap back) to the output rate
+    rs_states = [resampler.push(a[: hop * 640], st)[1] for a, st in zip(audio, rs_states)]
+    t4 = time.perf_counter()
+    timings = {"step_s": unet.times[first_step:], "denoise_s": t1 - t0, "vae_s": t2 - t1,
+               "vocoder_s": t3 - t2, "resample_s": t4 - t3, "finite": bool(np.isfinite(audio).all())}
+    return timings, latents.float().cpu(), rs_states
+
+
+def _measure(model, args, frames: int, overlap: int) -> dict:
+    from .audio.resample import ResamplerState, StreamResampler
+    from .conditioning import PromptEncoder, blend, with_negative
+    from .generator.chunks import chunk_seed
+    from .generator.denoise import DenoiseSpec
+
+    spec = DenoiseSpec(frames=frames, steps=args.steps or 25, scheduler=args.scheduler,
+                       guidance_scale=1.0 if args.no_guidance else GUIDANCE_SCALE)
+    unet_impl = model.pipe.unet
+    _set_attention(unet_impl, args.attention)
+    if args.compile:
+        unet_impl = torch.compile(unet_impl, mode=None if args.compile == "default" else args.compile)
+    unet = _TimedUNet(unet_impl, model.device, args.batch)
+    view = type(model)(pipe=_PipeView(model.pipe, unet), model_id=model.model_id, device=model.device,
+                       dtype=model.dtype)
+    resampler = StreamResampler(MODEL_RATE, OUT_RATE)
+    encoder = PromptEncoder(model)
+    seed = 0 if args.seed is None else args.seed
+
+    # 1. First-time prompt encoding (CLAP, Flan-T5, projection, 8 GPT-2 steps per prompt)
+    start = time.perf_counter()
+    for prompt in (*PROMPTS, NEGATIVE):
+        encoder.encode(prompt)
+    _sync(model.device)
+    encode_first = (time.perf_counter() - start) / (len(PROMPTS) + 1)
+
+    # 2. The chunks: a continuing stream whose layer weights drift every chunk
+    chunks, tail, states = [], None, [ResamplerState() for _ in range(args.batch)]
+    for i in range(args.chunks):
+        t0 = time.perf_counter()
+        w = 0.5 + 0.4 * math.sin(i)
+        cond = with_negative(blend([encoder.encode(p) for p in PROMPTS], [w, 1 - w]), encoder.encode(NEGATIVE))
+        t_cond = time.perf_counter() - t0
+        timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), spec,
+                                          frames - overlap, args.batch, resampler, states)
+        tail = latents[:, :, frames - overlap:].clone() if overlap else None
+        total = time.perf_counter() - t0
+        chunks.append({"index": i, "conditioning_s": t_cond, **timings, "total_s": total})
+        if i == 0:
+            first_audio = time.perf_counter() - start
+        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s", file=sys.stderr)
+
+    # 3. Warm start: a new prompt after warm-up, to its first audio
+    t0 = time.perf_counter()
+    cond = with_negative(encoder.encode(WARM_PROMPT), encoder.encode(NEGATIVE))
+    steps_before = len(unet.times)
+    _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), spec, frames - overlap, args.batch,
+           resampler, [ResamplerState() for _ in range(args.batch)])
+    warm_start = time.perf_counter() - t0
+    del unet.times[steps_before:]
+    return {"encode_first_s": encode_first, "chunks": chunks, "first_audio_s": first_audio,
+            "warm_start_s": warm_start, "steps": spec.steps, "guidance_scale": spec.guidance_scale}
+
+
+# Report ------------------------------------------------------------------------------------------
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict:
+    import diffusers
+    import transformers
+
+    from . import __version__
+
+    return {"soundscape": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def _stats(xs: list[float]) -> dict:
+    return {"mean": sum(xs) / len(xs), "min": min(xs), "max": max(xs)} if xs else {}
+
+
+def _summary(chunks: list[dict]) -> dict:
+    """Means over the steady chunks (all but chunk 0; chunk 0 alone when there is only one)."""
+    steady = chunks[1:] or chunks
+    out = {"chunks": [c["index"] for c in steady]}
+    for key in ("conditioning_s", "denoise_s", "vae_s", "vocoder_s", "resample_s", "total_s"):
+        out[key] = sum(c[key] for c in steady) / len(steady)
+    steps = [s for c in steady for s in c["step_s"]]
+    out["step_s"] = _stats(steps)
+    out["denoise_other_s"] = out["denoise_s"] - sum(steps) / len(steady)
+    return out
+
+
+def _rss_max_mb() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 2**20 if sys.platform == "darwin" else kib / 1024  # bytes on macOS, KiB on Linux
 
 
 def run_bench(args) -> int:
-    raise NotImplementedError("soundscape bench is not written yet")
+    from .model.architecture import parameter_counts
+
+    frames, overlap = _geometry(args)
+    t0 = time.perf_counter()
+    model = _load(args)
+    load_s = time.perf_counter() - t0
+    import psutil
+
+    rss_loaded = psutil.Process().memory_info().rss
+    on_cuda = model.device.type == "cuda"
+    with _PeakRSS() as rss:
+        try:
+            measured = _measure(model, args, frames, overlap)
+        except RuntimeError as exc:  # kernels missing for a dtype/device, compiler failures
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UsageError(f"bench failed on {model.device.type} with {str(model.dtype).removeprefix('torch.')}"
+                             f"{' and --compile' if args.compile else ''}: {first}; try --dtype fp32"
+                             f"{' or leave out --compile' if args.compile else ''}") from None
+    hop_s = (frames - overlap) * 0.04
+    steady = _summary(measured["chunks"])
+    result = {
+        "model": model.model_id,
+        "parameters": sum(parameter_counts(model.pipe).values()),
+        "device": str(model.device), "device_name": _device_name(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "versions": _versions(),
+        "config": {"chunks": args.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
+                   "steps": measured["steps"], "scheduler": args.scheduler,
+                   "guidance_scale": measured["guidance_scale"], "streams": args.batch,
+                   "unet_batch": args.batch * (1 if args.no_guidance else 2),
+                   "compile": args.compile, "attention": args.attention},
+        "load_s": load_s,
+        "encode_first_s": measured["encode_first_s"],
+        "chunks": measured["chunks"],
+        "step_s": [s for c in measured["chunks"] for s in c["step_s"]],
+        "steady": steady,
+        "rtf": args.batch * hop_s / steady["total_s"],
+        "rtf_per_stream": hop_s / steady["total_s"],
+        "first_audio_s": measured["first_audio_s"],
+        "warm_start_s": measured["warm_start_s"],
+        "memory": {"rss_after_load_mb": rss_loaded / 2**20, "peak_rss_mb": rss.peak / 2**20,
+                   "ru_maxrss_mb": _rss_max_mb(),
+                   "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if on_cuda else None},
+    }
+    print(json.dumps(result, indent=1) if args.json else _table(result))
+    return 0
+
+
+def _table(r: dict) -> str:
+    c, s, first, mem = r["config"], r["steady"], r["chunks"][0], r["memory"]
+    v = r["versions"]
+    steady_label = f"steady (chunks {s['chunks'][0]}-{s['chunks'][-1]})" if len(r["chunks"]) > 1 else "steady (=chunk 0)"
+    lines = [
+        f"model     {r['model']} ({r['parameters'] / 1e6:.0f}M parameters), loaded in {r['load_s']:.1f} s",
+        f"device    {r['device']}: {r['device_name']}, {r['dtype']}, {r['torch_threads']} torch threads "
+        f"of {r['cpu_count']} CPUs",
+        f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
+        f"python {v['python']}",
+        f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "
+        f"{c['hop_s']:.2f} s each), {c['steps']} {c['scheduler']} steps, guidance {c['guidance_scale']:g}, "
+        f"{c['streams']} stream(s), UNet batch {c['unet_batch']}, compile {c['compile'] or 'off'}, "
+        f"attention {c['attention']}",
+        "",
+        f"{'stage':<22}{'chunk 0':>12}{steady_label:>26}",
+    ]
+    step0 = _stats(first["step_s"])
+    rows = [("conditioning", first["conditioning_s"], s["conditioning_s"]),
+            ("UNet step (mean)", step0.get("mean", 0), s["step_s"].get("mean", 0)),
+            ("UNet step (min)", step0.get("min", 0), s["step_s"].get("min", 0)),
+            ("UNet step (max)", step0.get("max", 0), s["step_s"].get("max", 0)),
+            ("denoise (all steps)", first["denoise_s"], s["denoise_s"]),
+            ("VAE decode", first["vae_s"], s["vae_s"]),
+            ("vocoder", first["vocoder_s"], s["vocoder_s"]),
+            ("resample 16k->48k", first["resample_s"], s["resample_s"]),
+            ("chunk total", first["total_s"], s["total_s"])]
+    lines += [f"{name:<22}{a:>11.3f}s{b:>25.3f}s" for name, a, b in rows]
+    cuda = mem["cuda_max_allocated_mb"]
+    lines += [
+        "",
+        f"real-time factor      {r['rtf']:.3f}x ({r['rtf_per_stream']:.3f}x per stream; >1 keeps up)",
+        f"first audio           {r['first_audio_s']:.3f} s from the loaded model "
+        f"(prompt encoding {r['encode_first_s']:.3f} s per prompt, first time)",
+        f"warm start            {r['warm_start_s']:.3f} s for a new prompt after warm-up",
+        f"peak memory           RSS {mem['peak_rss_mb']:.0f} MiB while generating, {mem['rss_after_load_mb']:.0f} MiB "
+        f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
+        + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
+    ]
+    if not all(ch["finite"] for ch in r["chunks"]):
+        lines.append("note                  the audio had NaN/inf samples (random weights?); timings still hold")
+    return "\n".join(lines)

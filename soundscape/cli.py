@@ -75,13 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Stream a scene to the sound card: endless, evolving, tweakable while it plays.")
     play.add_argument("scene", help="scene file, e.g. scenes/forest.yaml")
     _add_model_args(play)
-    play.add_argument("--output-device", dest="audio_device", help="output device name or index (see `soundscape devices`)")
+    play.add_argument("--output-device", dest="audio_device", help="output device name or index (see `soundscape devices`), or `null` to play silently")
     play.add_argument("--duration", type=_duration("--duration"), help="stop after this long, e.g. 20, 90s, 10m, 1h")
     play.add_argument("--sleep", type=_duration("--sleep"), help="sleep timer: fade out and stop after this long")
     play.add_argument("--fade-out", type=_duration("--fade-out"), default=None,
                       help="fade-out length for --sleep/--duration (default 30s for --sleep, 2s otherwise)")
     play.add_argument("--buffer", type=_duration("--buffer"), default=None,
                       help="audio buffered ahead (default: two chunks of new audio)")
+    play.add_argument("--prefill", type=_duration("--prefill"), default=None,
+                      help="audio to generate before sound starts (default: one chunk); on a slow machine "
+                           "a longer prefill means fewer cover-ups later")
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
     play.add_argument("--quiet", action="store_true", help="no status line")

@@ -103,13 +103,13 @@ class SceneStream:
         return cond
 
     # Generation ------------------------------------------------------------
-    def next_segment(self) -> Segment:
+    def next_segment(self, should_stop=None) -> Segment:
         st = self.state
         index = st.gen.chunk_index
         t0 = time.perf_counter()
         weights = controller.weights_at(self.scene, self.chunk_time(index), self.overrides)
         cond = self.conditioning(weights)
-        result = generate_chunk(self.model, cond, st.gen, self.spec, self.seed)
+        result = generate_chunk(self.model, cond, st.gen, self.spec, self.seed, should_stop)
         presence = min(1.0, sum(weights.values()) / 0.05)  # fade to silence only as all layers reach 0
         new16k, join = self.joiner.join(result.audio.numpy(), st.join, presence)
         out, rs = self.resampler.push(new16k, st.resample)

@@ -36,11 +36,15 @@ def equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crossfade(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
-    """Correlation-aware equal-power crossfade from `tail` into `head` (same length)."""
+    """Correlation-aware equal-power crossfade from `tail` into `head`: same shape, (n,) or (n, channels)."""
     a, b = equal_power_curves(len(tail))
-    denom = float(np.sqrt(np.dot(tail, tail) * np.dot(head, head)))
-    r = float(np.clip(np.dot(tail, head) / denom, 0.0, 1.0)) if denom > 0 else 0.0
-    return ((a * tail + b * head) / np.sqrt(a * a + b * b + 2 * a * b * r)).astype(np.float32)
+    t, h = tail.astype(np.float64).ravel(), head.astype(np.float64).ravel()
+    denom = float(np.sqrt(np.dot(t, t) * np.dot(h, h)))
+    r = float(np.clip(np.dot(t, h) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+    g = np.sqrt(a * a + b * b + 2 * a * b * r)
+    if tail.ndim == 2:
+        a, b, g = a[:, None], b[:, None], g[:, None]
+    return ((a * tail + b * head) / g).astype(np.float32)
 
 
 class Joiner:

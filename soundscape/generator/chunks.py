@@ -61,11 +61,11 @@ def _sync(device: torch.device) -> None:
 
 
 def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
-                   scene_seed: int) -> ChunkResult:
+                   scene_seed: int, should_stop=None) -> ChunkResult:
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
     seed = chunk_seed(scene_seed, state.chunk_index)
     t0 = time.perf_counter()
-    latents = denoise(model, cond, state.tail_latents, seed, spec.denoise)
+    latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
     _sync(model.device)
     t1 = time.perf_counter()
     audio = decode(model, latents)

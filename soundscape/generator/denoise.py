@@ -25,6 +25,10 @@ from ..model.loading import LoadedModel
 from .schedulers import make_scheduler
 
 
+class Cancelled(Exception):
+    """Raised between denoising steps when the caller asked to stop."""
+
+
 @dataclass(frozen=True)
 class DenoiseSpec:
     frames: int  # T, latent frames per chunk (25 per second)
@@ -47,7 +51,7 @@ def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.
 
 @torch.inference_mode()
 def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
-            spec: DenoiseSpec) -> torch.Tensor:
+            spec: DenoiseSpec, should_stop=None) -> torch.Tensor:
     """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`."""
     pipe, device, dtype = model.pipe, model.device, model.dtype
     unet = pipe.unet
@@ -80,6 +84,8 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
 
     # 4. Denoising loop
     for i, t in enumerate(timesteps):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
         for r in range(spec.resample_passes + 1):
             # 4a. expand the latents for guidance and scale them for the scheduler
             model_in = torch.cat([latents] * 2) if guided else latents

@@ -1,0 +1,133 @@
+"""Keeps the ring buffer fed: fresh audio when the generator keeps up, earlier material when it doesn't.
+
+Runs on the main thread (the engine calls `pump()` every few milliseconds).
+
+    fresh ──► [held X frames] ──► ring ──► callback
+                     │ generator late and the ring below its margin:
+                     ▼ crossfade the held fresh tail into cover audio (earlier chunks,
+                       each joined to the next by a crossfade), keep the ring at the margin;
+                       when fresh audio returns, crossfade cover into it.
+
+The last X frames of fresh audio are always held back until the next fresh
+segment arrives, so a switch to cover material never needs audio we don't have.
+Every seam, fresh->cover, cover->cover and cover->fresh, goes through
+`crossfade.crossfade`, the one place that owns the fade. When the generator
+keeps up no cover is ever used and the ring receives exactly the fresh samples.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import deque
+
+import numpy as np
+
+from .crossfade import crossfade
+from .ringbuffer import RingBuffer
+
+
+class CoverPool:
+    """Earlier fresh audio, replayed as one continuous stream whose pieces are joined by crossfades."""
+
+    def __init__(self, xfade: int, max_segments: int = 8, seed: int = 0):
+        self.xfade = xfade
+        self.segments: deque[np.ndarray] = deque(maxlen=max_segments)
+        self._rng = np.random.default_rng(seed)
+        self._buf: np.ndarray | None = None  # upcoming cover frames; always > xfade once started
+
+    def add(self, audio: np.ndarray) -> None:
+        if len(audio) > 4 * self.xfade:
+            self.segments.append(audio)
+
+    def __bool__(self) -> bool:
+        return bool(self.segments)
+
+    def _piece(self) -> np.ndarray:
+        seg = self.segments[int(self._rng.integers(len(self.segments)))]
+        # Start anywhere but the last 3 crossfades, so repeats of one segment don't line up.
+        return seg[int(self._rng.integers(0, len(seg) - 3 * self.xfade)):]
+
+    def take(self, n: int) -> np.ndarray:
+        """The next `n` frames of cover audio."""
+        if self._buf is None:
+            self._buf = self._piece()
+        while len(self._buf) < n + self.xfade:
+            nxt, x = self._piece(), self.xfade
+            self._buf = np.concatenate([self._buf[:-x], crossfade(self._buf[-x:], nxt[:x]), nxt[x:]])
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+class Feeder:
+    def __init__(self, ring: RingBuffer, fresh: queue.Queue, *, xfade: int, margin: int, skip_pool: int = 0,
+                 seed: int = 0):
+        self.ring = ring
+        self.fresh = fresh
+        self.xfade = xfade  # frames held back and used for each crossfade
+        self.margin = margin  # keep at least this much buffered when covering
+        self.pool = CoverPool(xfade, seed=seed)
+        self._skip_pool = skip_pool  # frames at the start (the fade-in) not used as cover material
+        self._pending = np.zeros((0, ring.channels), np.float32)
+        self.covering = False
+        self.coverups = 0
+        self.cover_frames = 0
+        self.fresh_frames = 0
+        self.segments: list = []  # Segment objects received, for the status line and timeline
+
+    def _receive(self) -> bool:
+        """Move any ready fresh segments into the pending buffer; True if one arrived."""
+        got = False
+        # Take a new segment only when the current one is used up: the queue stays full
+        # meanwhile, which is what holds the generator back (backpressure).
+        while self.covering or len(self._pending) <= self.xfade:
+            try:
+                seg = self.fresh.get_nowait()
+            except queue.Empty:
+                return got
+            got = True
+            self.segments.append(seg)
+            audio = seg.audio
+            if self._skip_pool < len(audio):
+                self.pool.add(audio[self._skip_pool:])
+            self._skip_pool = max(0, self._skip_pool - len(audio))
+            if self.covering:
+                # Back to fresh audio: crossfade the cover stream into the new segment's head.
+                head = audio[: self.xfade]
+                self._write_all(crossfade(self.pool.take(len(head)), head))
+                audio = audio[len(head):]
+                self.covering = False
+            self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+        return got
+
+    def _write_all(self, frames: np.ndarray) -> None:
+        # Seams are short (xfade frames) and written only when there is room for them.
+        written = self.ring.write(frames)
+        if written < len(frames):
+            self._pending = np.concatenate([frames[written:], self._pending])
+
+    def pump(self) -> None:
+        self._receive()
+        if not self.covering:
+            # Fresh: write all but the held-back tail.
+            writable = max(0, len(self._pending) - self.xfade)
+            if writable:
+                n = self.ring.write(self._pending[:writable])
+                self.fresh_frames += n
+                self._pending = self._pending[n:]
+            if self.ring.level() < self.margin and len(self._pending) <= self.xfade and self.pool:
+                if self.ring.free() < self.xfade:
+                    return
+                # The generator is late: crossfade the held tail into earlier material.
+                tail = self._pending
+                self._pending = self._pending[:0]
+                self._write_all(crossfade(tail, self.pool.take(len(tail))) if len(tail) else tail)
+                self.covering = True
+                self.coverups += 1
+        if self.covering:
+            need = min(self.margin - self.ring.level(), self.ring.free())
+            if need > 0:
+                n = self.ring.write(self.pool.take(need))
+                self.cover_frames += n
+
+    def buffered_fresh(self) -> int:
+        return len(self._pending)

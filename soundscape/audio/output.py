@@ -1,0 +1,200 @@
+"""The sound card: device choice, and the PortAudio callback over the ring buffer.
+
+The callback only copies: no locks, no allocation beyond numpy views, no I/O. It
+always fills the whole block (zeros on underrun, counted), writes into `outdata`
+in place (never rebinds it) and applies the fade-out from a curve computed on the
+main thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import AudioDeviceError
+from .ringbuffer import RingBuffer
+
+
+def _sd():
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # libportaudio missing
+        raise AudioDeviceError(f"PortAudio is not available ({exc}); install it, e.g. "
+                               f"`sudo apt-get install libportaudio2`") from None
+    return sd
+
+
+def list_output_devices() -> list[str]:
+    sd = _sd()
+    lines = []
+    try:
+        default = sd.default.device[1]
+        for i, d in enumerate(sd.query_devices()):
+            if d["max_output_channels"] > 0:
+                mark = "*" if i == default else " "
+                lines.append(f"{mark} {i:3d}  {d['name']}  ({d['max_output_channels']} ch, "
+                             f"{d['default_samplerate']:.0f} Hz)")
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"cannot list audio devices: {exc}") from None
+    if not lines:
+        raise AudioDeviceError("no audio output devices found; connect one, or use `soundscape render` "
+                               "to write a file instead")
+    return lines + ["(* = default; choose one with --output-device NAME or INDEX)"]
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    device: int | None
+    name: str
+    rate: int
+    channels: int
+
+
+def resolve_output(device: str | None, want_rate: int, want_channels: int) -> OutputConfig:
+    """Pick the device; prefer the scene's rate and channels where the device takes them."""
+    if device is not None and device.strip().lower() == "null":
+        return OutputConfig(device=NULL_DEVICE, name="null (no sound)", rate=want_rate, channels=want_channels)
+    sd = _sd()
+    try:
+        devices = sd.query_devices()
+        if device is None:
+            index = sd.default.device[1]
+            if index is None or index < 0:
+                raise AudioDeviceError("no default audio output device; list them with `soundscape devices` "
+                                       "and pass --output-device, or use `soundscape render`")
+        elif device.strip().isdigit():
+            index = int(device)
+            if index >= len(devices) or devices[index]["max_output_channels"] < 1:
+                raise AudioDeviceError(f"--output-device {device}: no output device with that index; "
+                                       f"see `soundscape devices`")
+        else:
+            matches = [i for i, d in enumerate(devices)
+                       if device.lower() in d["name"].lower() and d["max_output_channels"] > 0]
+            if not matches:
+                raise AudioDeviceError(f"--output-device {device!r}: no output device has that name; "
+                                       f"see `soundscape devices`")
+            index = matches[0]
+        info = devices[index]
+        channels = max(1, min(want_channels, int(info["max_output_channels"])))
+        rate = want_rate
+        try:
+            sd.check_output_settings(device=index, samplerate=rate, channels=channels, dtype="float32")
+        except sd.PortAudioError:
+            rate = int(info["default_samplerate"])
+        return OutputConfig(device=index, name=info["name"], rate=rate, channels=channels)
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"audio device problem: {exc}") from None
+
+
+class Player:
+    """The PortAudio callback and its counters. Counters are written only by the callback.
+
+    Fades are sample-accurate: the callback starts one at an exact frame, so a --duration
+    ends where it should however large the device's blocks are.
+    """
+
+    def __init__(self, ring: RingBuffer, rate: int):
+        self.ring = ring
+        self.rate = rate
+        self.frames_played = 0
+        self.underruns = 0  # blocks the ring could not fill
+        self.xruns = 0  # PortAudio reported an output underflow
+        self.done = False  # a fade-out finished; the rest is silence
+        self._curve: np.ndarray | None = None
+        self._fade_start = 0
+
+    def schedule_fade(self, start_frame: int, seconds: float) -> None:
+        """Main thread: fade to silence over `seconds` from `start_frame` (now, if already past).
+
+        A fade already running is only ever shortened, continuing from its current gain.
+        """
+        start_frame = max(start_frame, self.frames_played)
+        n = max(1, int(seconds * self.rate))
+        gain = 1.0
+        if self._curve is not None:
+            if self._fade_start + len(self._curve) <= start_frame + n:
+                return
+            pos = start_frame - self._fade_start
+            gain = float(self._curve[min(max(pos, 0), len(self._curve) - 1)]) if pos >= 0 else 1.0
+        curve = (gain * (0.5 + 0.5 * np.cos(np.pi * np.arange(n) / n))).astype(np.float32)
+        self._fade_start = start_frame
+        self._curve = curve  # published last: the callback sees a complete curve and its start
+
+    def start_fade(self, seconds: float) -> None:
+        self.schedule_fade(self.frames_played, seconds)
+
+    def callback(self, outdata, frames, time_info, status) -> None:
+        if status and status.output_underflow:
+            self.xruns += 1
+        if self.done:
+            outdata.fill(0)
+            return
+        if self.ring.read_into(outdata):
+            self.underruns += 1
+        curve = self._curve
+        if curve is not None:
+            start = self._fade_start
+            s = max(start - self.frames_played, 0)  # where in this block the fade is
+            if s < frames:
+                pos = self.frames_played + s - start
+                k = max(0, min(frames - s, len(curve) - pos))
+                np.multiply(outdata[s:s + k], curve[pos:pos + k, None], out=outdata[s:s + k])
+                if s + k < frames:
+                    outdata[s + k:] = 0
+                    self.done = True
+        self.frames_played += frames
+
+    def open_stream(self, config: OutputConfig):
+        if config.device == NULL_DEVICE:
+            return ClockedSink(self, config)
+        sd = _sd()
+        try:
+            return sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,
+                                   dtype="float32", latency="high", callback=self.callback)
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot open audio device {config.name!r}: {exc}; "
+                                   f"choose another with --output-device (see `soundscape devices`)") from None
+
+
+NULL_DEVICE = -1
+
+
+class ClockedSink:
+    """A sound card with no sound: calls the same callback from a thread, paced by the clock.
+
+    `--output-device null` plays silently in real time (headless runs, logging a timeline);
+    tests and the soak script use `speed` to fast-forward and `capture` to keep what was played.
+    """
+
+    def __init__(self, player: Player, config: OutputConfig, block: int = 1024, speed: float = 1.0,
+                 capture: list | None = None):
+        import threading
+
+        self.player, self.config, self.block, self.speed = player, config, block, speed
+        self.capture = capture
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soundscape-null-sink", daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        out = np.zeros((self.block, self.config.channels), np.float32)
+        period = self.block / self.config.rate / self.speed
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            self.player.callback(out, self.block, None, None)
+            if self.capture is not None:
+                self.capture.append(out.copy())
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,250 @@
+"""`soundscape play`: the threads that turn a scene stream into sound.
+
+Threads and what each owns:
+  main thread     the CLI. Owns the Feeder (moves fresh segments, or earlier material when the
+                  generator is late, into the ring buffer), the status line, the timers
+                  (--duration, --sleep), signals (Ctrl-C / SIGTERM arrive here as
+                  KeyboardInterrupt) and the control socket. It may start the fade-out.
+  generator       owns the SceneStream (model, conditioning, generator state). Produces one
+                  Segment at a time into a queue of one; blocks when the queue is full
+                  (backpressure), so it runs at most one chunk ahead of what the buffer holds.
+                  Writes the timeline. A failing chunk is logged and retried with backoff.
+  PortAudio       the callback (audio/output.Player) only reads the ring buffer.
+Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes
+the stream and sets `stop`; the generator notices between chunks (it is a daemon thread, so a
+chunk in progress never delays exit).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .audio.feeder import Feeder
+from .audio.output import OutputConfig, Player, resolve_output
+from .audio.ringbuffer import RingBuffer
+from .errors import EXIT_INTERRUPTED
+from .generator.denoise import Cancelled
+from .units import format_duration
+
+XFADE_S = 0.25  # every cover-up seam
+MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
+SIGNAL_FADE_S = 0.6
+
+
+@dataclass
+class GenStats:
+    chunks: int = 0
+    gen_s: float = 0.0
+    hop_s: float = 0.0
+    errors: int = 0
+    last_error: str = ""
+    rtf_history: list = field(default_factory=list)
+
+    @property
+    def rtf(self) -> float:
+        recent = self.rtf_history[-4:]
+        return sum(recent) / len(recent) if recent else 0.0
+
+
+class GeneratorThread(threading.Thread):
+    def __init__(self, stream, out: queue.Queue, timeline: str | None, max_backoff: float = 30.0):
+        super().__init__(name="soundscape-generator", daemon=True)
+        self.stream = stream
+        self.out = out
+        self.stop = threading.Event()
+        self.stats = GenStats(hop_s=stream.hop_s)
+        self.lock = threading.Lock()  # held while a chunk is generated; tweaks take it to change the stream
+        self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
+        self.max_backoff = max_backoff
+
+    def log(self, row: dict) -> None:
+        if self._timeline:
+            self._timeline.write(json.dumps(row) + "\n")
+            self._timeline.flush()
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                with self.lock:
+                    seg = self.stream.next_segment(should_stop=self.stop.is_set)
+            except Cancelled:
+                break
+            except Exception as exc:  # a failing chunk must not stop the sound: retry it
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                print(f"\nsoundscape: chunk failed ({self.stats.last_error}); retrying in {backoff:.1f} s "
+                      f"while earlier material plays", file=sys.stderr)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.5
+            self.stats.chunks += 1
+            self.stats.gen_s = seg.gen_s
+            self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
+            self.log(seg.timeline_row())
+            while not self.stop.is_set():
+                try:
+                    self.out.put(seg, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        if self._timeline:
+            self._timeline.close()
+
+
+class StatusLine:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+        self._width = 0
+
+    def show(self, text: str, every: float = 0.5) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        # Not a terminal: plain lines, rarely, so logs stay readable.
+        if now - self._last < (every if self.tty else 10.0):
+            return
+        self._last = now
+        if self.tty:
+            sys.stderr.write("\r" + text.ljust(self._width)[: 200])
+            self._width = len(text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.tty and not self.quiet and self._width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: GeneratorThread, rate: int) -> str:
+    ahead = (ring.level() + feeder.buffered_fresh()) / rate
+    weights = feeder.segments[-1].weights if feeder.segments else {}
+    w = " ".join(f"{k}={v:.2f}" for k, v in weights.items())
+    rtf = gen.stats.rtf
+    text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  {w}  "
+            f"cover-ups {feeder.coverups}  underruns {player.underruns}")
+    if feeder.covering or (rtf and rtf < 1.0):
+        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: lower --steps or use a GPU)"
+    return text
+
+
+@dataclass
+class PlayResult:
+    frames_played: int
+    coverups: int
+    underruns: int
+    chunks: int
+    interrupted: bool
+
+
+class Engine:
+    """Wires stream -> generator thread -> feeder -> ring buffer -> Player for one `play` run."""
+
+    def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
+                 quiet: bool = False, prefill_s: float | None = None):
+        self.stream = stream
+        self.prefill_s = prefill_s
+        self.config = config
+        rate = config.rate
+        capacity = int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate)
+        self.ring = RingBuffer(max(capacity, int(3 * MARGIN_S * rate)), config.channels)
+        self.fresh: queue.Queue = queue.Queue(maxsize=1)
+        self.gen = GeneratorThread(stream, self.fresh, timeline)
+        self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
+                             skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
+        self.player = Player(self.ring, rate)
+        self.status = StatusLine(quiet)
+        self.on_tick = None  # the control server's poll, when there is one
+
+    def _prefill(self) -> None:
+        rate = self.config.rate
+        wanted = self.prefill_s * rate if self.prefill_s else self.stream.hop_s * rate - self.feeder.xfade
+        target = int(min(self.ring.capacity, wanted))
+        started = time.monotonic()
+        while self.ring.level() < target:
+            self.feeder.pump()
+            if not self.gen.is_alive():
+                raise RuntimeError("the generator thread stopped during buffering")
+            self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
+                             f"({time.monotonic() - started:.0f} s)", every=0.25)
+            time.sleep(0.02)
+
+    def run(self, duration: float | None = None, sleep: float | None = None, fade_out: float | None = None) -> PlayResult:
+        rate = self.config.rate
+        stop_at = min(x for x in (duration, sleep, float("inf")) if x is not None)
+        fade_len = fade_out if fade_out is not None else (30.0 if sleep else 2.0)
+        fade_len = min(fade_len, stop_at) if stop_at != float("inf") else fade_len
+        interrupted = False
+        self.gen.start()
+        try:
+            self._prefill()
+            if stop_at != float("inf"):
+                self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
+            stream = self.player.open_stream(self.config)
+            with stream:
+                while not self.player.done:
+                    self.feeder.pump()
+                    if self.on_tick:
+                        self.on_tick()
+                    self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
+                    time.sleep(0.01)
+        except KeyboardInterrupt:
+            interrupted = True
+            self._fade_and_close_after_signal()
+        finally:
+            self.gen.stop.set()
+            # The generator stops at its next denoising step; don't wait on a slow one for long.
+            self.gen.join(timeout=2.0)
+            self.status.end()
+        return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
+                          self.gen.stats.chunks, interrupted)
+
+    def _fade_and_close_after_signal(self) -> None:
+        """Ctrl-C / SIGTERM: fade out within a second, then let the stream close."""
+        import sounddevice as sd
+
+        self.player.start_fade(SIGNAL_FADE_S)
+        deadline = time.monotonic() + 1.5
+        while not self.player.done and time.monotonic() < deadline:
+            try:
+                self.feeder.pump()
+                time.sleep(0.01)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now
+                break
+        try:
+            sd.stop()
+        except Exception:
+            pass
+
+
+def play(args, make_stream) -> int:
+    from .scene import load_scene
+
+    scene = load_scene(args.scene)
+    config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
+    stream = make_stream(args, out_rate=config.rate, channels=config.channels)
+    engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
+                    prefill_s=args.prefill)
+    server = None
+    if not args.quiet:
+        print(f"playing {scene.name!r} on {config.name} at {config.rate} Hz, {config.channels} ch "
+              f"(Ctrl-C to stop)", file=sys.stderr)
+    try:
+        result = engine.run(duration=args.duration, sleep=args.sleep, fade_out=args.fade_out)
+    finally:
+        if server:
+            server.close()
+    if not args.quiet:
+        print(f"played {format_duration(result.frames_played / config.rate)}; {result.chunks} chunks generated, "
+              f"{result.coverups} cover-ups, {result.underruns} underruns", file=sys.stderr)
+    return EXIT_INTERRUPTED if result.interrupted else 0
