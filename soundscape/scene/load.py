@@ -104,23 +104,25 @@ def _message(err: dict, model_fields_at) -> tuple[tuple, str]:
 
 def _fields_at(path: tuple) -> list[str]:
     """Names of the keys allowed at a path in the scene model (for 'did you mean')."""
+    import typing
+
     from pydantic import BaseModel
 
     model: Any = Scene
+    skip_key = False
     for part in path:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int) or skip_key:  # list index, or a key of a name -> value mapping
+            skip_key = False
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        field = model.model_fields.get(part) if model is not None else None
         if field is None:
-            model = None
-            continue
+            return []
         ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        candidates = [ann, *args, *[a for arg in args for a in getattr(arg, "__args__", ())]]
+        skip_key = typing.get_origin(ann) is dict
+        args = typing.get_args(ann)
+        candidates = [ann, *args, *[a for arg in args for a in typing.get_args(arg)]]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+    return list(model.model_fields) if model is not None else []
 
 
 def _format(label: str, line: int | None, path: tuple, text: str) -> str:
