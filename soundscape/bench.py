@@ -375,10 +375,16 @@ def run_bench(args) -> int:
     return 0
 
 
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
 def _table(r: dict) -> str:
     c, s, first, mem = r["config"], r["steady"], r["chunks"][0], r["memory"]
     v = r["versions"]
-    steady_label = f"steady (chunks {s['chunks'][0]}-{s['chunks'][-1]})" if len(r["chunks"]) > 1 else "steady (=chunk 0)"
+    idx = s["chunks"]
+    steady_label = ("steady (=chunk 0)" if len(r["chunks"]) == 1 else
+                    f"steady (chunk {idx[0]})" if len(idx) == 1 else f"steady (chunks {idx[0]}-{idx[-1]})")
     lines = [
         f"model     {r['model']} ({r['parameters'] / 1e6:.0f}M parameters), loaded in {r['load_s']:.1f} s",
         f"device    {r['device']}: {r['device_name']}, {r['dtype']}, {r['torch_threads']} torch threads "
@@ -390,7 +396,7 @@ def _table(r: dict) -> str:
         f"{c['streams']} stream(s), UNet batch {c['unet_batch']}, compile {c['compile'] or 'off'}, "
         f"attention {c['attention']}",
         "",
-        f"{'stage':<22}{'chunk 0':>12}{steady_label:>26}",
+        f"{'stage':<22}{'chunk 0':>12}{steady_label:>28}",
     ]
     step0 = _stats(first["step_s"])
     rows = [("conditioning", first["conditioning_s"], s["conditioning_s"]),
@@ -402,14 +408,14 @@ def _table(r: dict) -> str:
             ("vocoder", first["vocoder_s"], s["vocoder_s"]),
             ("resample 16k->48k", first["resample_s"], s["resample_s"]),
             ("chunk total", first["total_s"], s["total_s"])]
-    lines += [f"{name:<22}{a:>11.3f}s{b:>25.3f}s" for name, a, b in rows]
+    lines += [f"{name:<22}{_fmt(a):>12}{_fmt(b):>28}" for name, a, b in rows]
     cuda = mem["cuda_max_allocated_mb"]
     lines += [
         "",
-        f"real-time factor      {r['rtf']:.3f}x ({r['rtf_per_stream']:.3f}x per stream; >1 keeps up)",
-        f"first audio           {r['first_audio_s']:.3f} s from the loaded model "
-        f"(prompt encoding {r['encode_first_s']:.3f} s per prompt, first time)",
-        f"warm start            {r['warm_start_s']:.3f} s for a new prompt after warm-up",
+        f"real-time factor      {r['rtf']:.3g}x ({r['rtf_per_stream']:.3g}x per stream; >1 keeps up)",
+        f"first audio           {_fmt(r['first_audio_s'])} from the loaded model "
+        f"(prompt encoding {_fmt(r['encode_first_s'])} per prompt, first time)",
+        f"warm start            {_fmt(r['warm_start_s'])} for a new prompt after warm-up",
         f"peak memory           RSS {mem['peak_rss_mb']:.0f} MiB while generating, {mem['rss_after_load_mb']:.0f} MiB "
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),

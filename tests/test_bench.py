@@ -1,0 +1,50 @@
+"""`soundscape bench` on the tiny pipeline: the JSON report is complete and its figures are sane."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from soundscape.cli import main
+
+
+def test_bench_tiny_json(capsys):
+    steps, chunks = 2, 2
+    assert main(["bench", "--tiny", "--steps", str(steps), "--chunks", str(chunks), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    assert len(report["step_s"]) == steps * chunks
+    assert all(t > 0 for t in report["step_s"])
+    assert len(report["chunks"]) == chunks
+    for chunk in report["chunks"]:
+        assert len(chunk["step_s"]) == steps
+        for stage in ("denoise_s", "vae_s", "vocoder_s", "resample_s", "total_s"):
+            assert chunk[stage] > 0, stage
+    assert report["steady"]["chunks"] == [1]  # chunk 0 is warm-up
+    assert report["encode_first_s"] > 0
+    assert report["rtf"] > 0
+    assert report["first_audio_s"] > 0 and report["warm_start_s"] > 0
+    assert report["memory"]["peak_rss_mb"] > 0 and report["memory"]["ru_maxrss_mb"] > 0
+    assert report["config"]["unet_batch"] == 2  # guidance: [negative, positive]
+    for name in ("torch", "diffusers", "transformers"):
+        assert report["versions"][name]
+
+
+def test_bench_batch_widens_the_unet_call(capsys):
+    assert main(["bench", "--tiny", "--steps", "1", "--chunks", "1", "--batch", "3", "--no-guidance",
+                 "--chunk-seconds", "2.56", "--overlap-seconds", "0.64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["unet_batch"] == 3
+    assert report["rtf"] == pytest.approx(3 * report["rtf_per_stream"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tiny", "--model", "x"], "--model x: cannot be combined with --tiny"),
+    (["--tiny", "--chunk-seconds", "10"], "--chunk-seconds: expected a multiple of 0.32"),
+    (["--tiny", "--overlap-seconds", "6"], "--overlap-seconds: expected at most half of --chunk-seconds"),
+])
+def test_bench_usage_errors_are_one_line(capsys, argv, message):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
