@@ -26,6 +26,9 @@ class StreamResampler:
     def __init__(self, in_rate: int, out_rate: int):
         g = gcd(in_rate, out_rate)
         self.up, self.down = out_rate // g, in_rate // g
+        if self.up == self.down:  # same rate: push() passes audio through
+            self.taps, self.context = None, 0
+            return
         half_len = 10 * max(self.up, self.down)
         # The same Kaiser-windowed FIR that resample_poly designs by default.
         self.taps = firwin(2 * half_len + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))
