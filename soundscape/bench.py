@@ -73,6 +73,7 @@ def add_bench_parser(sub, add_model_args) -> None:
                    help="torch.compile the UNet (chunk 0 pays the compile; on CPU it may not pay off)")
     p.add_argument("--attention", choices=["default", "sdpa", "math"], default="default",
                    help="UNet attention: as loaded, torch SDPA (AttnProcessor2_0), or explicit matmul (AttnProcessor)")
+    p.add_argument("--threads", type=_int_in(1, 1024), help="torch CPU threads (default: torch's choice, one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -329,6 +330,8 @@ def run_bench(args) -> int:
     from .model.architecture import parameter_counts
 
     frames, overlap = _geometry(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = _load(args)
     load_s = time.perf_counter() - t0
