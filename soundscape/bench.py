@@ -332,6 +332,7 @@ def run_bench(args) -> int:
     frames, overlap = _geometry(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
     model = _load(args)
     load_s = time.perf_counter() - t0
@@ -355,6 +356,9 @@ def run_bench(args) -> int:
         "device": str(model.device), "device_name": _device_name(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        # Other work on the machine skews CPU figures (OpenMP threads spin while waiting for a core).
+        "load_avg_1m": [load_before, os.getloadavg()[0] if load_before is not None else None],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "versions": _versions(),
         "config": {"chunks": args.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
                    "steps": measured["steps"], "scheduler": args.scheduler,
@@ -378,6 +382,10 @@ def run_bench(args) -> int:
     return 0
 
 
+def _load_avg(pair) -> str:
+    return "unknown" if pair[0] is None else f"{pair[0]:.1f} before, {pair[1]:.1f} after"
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -391,7 +399,7 @@ def _table(r: dict) -> str:
     lines = [
         f"model     {r['model']} ({r['parameters'] / 1e6:.0f}M parameters), loaded in {r['load_s']:.1f} s",
         f"device    {r['device']}: {r['device_name']}, {r['dtype']}, {r['torch_threads']} torch threads "
-        f"of {r['cpu_count']} CPUs",
+        f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}",
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "
