@@ -343,8 +343,11 @@ def run_bench(args) -> int:
     with _PeakRSS() as rss:
         try:
             measured = _measure(model, args, frames, overlap)
-        except RuntimeError as exc:  # kernels missing for a dtype/device, compiler failures
+        except RuntimeError as exc:  # out of memory, kernels missing for a dtype/device, compiler failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise UsageError(f"bench ran out of memory on {model.device} with --batch {args.batch}: "
+                                 f"lower --batch or --chunk-seconds ({first})") from None
             raise UsageError(f"bench failed on {model.device.type} with {str(model.dtype).removeprefix('torch.')}"
                              f"{' and --compile' if args.compile else ''}: {first}; try --dtype fp32"
                              f"{' or leave out --compile' if args.compile else ''}") from None
@@ -431,6 +434,11 @@ def _table(r: dict) -> str:
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]
+    busy = r["load_avg_1m"][0]
+    if r["device"] == "cpu" and busy is not None and busy > 0.5 and not r["omp_wait_policy"]:
+        lines.append(f"note                  the machine was busy (load average {busy:.1f} on {r['cpu_count']} CPUs "
+                     f"before the run): torch's threads busy-wait and stall when another process holds a core; "
+                     f"for steadier figures run with OMP_WAIT_POLICY=PASSIVE or --threads 1")
     if not all(ch["finite"] for ch in r["chunks"]):
         lines.append("note                  the audio had NaN/inf samples (random weights?); timings still hold")
     return "\n".join(lines)

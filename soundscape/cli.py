@@ -209,4 +209,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    import threading
+
+    if any(t.name == "soundscape-generator" and t.is_alive() for t in threading.enumerate()):
+        # A chunk still computing in the generator thread: torch's threads must not be torn
+        # down under it at interpreter exit (that aborts). Everything is flushed; leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -33,7 +33,7 @@ from .units import format_duration
 
 XFADE_S = 0.25  # every cover-up seam
 MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
-SIGNAL_FADE_S = 0.6
+SIGNAL_FADE_S = 0.5
 
 
 @dataclass
@@ -165,6 +165,7 @@ class Engine:
         self.player = Player(self.ring, rate)
         self.status = StatusLine(quiet)
         self.on_tick = None  # the control server's poll, when there is one
+        self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
 
     def _prefill(self) -> None:
         rate = self.config.rate
@@ -190,7 +191,7 @@ class Engine:
             self._prefill()
             if stop_at != float("inf"):
                 self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
-            stream = self.player.open_stream(self.config)
+            stream = self.player.open_stream(self.config, capture=self.capture)
             with stream:
                 while not self.player.done:
                     self.feeder.pump()
@@ -203,16 +204,14 @@ class Engine:
             self._fade_and_close_after_signal()
         finally:
             self.gen.stop.set()
-            # The generator stops at its next denoising step; don't wait on a slow one for long.
-            self.gen.join(timeout=2.0)
+            # The generator stops at its next denoising step; after a signal, don't wait for it.
+            self.gen.join(timeout=0.0 if interrupted else 0.5)
             self.status.end()
         return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
                           self.gen.stats.chunks, interrupted)
 
     def _fade_and_close_after_signal(self) -> None:
-        """Ctrl-C / SIGTERM: fade out within a second, then let the stream close."""
-        import sounddevice as sd
-
+        """Ctrl-C / SIGTERM: fade out within a second; leaving the `with` then closes the stream."""
         self.player.start_fade(SIGNAL_FADE_S)
         deadline = time.monotonic() + 1.5
         while not self.player.done and time.monotonic() < deadline:
@@ -221,10 +220,6 @@ class Engine:
                 time.sleep(0.01)
             except KeyboardInterrupt:  # a second Ctrl-C: stop now
                 break
-        try:
-            sd.stop()
-        except Exception:
-            pass
 
 
 def play(args, make_stream) -> int:
