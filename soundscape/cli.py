@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# Why: on a small CPU OpenMP's busy-waiting threads starve the audio and control threads
+# (measured: a 3.5x slower UNet step on a busy 2-core machine, docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import signal
 import sys
 import warnings
@@ -106,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
 
+    set_ = sub.add_parser("set", help="change a running player: LAYER=VALUE weights, or a layer's prompt",
+                          description="Change a running `soundscape play`: weights take effect within one chunk "
+                                      "and ease in over the scene's transition_seconds.")
+    set_.add_argument("weights", nargs="*", metavar="LAYER=VALUE", help="layer weights from 0 to 1, e.g. birds=0.2")
+    set_.add_argument("--prompt", nargs=2, metavar=("LAYER", "TEXT"), help="change a layer's prompt, or add a layer")
+    set_.add_argument("--control", help="the player's control socket (default: the default player's)")
+
+    status = sub.add_parser("status", help="show what a running player is doing",
+                            description="Show a running player's state: elapsed, buffered, speed, weights.")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--control", help="the player's control socket")
+
     from .bench import add_bench_parser
 
     add_bench_parser(sub, _add_model_args)
@@ -173,6 +189,51 @@ def cmd_play(args) -> int:
     return play(args, _stream_from_args)
 
 
+def _reply_or_fail(reply: dict) -> dict:
+    if not reply.get("ok"):
+        raise UsageError(reply.get("error", "the player refused the request"))
+    return reply
+
+
+def cmd_set(args) -> int:
+    from .control import request
+
+    if not args.weights and not args.prompt:
+        raise UsageError("set: give LAYER=VALUE pairs (e.g. birds=0.2) or --prompt LAYER TEXT")
+    if args.weights:
+        weights = {}
+        for pair in args.weights:
+            name, sep, value = pair.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or not name.strip():
+                raise UsageError(f"set: expected LAYER=VALUE with a number from 0 to 1, got {pair!r}")
+        applied = _reply_or_fail(request(args.control, {"cmd": "set", "weights": weights}))["applied"]
+        print("set " + ", ".join(f"{k}={v:g}" for k, v in applied.items()) + " (easing in over the next chunks)")
+    if args.prompt:
+        layer, text = args.prompt
+        applied = _reply_or_fail(request(args.control, {"cmd": "prompt", "layer": layer, "prompt": text}))["applied"]
+        print(f"layer {applied['layer']}: {applied['prompt']!r} at weight {applied['weight']:g}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .control import request
+    import json
+
+    status = _reply_or_fail(request(args.control, {"cmd": "status"}))["status"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    weights = " ".join(f"{k}={v:.2f}" for k, v in status["weights"].items())
+    print(f"{status['scene']}: {status['elapsed_s']:.0f} s played, {status['buffered_s']:.1f} s buffered, "
+          f"generating at {status['generator_rtf']:.2f}x real time\n  {weights}\n"
+          f"  cover-ups {status['coverups']}, underruns {status['underruns']}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -180,7 +241,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "set": cmd_set, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

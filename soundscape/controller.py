@@ -92,3 +92,32 @@ def weights_at(scene: Scene, t: float, overrides: tuple[Override, ...] = ()) -> 
             w = w + (o.value - w) * ease((t - o.at) / transition) if transition > 0 else o.value
         out[name] = round(float(w), 6)
     return out
+
+
+@dataclass(frozen=True)
+class SceneChange:
+    """The scene was replaced (hot reload, `set --prompt`) at scene time `at`."""
+
+    before: Scene
+    before_overrides: tuple[Override, ...]
+    at: float
+
+
+def prompt_weights(scene: Scene, t: float, overrides: tuple[Override, ...] = (),
+                   change: SceneChange | None = None) -> dict[str, float]:
+    """Weight per prompt text: what the conditioning blends.
+
+    During a scene change the old scene's prompts fade out as the new one's fade in over
+    transition_seconds, so an edited prompt crossfades in embedding space instead of jumping.
+    """
+    out: dict[str, float] = {}
+    for name, w in weights_at(scene, t, overrides).items():
+        prompt = scene.layers[name].prompt
+        out[prompt] = out.get(prompt, 0.0) + w
+    if change is not None:
+        transition = scene.evolution.transition_seconds
+        e = ease((t - change.at) / transition) if transition > 0 else 1.0
+        if e < 1.0:
+            old = prompt_weights(change.before, t, change.before_overrides)
+            out = {p: e * out.get(p, 0.0) + (1 - e) * old.get(p, 0.0) for p in {*out, *old}}
+    return out

@@ -58,23 +58,50 @@ class GeneratorThread(threading.Thread):
         self.out = out
         self.stop = threading.Event()
         self.stats = GenStats(hop_s=stream.hop_s)
-        self.lock = threading.Lock()  # held while a chunk is generated; tweaks take it to change the stream
+        self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
+        self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress
+        self.epoch = 0  # how many batches of live changes have been applied
+        self._log_lock = threading.Lock()
         self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
         self.max_backoff = max_backoff
 
     def log(self, row: dict) -> None:
+        """Timeline rows come from this thread (chunks) and the main thread (tweaks)."""
         if self._timeline:
-            self._timeline.write(json.dumps(row) + "\n")
-            self._timeline.flush()
+            with self._log_lock:
+                self._timeline.write(json.dumps(row) + "\n")
+                self._timeline.flush()
+
+    def request(self, change) -> None:
+        """Main thread: apply `change(stream)` before the next chunk, abandoning the one in progress."""
+        self.changes.put(change)
+        self.interrupt.set()
+
+    def _apply_changes(self) -> None:
+        applied = False
+        while True:
+            try:
+                change = self.changes.get_nowait()
+            except queue.Empty:
+                break
+            change(self.stream)
+            applied = True
+        if applied:
+            self.epoch += 1
+
+    def _should_stop(self) -> bool:
+        return self.stop.is_set() or self.interrupt.is_set()
 
     def run(self) -> None:
         backoff = 0.5
         while not self.stop.is_set():
+            self.interrupt.clear()
+            self._apply_changes()
             try:
-                with self.lock:
-                    seg = self.stream.next_segment(should_stop=self.stop.is_set)
+                seg = self.stream.next_segment(should_stop=self._should_stop)
+                seg.epoch = self.epoch
             except Cancelled:
-                break
+                continue
             except Exception as exc:  # a failing chunk must not stop the sound: retry it
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -93,7 +120,8 @@ class GeneratorThread(threading.Thread):
                     self.out.put(seg, timeout=0.1)
                     break
                 except queue.Full:
-                    continue
+                    if self.interrupt.is_set():  # a change came in: this segment is stale
+                        break
         if self._timeline:
             self._timeline.close()
 
@@ -138,6 +166,25 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: Generato
     return text
 
 
+def _status_dict(engine) -> dict:
+    rate = engine.config.rate
+    feeder, player, gen = engine.feeder, engine.player, engine.gen
+    return {
+        "scene": engine.stream.scene.name,
+        "elapsed_s": round(player.frames_played / rate, 2),
+        "buffered_s": round((engine.ring.level() + feeder.buffered_fresh()) / rate, 2),
+        "generator_rtf": round(gen.stats.rtf, 3),
+        "chunks": gen.stats.chunks,
+        "weights": feeder.segments[-1].weights if feeder.segments else {},
+        "layers": {k: v.prompt for k, v in engine.stream.scene.layers.items()},
+        "coverups": feeder.coverups,
+        "underruns": player.underruns,
+        "generator_errors": gen.stats.errors,
+        "device": engine.config.name,
+        "sample_rate": rate,
+    }
+
+
 @dataclass
 class PlayResult:
     frames_played: int
@@ -164,8 +211,11 @@ class Engine:
                              skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
         self.player = Player(self.ring, rate)
         self.status = StatusLine(quiet)
-        self.on_tick = None  # the control server's poll, when there is one
+        self.on_tick: list = []  # the control server's poll and the live-change checks, when present
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
+
+    def status_dict(self) -> dict:
+        return _status_dict(self)
 
     def _prefill(self) -> None:
         rate = self.config.rate
@@ -174,6 +224,8 @@ class Engine:
         started = time.monotonic()
         while self.ring.level() < target:
             self.feeder.pump()
+            for tick in self.on_tick:
+                tick()
             if not self.gen.is_alive():
                 raise RuntimeError("the generator thread stopped during buffering")
             self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
@@ -194,9 +246,10 @@ class Engine:
             stream = self.player.open_stream(self.config, capture=self.capture)
             with stream:
                 while not self.player.done:
+                    self.feeder.epoch_wanted = self.gen.epoch
                     self.feeder.pump()
-                    if self.on_tick:
-                        self.on_tick()
+                    for tick in self.on_tick:
+                        tick()
                     self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
                     time.sleep(0.01)
         except KeyboardInterrupt:
@@ -230,15 +283,19 @@ def play(args, make_stream) -> int:
     stream = make_stream(args, out_rate=config.rate, channels=config.channels)
     engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
                     prefill_s=args.prefill)
-    server = None
+    from .control import ControlServer
+    from .live import LiveControl
+
+    live = LiveControl(engine, args.scene)
+    server = ControlServer(args.control, live.handle)
+    engine.on_tick = [server.poll, live.tick]
     if not args.quiet:
         print(f"playing {scene.name!r} on {config.name} at {config.rate} Hz, {config.channels} ch "
-              f"(Ctrl-C to stop)", file=sys.stderr)
+              f"(Ctrl-C to stop; live control: soundscape set --control {server.path} LAYER=VALUE)", file=sys.stderr)
     try:
         result = engine.run(duration=args.duration, sleep=args.sleep, fade_out=args.fade_out)
     finally:
-        if server:
-            server.close()
+        server.close()
     if not args.quiet:
         print(f"played {format_duration(result.frames_played / config.rate)}; {result.chunks} chunks generated, "
               f"{result.coverups} cover-ups, {result.underruns} underruns", file=sys.stderr)

@@ -45,6 +45,7 @@ class Segment:
     weights: dict[str, float]
     seed: int
     gen_s: float
+    epoch: int = 0  # bumped by every live change; the feeder crossfades into a new epoch at once
 
     def timeline_row(self) -> dict:
         return {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
@@ -61,6 +62,7 @@ class SceneStream:
         self.out_rate = out_rate or scene.output.sample_rate
         self.channels = channels or scene.output.channels
         self.overrides: tuple[controller.Override, ...] = ()
+        self.change: controller.SceneChange | None = None
         self.state = StreamState()
         self._cond_cache: tuple[tuple, Conditioning] | None = None
         self.set_scene(scene, steps=steps)
@@ -86,16 +88,33 @@ class SceneStream:
     def chunk_time(self, index: int) -> float:
         return index * self.hop_s
 
+    def control_time(self, index: int) -> float:
+        """The scene time a chunk's weights are taken at: the middle of its new audio."""
+        return (index + 0.5) * self.hop_s
+
+    # Live changes (called by the generator thread between chunks) ----------
+    def apply_overrides(self, values: dict[str, float]) -> None:
+        at = self.chunk_time(self.state.gen.chunk_index)
+        self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
+
+    def replace_scene(self, scene: Scene) -> None:
+        """Switch to an edited scene, easing from the old one over its transition time."""
+        at = self.chunk_time(self.state.gen.chunk_index)
+        self.change = controller.SceneChange(before=self.scene, before_overrides=self.overrides, at=at)
+        self.overrides = tuple(o for o in self.overrides if o.layer in scene.layers)
+        self.set_scene(scene)
+
     # Conditioning ----------------------------------------------------------
     def conditioning(self, weights: dict[str, float]) -> Conditioning:
-        key = tuple(sorted(weights.items()))
+        """One conditioning from prompt -> weight (see conditioning.py for the blend)."""
+        key = (self.scene.negative_prompt, tuple(sorted(weights.items())))
         if self._cond_cache and self._cond_cache[0] == key:
             return self._cond_cache[1]
         negative = self.encoder.encode(self.scene.negative_prompt)
-        names = [n for n, w in weights.items() if w > 0]
-        if names:
-            embs = [self.encoder.encode(self.scene.layers[n].prompt) for n in names]
-            positive = blend(embs, [weights[n] for n in names], self.scene.evolution.interpolation)
+        prompts = [p for p, w in weights.items() if w > 0]
+        if prompts:
+            embs = [self.encoder.encode(p) for p in prompts]
+            positive = blend(embs, [weights[p] for p in prompts], self.scene.evolution.interpolation)
         else:
             positive = self.encoder.encode("")  # all layers at 0: the joiner mutes the chunk
         cond = with_negative(positive, negative)
@@ -107,10 +126,12 @@ class SceneStream:
         st = self.state
         index = st.gen.chunk_index
         t0 = time.perf_counter()
-        weights = controller.weights_at(self.scene, self.chunk_time(index), self.overrides)
-        cond = self.conditioning(weights)
+        t = self.control_time(index)
+        weights = controller.weights_at(self.scene, t, self.overrides)
+        by_prompt = controller.prompt_weights(self.scene, t, self.overrides, self.change)
+        cond = self.conditioning(by_prompt)
         result = generate_chunk(self.model, cond, st.gen, self.spec, self.seed, should_stop)
-        presence = min(1.0, sum(weights.values()) / 0.05)  # fade to silence only as all layers reach 0
+        presence = min(1.0, sum(by_prompt.values()) / 0.05)  # fade to silence only as all layers reach 0
         new16k, join = self.joiner.join(result.audio.numpy(), st.join, presence)
         out, rs = self.resampler.push(new16k, st.resample)
         out = self._fade_and_volume(out, st.samples_out)

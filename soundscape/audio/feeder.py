@@ -73,23 +73,32 @@ class Feeder:
         self.cover_frames = 0
         self.fresh_frames = 0
         self.segments: list = []  # Segment objects received, for the status line and timeline
+        self.epoch = 0  # the live-change epoch of the audio being written
+        self.epoch_wanted = 0  # set by the engine: the generator has applied changes up to this epoch
+        self.switches: list[tuple[int, int]] = []  # (epoch, ring position where its audio starts)
 
     def _receive(self) -> bool:
         """Move any ready fresh segments into the pending buffer; True if one arrived."""
         got = False
         # Take a new segment only when the current one is used up: the queue stays full
-        # meanwhile, which is what holds the generator back (backpressure).
-        while self.covering or len(self._pending) <= self.xfade:
+        # meanwhile, which is what holds the generator back (backpressure). A live change
+        # skips the wait: stale segments are drained so the new audio is heard at once.
+        while self.covering or len(self._pending) <= self.xfade or self.epoch_wanted > self.epoch:
             try:
                 seg = self.fresh.get_nowait()
             except queue.Empty:
                 return got
             got = True
-            self.segments.append(seg)
             audio = seg.audio
             if self._skip_pool < len(audio):
                 self.pool.add(audio[self._skip_pool:])
             self._skip_pool = max(0, self._skip_pool - len(audio))
+            if seg.epoch < self.epoch_wanted:
+                continue  # made before the latest change: only good as cover material
+            self.segments.append(seg)
+            if seg.epoch > self.epoch:
+                self._switch(seg.epoch, audio)
+                continue
             if self.covering:
                 # Back to fresh audio: crossfade the cover stream into the new segment's head.
                 head = audio[: self.xfade]
@@ -98,6 +107,26 @@ class Feeder:
                 self.covering = False
             self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
         return got
+
+    def _switch(self, epoch: int, audio: np.ndarray) -> None:
+        """Drop buffered audio beyond the margin and crossfade into `audio` (a live change)."""
+        level, x = self.ring.level(), self.xfade
+        keep = min(level, self.margin)
+        # The old audio that would have followed the cut: fade it out under the new audio.
+        old = self.ring.peek_ahead(keep, min(x, level - keep))
+        if len(old) < x and not self.covering:
+            old = np.concatenate([old, self._pending[: x - len(old)]])
+        if len(old) < x and self.pool:
+            old = np.concatenate([old, self.pool.take(x - len(old))])
+        self.ring.truncate(keep)
+        self._pending = self._pending[:0]
+        self.covering = False
+        head = audio[: len(old)]
+        self.switches.append((epoch, self.ring._r + keep))
+        self.epoch = epoch
+        self._write_all(crossfade(old, head) if len(old) else head)
+        rest = audio[len(head):]
+        self._pending = np.concatenate([self._pending, rest]) if len(self._pending) else rest
 
     def _write_all(self, frames: np.ndarray) -> None:
         # Seams are short (xfade frames) and written only when there is room for them.
