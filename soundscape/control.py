@@ -126,7 +126,10 @@ def request(path: str | Path | None, payload: dict, timeout: float = 10.0) -> di
     s.settimeout(timeout)
     try:
         s.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
+    except PermissionError:
+        s.close()
+        raise NoPlayerError(f"cannot reach the player at {path}: permission denied (another user's player?)") from None
+    except OSError:  # no such file, refused (a dead player's socket), a path through a file...
         s.close()
         raise NoPlayerError(f"no player is running at {path}; start one with `soundscape play SCENE`"
                             f"{' --control ' + str(path) if path != default_socket_path() else ''}") from None
