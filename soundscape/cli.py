@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError, UsageError
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError, UsageError
 from .units import parse_duration
 
 
@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
+        if os.environ.get("SOUNDSCAPE_DEBUG"):
+            raise
+        print(f"soundscape: internal error: {type(exc).__name__}: {exc} (run with SOUNDSCAPE_DEBUG=1 for "
+              f"the traceback, and please report it)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def entry() -> None:

@@ -24,10 +24,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from .audio.feeder import Feeder
 from .audio.output import OutputConfig, Player, resolve_output
 from .audio.ringbuffer import RingBuffer
-from .errors import EXIT_INTERRUPTED
+from .errors import EXIT_INTERRUPTED, AudioDeviceError
 from .generator.denoise import Cancelled
 from .units import format_duration
 
@@ -49,6 +51,14 @@ class GenStats:
     def rtf(self) -> float:
         recent = self.rtf_history[-4:]
         return sum(recent) / len(recent) if recent else 0.0
+
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _empty_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class GeneratorThread(threading.Thread):
@@ -89,6 +99,14 @@ class GeneratorThread(threading.Thread):
         if applied:
             self.epoch += 1
 
+    def _fail(self, exc: BaseException, backoff: float) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        print(f"\nsoundscape: chunk failed ({self.stats.last_error}); retrying in {backoff:.1f} s "
+              f"while earlier material plays", file=sys.stderr)
+        self.log({"event": "error", "error": self.stats.last_error, "retry_in_s": backoff})
+        self.stop.wait(backoff)
+
     def _should_stop(self) -> bool:
         return self.stop.is_set() or self.interrupt.is_set()
 
@@ -102,12 +120,18 @@ class GeneratorThread(threading.Thread):
                 seg.epoch = self.epoch
             except Cancelled:
                 continue
-            except Exception as exc:  # a failing chunk must not stop the sound: retry it
+            except _OOM as exc:
+                smaller = self.stream.reduce_memory()
+                if smaller is None:
+                    self._fail(exc, backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                _empty_cache()
                 self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                print(f"\nsoundscape: chunk failed ({self.stats.last_error}); retrying in {backoff:.1f} s "
-                      f"while earlier material plays", file=sys.stderr)
-                self.stop.wait(backoff)
+                print(f"\nsoundscape: out of memory; continuing with {smaller}", file=sys.stderr)
+                continue
+            except Exception as exc:  # a failing chunk must not stop the sound: retry it
+                self._fail(exc, backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = 0.5
@@ -213,6 +237,7 @@ class Engine:
         self.status = StatusLine(quiet)
         self.on_tick: list = []  # the control server's poll and the live-change checks, when present
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
+        self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
 
     def status_dict(self) -> dict:
         return _status_dict(self)
@@ -243,7 +268,7 @@ class Engine:
             self._prefill()
             if stop_at != float("inf"):
                 self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
-            stream = self.player.open_stream(self.config, capture=self.capture)
+            stream = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed)
             with stream:
                 while not self.player.done:
                     self.feeder.epoch_wanted = self.gen.epoch
@@ -251,6 +276,9 @@ class Engine:
                     for tick in self.on_tick:
                         tick()
                     self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
+                    if not getattr(stream, "active", True) and not self.player.done:
+                        raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
+                                               f"by another program?); see `soundscape devices` and start again")
                     time.sleep(0.01)
         except KeyboardInterrupt:
             interrupted = True

@@ -65,8 +65,31 @@ class SceneStream:
         self.change: controller.SceneChange | None = None
         self.state = StreamState()
         self._cond_cache: tuple[tuple, Conditioning] | None = None
+        self._denoise_overrides: dict = {}
         self.set_scene(scene, steps=steps)
         self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
+
+    def reduce_memory(self) -> str | None:
+        """After an out-of-memory error: the next smaller setting, or None when there is none left.
+
+        Order: split the guidance batch, decode the VAE in tiles, then halve the steps (down to 10).
+        """
+        spec = self.spec.denoise
+        pipe = self.model.pipe
+        if spec.guidance_scale > 1 and not spec.split_guidance:
+            self._denoise_overrides["split_guidance"] = True
+            change = "guidance as two UNet calls"
+        elif not getattr(self, "_vae_tiled", False) and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+            self._vae_tiled = True
+            change = "VAE decoding in tiles"
+        elif spec.steps > 10:
+            self._steps = max(10, spec.steps // 2)
+            change = f"{self._steps} steps"
+        else:
+            return None
+        self.set_scene(self.scene)
+        return change
 
     def set_scene(self, scene: Scene, steps: int | None = None) -> None:
         g = scene.generation
@@ -75,7 +98,8 @@ class SceneStream:
         self.spec = ChunkSpec(
             frames=g.chunk_frames, overlap=g.overlap_frames,
             denoise=DenoiseSpec(frames=g.chunk_frames, steps=self._steps or g.steps, guidance_scale=g.guidance_scale,
-                                scheduler=g.scheduler, resample_passes=g.resample_passes),
+                                scheduler=g.scheduler, resample_passes=g.resample_passes,
+                                **self._denoise_overrides),
         )
         self.joiner = Joiner(g.overlap_frames * SAMPLES_PER_FRAME, target_db=scene.output.target_level_db)
         self._cond_cache = None

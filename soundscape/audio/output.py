@@ -145,9 +145,9 @@ class Player:
                     self.done = True
         self.frames_played += frames
 
-    def open_stream(self, config: OutputConfig, capture: list | None = None):
+    def open_stream(self, config: OutputConfig, capture: list | None = None, speed: float = 1.0):
         if config.device == NULL_DEVICE:
-            return ClockedSink(self, config, capture=capture)
+            return ClockedSink(self, config, capture=capture, speed=speed)
         sd = _sd()
         try:
             return sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,

@@ -36,6 +36,7 @@ class DenoiseSpec:
     guidance_scale: float = 3.5
     scheduler: str = "dpmsolver++"
     resample_passes: int = 0
+    split_guidance: bool = False  # run the guidance pair as two UNet calls: less memory, a little slower
 
 
 def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,11 +91,17 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
             # 4a. expand the latents for guidance and scale them for the scheduler
             model_in = torch.cat([latents] * 2) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).to(dtype)
-            # 4b. predict the noise residual
-            noise_pred = unet(
-                model_in, t, encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
-                encoder_attention_mask_1=mask, return_dict=False,
-            )[0].float()
+            # 4b. predict the noise residual (one batch of two, or two of one to save memory)
+            if guided and spec.split_guidance:
+                noise_pred = torch.cat([
+                    unet(model_in[k:k + 1], t, encoder_hidden_states=gpt[k:k + 1], encoder_hidden_states_1=t5[k:k + 1],
+                         encoder_attention_mask_1=mask[k:k + 1], return_dict=False)[0].float()
+                    for k in (0, 1)])
+            else:
+                noise_pred = unet(
+                    model_in, t, encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
+                    encoder_attention_mask_1=mask, return_dict=False,
+                )[0].float()
             # 4c. perform guidance
             if guided:
                 uncond, text = noise_pred.chunk(2)

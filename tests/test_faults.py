@@ -1,0 +1,123 @@
+"""Faults: a generator that throws, out-of-memory, bad command lines and files, other users."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from soundscape.audio.output import NULL_DEVICE, OutputConfig
+from soundscape.engine import Engine
+from soundscape.stream import SceneStream
+
+from test_play import longest_silence
+
+
+class FlakyStream(SceneStream):
+    """The real stream, but every `every`-th chunk attempt raises."""
+
+    every = 5
+    error: type = RuntimeError
+    calls = 0
+
+    def next_segment(self, should_stop=None):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise self.error("injected failure")
+        return super().next_segment(should_stop)
+
+
+def run_engine(stream, seconds, speed=2.0):
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
+    engine.capture, engine.sink_speed = [], speed
+    engine.gen.max_backoff = 1.0
+    result = engine.run(duration=seconds, fade_out=0.3)
+    return engine, result, np.concatenate(engine.capture)[: int(seconds * 16000)]
+
+
+def test_generator_that_throws_every_fifth_chunk_keeps_sounding(tiny_model, scene):
+    stream = FlakyStream(tiny_model, scene, out_rate=16000, channels=1)
+    engine, result, played = run_engine(stream, 16.0)
+    assert engine.gen.stats.errors >= 1 and "injected failure" in engine.gen.stats.last_error
+    assert result.chunks >= 6 and result.underruns == 0
+    assert longest_silence(played[int(0.1 * 16000): int(15.5 * 16000)], 16000) < 0.05
+
+
+def test_out_of_memory_steps_down_instead_of_crashing(tiny_model, scene):
+    stream = FlakyStream(tiny_model, scene, out_rate=16000, channels=1)
+    stream.every, stream.error = 2, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    engine, result, played = run_engine(stream, 6.0)
+    assert stream.spec.denoise.split_guidance  # the first smaller setting
+    assert result.underruns == 0 and np.abs(played).max() > 0.01
+
+
+def test_split_guidance_gives_the_same_audio(tiny_model, scene):
+    a = SceneStream(tiny_model, scene).next_segment().audio
+    split = SceneStream(tiny_model, scene)
+    split.reduce_memory()
+    assert split.spec.denoise.split_guidance
+    assert np.abs(split.next_segment().audio - a).max() < 1e-4
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "soundscape", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "-5"], 2, "--duration: expected a duration"),
+    (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "abc"], 2, "--duration: expected a duration"),
+    (["render", "{scene}", "-o", "{tmp}/nodir/x.wav", "--duration", "5"], 2, "does not exist; create it first"),
+    (["render", "{tmp}/missing.yaml", "-o", "{tmp}/x.wav", "--duration", "5"], 2, "missing.yaml: no such file"),
+    (["play", "{tmp}", "--duration", "5"], 2, "is a directory"),
+    (["play", "{scene}", "--output-device", "no-such-card", "--duration", "1"], 4, "no output device has that name"),
+    (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--model", "{tmp}/corrupt"], 3,
+     "incomplete or corrupt"),
+    (["set", "birds"], 2, "expected LAYER=VALUE"),
+    (["status", "--control", "{tmp}/nobody.sock"], 5, "no player is running"),
+    (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--device", "cuda:7"], 2, "--device"),
+])
+def test_bad_command_lines(args, code, message, scene_file, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "language_model").mkdir(parents=True)
+    (corrupt / "model_index.json").write_text("{not json")
+    (corrupt / "language_model" / "config.json").write_text("{}")
+    args = [a.format(scene=scene_file, tmp=tmp_path) for a in args]
+    proc = cli(*args)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()[-1]) < 400
+
+
+def test_other_users_cannot_reach_the_control_socket(tmp_path):
+    from soundscape.control import ControlServer, request
+
+    server = ControlServer(tmp_path / "ctl" / "s.sock", lambda req: {"ok": True, "status": {"x": 1}})
+    try:
+        probe = textwrap.dedent(f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect({str(server.path)!r}); print("connected")
+            except PermissionError:
+                print("denied")
+        """)
+        if os.getuid() != 0:
+            pytest.skip("needs root to switch to another user")
+        os.chmod(tmp_path, 0o755)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                               "-c", probe], capture_output=True, text=True, timeout=30)
+        assert proc.stdout.strip() == "denied", proc.stderr
+        # The owner gets through (served by the same poll the engine runs).
+        import threading
+
+        t = threading.Thread(target=lambda: [server.poll() or __import__("time").sleep(0.05) for _ in range(40)])
+        t.start()
+        assert request(server.path, {"cmd": "status"})["status"] == {"x": 1}
+        t.join()
+    finally:
+        server.close()
