@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import queue
+from collections import deque
 import sys
 import threading
 import time
@@ -45,11 +46,11 @@ class GenStats:
     hop_s: float = 0.0
     errors: int = 0
     last_error: str = ""
-    rtf_history: list = field(default_factory=list)
+    rtf_history: deque = field(default_factory=lambda: deque(maxlen=16))
 
     @property
     def rtf(self) -> float:
-        recent = self.rtf_history[-4:]
+        recent = list(self.rtf_history)[-4:]
         return sum(recent) / len(recent) if recent else 0.0
 
 
@@ -238,6 +239,7 @@ class Engine:
         self.on_tick: list = []  # the control server's poll and the live-change checks, when present
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
         self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
+        self.started_playing_after = 0.0  # seconds of buffering before sound started
 
     def status_dict(self) -> dict:
         return _status_dict(self)
@@ -263,9 +265,11 @@ class Engine:
         fade_len = fade_out if fade_out is not None else (30.0 if sleep else 2.0)
         fade_len = min(fade_len, stop_at) if stop_at != float("inf") else fade_len
         interrupted = False
+        run_started = time.monotonic()
         self.gen.start()
         try:
             self._prefill()
+            self.started_playing_after = time.monotonic() - run_started
             if stop_at != float("inf"):
                 self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
             stream = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed)

@@ -72,7 +72,7 @@ class Feeder:
         self.coverups = 0
         self.cover_frames = 0
         self.fresh_frames = 0
-        self.segments: list = []  # Segment objects received, for the status line and timeline
+        self.segments: deque = deque(maxlen=4)  # the latest segments received, for the status line
         self.epoch = 0  # the live-change epoch of the audio being written
         self.epoch_wanted = 0  # set by the engine: the generator has applied changes up to this epoch
         self.switches: list[tuple[int, int]] = []  # (epoch, ring position where its audio starts)
