@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--buffer", type=_duration("--buffer"), default=None,
                       help="audio buffered ahead (default: two chunks of new audio)")
     play.add_argument("--prefill", type=_duration("--prefill"), default=None,
-                      help="audio to generate before sound starts (default: one chunk); on a slow machine "
-                           "a longer prefill means fewer cover-ups later")
+                      help="audio to generate before sound starts (default: one chunk, or the whole run "
+                           "when --duration is 60 s or less); on a slow machine a longer prefill means "
+                           "fewer cover-ups later")
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
     play.add_argument("--quiet", action="store_true", help="no status line")

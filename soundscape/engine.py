@@ -240,6 +240,7 @@ class Engine:
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
         self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
         self.started_playing_after = 0.0  # seconds of buffering before sound started
+        self._clock_warned = False
 
     def status_dict(self) -> dict:
         return _status_dict(self)
@@ -280,6 +281,7 @@ class Engine:
                     for tick in self.on_tick:
                         tick()
                     self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
+                    self._check_device_clock(time.monotonic() - self.started_playing_after - run_started)
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
                                                f"by another program?); see `soundscape devices` and start again")
@@ -295,6 +297,16 @@ class Engine:
         return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
                           self.gen.stats.chunks, interrupted)
 
+    def _check_device_clock(self, wall: float) -> None:
+        """Warn once when the device eats audio far faster than real time (a null or file device)."""
+        if self._clock_warned or wall < 2.0:
+            return
+        ratio = self.player.frames_played / self.config.rate / wall
+        if ratio > 3.0:
+            self._clock_warned = True
+            print(f"\nsoundscape: the audio device is taking audio {ratio:.0f}x faster than real time "
+                  f"(a null or file device?); expect underruns, or use --prefill", file=sys.stderr)
+
     def _fade_and_close_after_signal(self) -> None:
         """Ctrl-C / SIGTERM: fade out within a second; leaving the `with` then closes the stream."""
         self.player.start_fade(SIGNAL_FADE_S)
@@ -307,6 +319,14 @@ class Engine:
                 break
 
 
+SHORT_RUN_S = 60.0
+
+
+def _short_run_prefill(duration: float | None) -> float | None:
+    """A --duration run that fits in a minute is generated whole before it starts: it never needs a cover-up."""
+    return duration if duration is not None and duration <= SHORT_RUN_S else None
+
+
 def play(args, make_stream) -> int:
     from .scene import load_scene
 
@@ -314,7 +334,7 @@ def play(args, make_stream) -> int:
     config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
     stream = make_stream(args, out_rate=config.rate, channels=config.channels)
     engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
-                    prefill_s=args.prefill)
+                    prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration))
     from .control import ControlServer
     from .live import LiveControl
 
