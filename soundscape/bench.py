@@ -69,8 +69,6 @@ def add_bench_parser(sub, add_model_args) -> None:
     p.add_argument("--scheduler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
     p.add_argument("--no-guidance", action="store_true", help="no classifier-free guidance: UNet batch 1, not 2")
     p.add_argument("--batch", type=_int_in(1, 256), default=1, help="concurrent streams in one UNet call (1)")
-    p.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the UNet (chunk 0 pays the compile; on CPU it may not pay off)")
     p.add_argument("--attention", choices=["default", "sdpa", "math"], default="default",
                    help="UNet attention: as loaded, torch SDPA (AttnProcessor2_0), or explicit matmul (AttnProcessor)")
     p.add_argument("--threads", type=_int_in(1, 1024), help="torch CPU threads (default: torch's choice, one per core)")

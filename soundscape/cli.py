@@ -68,6 +68,9 @@ def _add_model_args(p):
                    help="auto: fp16 on GPUs, fp32 on CPU")
     g.add_argument("--steps", type=_positive_int("--steps", 500), help="denoising steps per chunk (scene default 25)")
     g.add_argument("--seed", type=_seed, help="scene seed override")
+    g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
+                        "compile; off by default: it did not pay on CPU, see docs/benchmarks.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +161,7 @@ def _stream_from_args(args, **kw):
 
     scene = load_scene(args.scene)
     model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
-                       quiet=getattr(args, "quiet", False))
+                       quiet=getattr(args, "quiet", False), compile_mode=args.compile)
     return SceneStream(model, scene, steps=args.steps, seed=args.seed, **kw)
 
 

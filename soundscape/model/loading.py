@@ -99,7 +99,8 @@ def _resolve_hub_id(model: str) -> str | Path:
     return model
 
 
-def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False) -> LoadedModel:
+def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
+               compile_mode: str | None = None) -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
     import warnings
 
@@ -143,4 +144,7 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
+    if compile_mode:
+        # Chunks have one fixed shape, so the UNet compiles once (CUDA graphs with reduce-overhead).
+        pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
     return LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype)
