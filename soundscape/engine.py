@@ -186,8 +186,10 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: Generato
     rtf = gen.stats.rtf
     text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  {w}  "
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
-    if feeder.covering or (rtf and rtf < 1.0):
+    if rtf and rtf < 1.0:
         text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: lower --steps or use a GPU)"
+    elif feeder.covering:
+        text += "  (playing earlier material until fresh audio is ready)"
     return text
 
 
@@ -330,7 +332,10 @@ def _short_run_prefill(duration: float | None) -> float | None:
 def play(args, make_stream) -> int:
     from .scene import load_scene
 
+    from .model.loading import choose_model, resolve_source
+
     scene = load_scene(args.scene)
+    resolve_source(choose_model(args.model, scene.model))  # a bad --model fails before the audio device is touched
     config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
     stream = make_stream(args, out_rate=config.rate, channels=config.channels)
     engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,

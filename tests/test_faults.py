@@ -80,6 +80,7 @@ def cli(*args, env=None, timeout=120):
     (["play", "{scene}", "--output-device", "no-such-card", "--duration", "1"], 4, "no output device has that name"),
     (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--model", "{tmp}/corrupt"], 3,
      "incomplete or corrupt"),
+    (["play", "{scene}", "--model", "/no/such/dir"], 3, "--model /no/such/dir: no such folder"),
     (["set", "birds"], 2, "expected LAYER=VALUE"),
     (["status", "--control", "{tmp}/nobody.sock"], 5, "no player is running"),
     (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--device", "cuda:7"], 2, "--device"),

@@ -99,6 +99,18 @@ def _resolve_hub_id(model: str) -> str | Path:
     return model
 
 
+def resolve_source(model: str) -> str | Path:
+    """Where the weights will come from: a checked local folder, a cached snapshot, or the hub.
+
+    Cheap, so `play` can fail on a bad --model before it touches the audio device.
+    """
+    if _looks_like_path(model):
+        folder = Path(model).expanduser()
+        _check_folder(folder)
+        return folder
+    return _resolve_hub_id(model)
+
+
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
                compile_mode: str | None = None) -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
@@ -115,14 +127,9 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
 
     dev = choose_device(device)
     torch_dtype = choose_dtype(dtype, dev)
-    source: str | Path = model
-    if _looks_like_path(model):
-        source = Path(model).expanduser()
-        _check_folder(source)
+    source = resolve_source(model)
     if not quiet:
         print(f"loading {model} on {dev.type} ({str(torch_dtype).removeprefix('torch.')})...", file=sys.stderr)
-    if not isinstance(source, Path):
-        source = _resolve_hub_id(model)
     try:
         # The hub's model_index.json names GPT2Model, whose missing generation helpers break
         # the pipeline with current transformers (diffusers issue 12630): load the LM head model.
