@@ -109,3 +109,16 @@ def test_sigint_fades_out_and_exits_promptly(scene_file, tiny_model_dir, tmp_pat
     assert time.monotonic() - sent < 2.0
     assert proc.returncode == 130
     assert "Traceback" not in err and "played" in err
+
+
+def test_sleep_timer_fades_out_slowly_then_stops(tiny_model, scene):
+    stream = SceneStream(tiny_model, scene, out_rate=16000, channels=1)
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
+    engine.capture, engine.sink_speed = [], 2.0
+    result = engine.run(sleep=6.0, fade_out=3.0)
+    played = np.concatenate(engine.capture)[:, 0]
+    rms = lambda a, b: float(np.sqrt(np.mean(played[int(a * 16000):int(b * 16000)] ** 2)))
+    assert not result.interrupted and 6.0 <= result.frames_played / 16000 < 6.5
+    # A slow fade over the last 3 s: each second quieter than the one before, silence after.
+    assert rms(2, 3) > rms(3.5, 4.5) > rms(4.5, 5.5) > rms(5.6, 5.95)
+    assert np.abs(played[6 * 16000:]).max() == 0.0
