@@ -77,7 +77,8 @@ def cli(*args, env=None, timeout=120):
     (["render", "{scene}", "-o", "{tmp}/nodir/x.wav", "--duration", "5"], 2, "does not exist; create it first"),
     (["render", "{tmp}/missing.yaml", "-o", "{tmp}/x.wav", "--duration", "5"], 2, "missing.yaml: no such file"),
     (["play", "{tmp}", "--duration", "5"], 2, "is a directory"),
-    (["play", "{scene}", "--output-device", "no-such-card", "--duration", "1"], 4, "no output device has that name"),
+    (["play", "{scene}", "--model", "{model}", "--output-device", "no-such-card", "--duration", "1"], 4,
+     "no output device has that name"),
     (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--model", "{tmp}/corrupt"], 3,
      "incomplete or corrupt"),
     (["play", "{scene}", "--model", "/no/such/dir"], 3, "--model /no/such/dir: no such folder"),
@@ -85,12 +86,12 @@ def cli(*args, env=None, timeout=120):
     (["status", "--control", "{tmp}/nobody.sock"], 5, "no player is running"),
     (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--device", "cuda:7"], 2, "--device"),
 ])
-def test_bad_command_lines(args, code, message, scene_file, tmp_path):
+def test_bad_command_lines(args, code, message, scene_file, tmp_path, tiny_model_dir):
     corrupt = tmp_path / "corrupt"
     (corrupt / "language_model").mkdir(parents=True)
     (corrupt / "model_index.json").write_text("{not json")
     (corrupt / "language_model" / "config.json").write_text("{}")
-    args = [a.format(scene=scene_file, tmp=tmp_path) for a in args]
+    args = [a.format(scene=scene_file, tmp=tmp_path, model=tiny_model_dir) for a in args]
     proc = cli(*args)
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
