@@ -18,6 +18,7 @@ import torch
 from . import controller
 from .audio.crossfade import Joiner, JoinState
 from .audio.resample import ResamplerState, StreamResampler
+from .errors import UsageError
 from .conditioning import Conditioning, PromptEncoder, blend, with_negative
 from .generator.chunks import ChunkSpec, GeneratorState, generate_chunk
 from .generator.denoise import DenoiseSpec
@@ -66,7 +67,8 @@ class SceneStream:
         self.state = StreamState()
         self._cond_cache: tuple[tuple, Conditioning] | None = None
         self._denoise_overrides: dict = {}
-        self.set_scene(scene, steps=steps)
+        self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
+        self.set_scene(scene)
         self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
 
     def reduce_memory(self) -> str | None:
@@ -91,10 +93,9 @@ class SceneStream:
         self.set_scene(self.scene)
         return change
 
-    def set_scene(self, scene: Scene, steps: int | None = None) -> None:
+    def set_scene(self, scene: Scene) -> None:
         g = scene.generation
         self.scene = scene
-        self._steps = steps or getattr(self, "_steps", None)
         self.spec = ChunkSpec(
             frames=g.chunk_frames, overlap=g.overlap_frames,
             denoise=DenoiseSpec(frames=g.chunk_frames, steps=self._steps or g.steps, guidance_scale=g.guidance_scale,
@@ -194,6 +195,9 @@ class SceneStream:
 
     def load_state(self, path: str | Path) -> None:
         with np.load(path, allow_pickle=False) as f:
+            if int(f["out_rate"]) != self.out_rate:
+                raise UsageError(f"--resume: {path} was saved at {int(f['out_rate'])} Hz but the scene now "
+                                 f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
             self.state = StreamState(
