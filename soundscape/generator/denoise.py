@@ -79,7 +79,10 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
     if overlap:
         known = known.to(device, torch.float32)
         eps_k = eps_k[:, :, :overlap].to(device)
-        latents[:, :, :overlap] = scheduler.add_noise(known, eps_k, timesteps[:1])
+        # q(k, t) for every timestep, up front: add_noise looks timesteps up on the host, and doing
+        # that between UNet calls would stall the GPU queue once per step.
+        known_at = [scheduler.add_noise(known, eps_k, timesteps[j:j + 1]) for j in range(len(timesteps))]
+        latents[:, :, :overlap] = known_at[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED)
     alphas = scheduler.alphas_cumprod.to(device)
 
@@ -114,7 +117,7 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
                 if last:
                     latents[:, :, :overlap] = known
                 else:
-                    latents[:, :, :overlap] = scheduler.add_noise(known, eps_k, timesteps[i + 1: i + 2])
+                    latents[:, :, :overlap] = known_at[i + 1]
             # 4f. RePaint: jump back from t' to t and redo the step (DDIM is stateless, so this is exact)
             if r < spec.resample_passes and not last:
                 a_ratio = alphas[t] / alphas[timesteps[i + 1]]
