@@ -99,31 +99,42 @@ def test_bad_command_lines(args, code, message, scene_file, tmp_path, tiny_model
     assert len(proc.stderr.strip().splitlines()[-1]) < 400
 
 
-def test_other_users_cannot_reach_the_control_socket(tmp_path):
+def test_other_users_cannot_reach_the_control_socket():
+    """Folder 0700 keeps other users out; if it were opened up, the peer-uid check still refuses them."""
+    import shutil
+    import tempfile
+    import threading
+
     from soundscape.control import ControlServer, request
 
-    server = ControlServer(tmp_path / "ctl" / "s.sock", lambda req: {"ok": True, "status": {"x": 1}})
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    base = tempfile.mkdtemp(dir="/tmp")
+    os.chmod(base, 0o755)  # reachable by anyone: only our own folder's mode may keep them out
+    server = ControlServer(os.path.join(base, "ctl", "s.sock"), lambda req: {"ok": True, "status": {"x": 1}})
+    probe = textwrap.dedent(f"""
+        import json, socket
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect({str(server.path)!r})
+        except PermissionError:
+            print("denied"); raise SystemExit
+        s.sendall(b'{{"cmd": "status"}}\\n')
+        print(json.loads(s.makefile().readline()).get("error", "served"))
+    """)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe]
+    stop = threading.Event()
+    poller = threading.Thread(target=lambda: [server.poll() or stop.wait(0.02) for _ in iter(stop.is_set, True)])
+    poller.start()
     try:
-        probe = textwrap.dedent(f"""
-            import socket
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect({str(server.path)!r}); print("connected")
-            except PermissionError:
-                print("denied")
-        """)
-        if os.getuid() != 0:
-            pytest.skip("needs root to switch to another user")
-        os.chmod(tmp_path, 0o755)
-        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                               "-c", probe], capture_output=True, text=True, timeout=30)
-        assert proc.stdout.strip() == "denied", proc.stderr
-        # The owner gets through (served by the same poll the engine runs).
-        import threading
-
-        t = threading.Thread(target=lambda: [server.poll() or __import__("time").sleep(0.05) for _ in range(40)])
-        t.start()
-        assert request(server.path, {"cmd": "status"})["status"] == {"x": 1}
-        t.join()
+        assert subprocess.run(as_nobody, capture_output=True, text=True, timeout=30).stdout.strip() == "denied"
+        os.chmod(server.path.parent, 0o755)
+        os.chmod(server.path, 0o666)
+        out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30).stdout.strip()
+        assert out == "refused: the player belongs to another user"
+        assert request(server.path, {"cmd": "status"})["status"] == {"x": 1}  # the owner gets through
     finally:
+        stop.set()
+        poller.join()
         server.close()
+        shutil.rmtree(base)
