@@ -174,23 +174,22 @@ class _PeakRSS:
     def __init__(self, interval: float = 0.005):
         import psutil
 
-        self._proc, self._interval = psutil.Process(), interval
-        self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-rss")
+        from .periodic import Periodic
 
-    def _run(self):
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+        self._proc = psutil.Process()
+        self.peak = self._proc.memory_info().rss
+        self._sampler = Periodic(self._sample, interval, "bench-rss")
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self._proc.memory_info().rss)
 
     def __enter__(self):
-        self._thread.start()
+        self._sampler.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self._sampler.__exit__(*exc)
+        self._sample()
 
 
 # Measurement -------------------------------------------------------------------------------------

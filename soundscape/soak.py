@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 
 import psutil
+
+from .periodic import Periodic
 
 
 @dataclass
@@ -49,20 +50,15 @@ def run_soak(model, scene, minutes: float, speed: float, rate: int = 16000, warm
     engine.sink_speed = speed
     seconds = minutes * 60
     samples: list[tuple[float, float]] = []  # (audio seconds played, RSS MB)
-    done = threading.Event()
 
     def sample():
-        while not done.wait(0.5):
-            samples.append((engine.player.frames_played / rate, proc.memory_info().rss / 2**20))
+        samples.append((engine.player.frames_played / rate, proc.memory_info().rss / 2**20))
 
     rss_start = proc.memory_info().rss / 2**20
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     started = time.monotonic()
-    result = engine.run(duration=seconds, fade_out=1.0)
+    with Periodic(sample, 0.5, "soak-rss"):
+        result = engine.run(duration=seconds, fade_out=1.0)
     wall = time.monotonic() - started
-    done.set()
-    sampler.join()
     played = result.frames_played / rate
     after = [mb for t, mb in samples if t >= warmup * seconds] or [rss_start]
     rows = [json.loads(line) for line in open(timeline, encoding="utf-8") if '"chunk"' in line]

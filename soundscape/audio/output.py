@@ -169,32 +169,20 @@ class ClockedSink:
 
     def __init__(self, player: Player, config: OutputConfig, block: int = 1024, speed: float = 1.0,
                  capture: list | None = None):
-        import threading
+        from ..periodic import Periodic
 
-        self.player, self.config, self.block, self.speed = player, config, block, speed
-        self.capture = capture
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soundscape-null-sink", daemon=True)
+        self.player, self.capture = player, capture
+        self._out = np.zeros((block, config.channels), np.float32)
+        self._clock = Periodic(self._tick, block / config.rate / speed, "soundscape-null-sink")
 
-    def _run(self) -> None:
-        import time
-
-        out = np.zeros((self.block, self.config.channels), np.float32)
-        period = self.block / self.config.rate / self.speed
-        next_t = time.monotonic()
-        while not self._stop.is_set():
-            self.player.callback(out, self.block, None, None)
-            if self.capture is not None:
-                self.capture.append(out.copy())
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
+    def _tick(self) -> None:
+        self.player.callback(self._out, len(self._out), None, None)
+        if self.capture is not None:
+            self.capture.append(self._out.copy())
 
     def __enter__(self):
-        self._thread.start()
+        self._clock.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        self._clock.__exit__(*exc)
