@@ -116,7 +116,7 @@ def test_crossfade_is_equal_power_and_equal_gain_for_copies():
 def test_joiner_emits_exactly_the_hop():
     j = Joiner(overlap_samples=1000)
     rng = np.random.default_rng(1)
-    st, total = JoinState(), 0
+    st = JoinState()
     for _ in range(3):
         out, st = j.join(rng.standard_normal(4000).astype(np.float32) * 0.1, st)
         assert len(out) == 3000

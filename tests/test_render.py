@@ -1,7 +1,6 @@
 """`soundscape render` end to end, through the CLI a user runs."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
