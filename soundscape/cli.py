@@ -167,7 +167,7 @@ def _stream_from_args(args, **kw):
 
 def cmd_render(args) -> int:
     from .audio.files import check_output_path
-    from .render import render
+    from .render import render, state_path
 
     out = check_output_path(args.output)
     stream = _stream_from_args(args)
@@ -177,9 +177,9 @@ def cmd_render(args) -> int:
         import soundfile as sf
 
         frames = sf.info(str(out)).frames if out.exists() else 0
-        print(f"\ninterrupted: {out} holds {frames / stream.out_rate:.1f} s of audio; "
-              f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g} --resume",
-              file=sys.stderr)
+        resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g} --resume"
+                  if state_path(out).exists() else "nothing to resume yet")
+        print(f"\ninterrupted: {out} holds {frames / stream.out_rate:.1f} s of audio; {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     rtf = result.seconds_generated / max(result.wall_s, 1e-9)
     print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "

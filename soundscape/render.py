@@ -8,8 +8,11 @@ stopped can continue with --resume; a finished render removes the state file.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,20 @@ class RenderResult:
     seconds_generated: float
     wall_s: float
     interrupted: bool = False
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C / SIGTERM until the block is done (they are delivered right after)."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def state_path(out: Path) -> Path:
@@ -73,8 +90,10 @@ def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline:
             while f.frames < total:
                 seg = stream.next_segment()
                 take = seg.audio[: total - f.frames]
-                f.write(take)
-                stream.save_state(state_file)
+                # The audio and the state that resumes after it are written as one step.
+                with _signals_deferred():
+                    f.write(take)
+                    stream.save_state(state_file)
                 generated += seg.end_s - seg.start_s
                 if timeline_f:
                     timeline_f.write(json.dumps(seg.timeline_row()) + "\n")
