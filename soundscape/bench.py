@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .model.loading import sync
 
 PROMPTS = ("birds singing in the forest", "gentle rain on a roof")
 NEGATIVE = "low quality"
@@ -123,13 +124,6 @@ def _set_attention(unet, name: str) -> None:
         unet.set_attn_processor(AttnProcessor2_0() if name == "sdpa" else AttnProcessor())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 class _TimedUNet:
     """Stands in for `pipe.unet` inside `denoise`: times each call and widens it to `streams` streams."""
 
@@ -147,12 +141,12 @@ class _TimedUNet:
             sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1 = (
                 x.repeat_interleave(n, 0) for x in
                 (sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1))
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         out = self.unet(sample, t, encoder_hidden_states=encoder_hidden_states,
                         encoder_hidden_states_1=encoder_hidden_states_1,
                         encoder_attention_mask_1=encoder_attention_mask_1, return_dict=False)[0]
-        _sync(self.device)
+        sync(self.device)
         self.times.append(time.perf_counter() - t0)
         return (out[::n] if n > 1 else out,)
 
@@ -195,25 +189,22 @@ class _PeakRSS:
 
 def _chunk(model, view, unet, cond, known, seed, spec, hop, streams, resampler, rs_states):
     """One chunk, stage by stage; returns (timings, latents on the CPU, new resampler states)."""
-    from .generator.denoise import denoise, samples_per_mel_frame
+    from .generator.denoise import denoise, latents_to_mel, mel_to_audio
 
-    pipe, dev = model.pipe, model.device
+    dev = model.device
     first_step = len(unet.times)
     # 1. denoise: the UNet steps (timed inside) plus scheduler and inpainting
     t0 = time.perf_counter()
     latents = denoise(view, cond, known, seed, spec)
-    _sync(dev)
+    sync(dev)
     t1 = time.perf_counter()
-    with torch.inference_mode():
-        # 2. VAE: latents -> log-mel, for every stream at once (as `decode` does it)
-        batch = latents.repeat(streams, 1, 1, 1)
-        mel = pipe.vae.decode((batch / pipe.vae.config.scaling_factor).to(model.dtype)).sample
-        _sync(dev)
-        t2 = time.perf_counter()
-        # 3. vocoder: log-mel -> 16 kHz waveform, trimmed to 160 samples per mel frame
-        audio = pipe.vocoder(mel.squeeze(1).to(model.dtype))
-        audio = audio[:, : mel.shape[2] * samples_per_mel_frame(pipe)].float().cpu().numpy()
-        t3 = time.perf_counter()
+    # 2. VAE: latents -> log-mel, for every stream at once (the two halves of `decode`)
+    mel = latents_to_mel(model, latents.repeat(streams, 1, 1, 1))
+    sync(dev)
+    t2 = time.perf_counter()
+    # 3. vocoder: log-mel -> 16 kHz waveform
+    audio = mel_to_audio(model, mel).numpy()
+    t3 = time.perf_counter()
     # 4. resample each stream's new audio (one hop: the joiner holds the overlap back) to the output rate
     rs_states = [resampler.push(a[: hop * 640], st)[1] for a, st in zip(audio, rs_states)]
     t4 = time.perf_counter()
@@ -245,7 +236,7 @@ def _measure(model, args, frames: int, overlap: int) -> dict:
     start = time.perf_counter()
     for prompt in (*PROMPTS, NEGATIVE):
         encoder.encode(prompt)
-    _sync(model.device)
+    sync(model.device)
     encode_first = (time.perf_counter() - start) / (len(PROMPTS) + 1)
 
     # 2. The chunks: a continuing stream whose layer weights drift every chunk

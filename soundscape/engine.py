@@ -42,7 +42,6 @@ SIGNAL_FADE_S = 0.5
 @dataclass
 class GenStats:
     chunks: int = 0
-    gen_s: float = 0.0
     hop_s: float = 0.0
     errors: int = 0
     last_error: str = ""
@@ -137,7 +136,6 @@ class GeneratorThread(threading.Thread):
                 continue
             backoff = 0.5
             self.stats.chunks += 1
-            self.stats.gen_s = seg.gen_s
             self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
             self.log(seg.timeline_row())
             while not self.stop.is_set():

@@ -77,9 +77,8 @@ class Feeder:
         self.epoch_wanted = 0  # set by the engine: the generator has applied changes up to this epoch
         self.switches: list[tuple[int, int]] = []  # (epoch, ring position where its audio starts)
 
-    def _receive(self) -> bool:
-        """Move any ready fresh segments into the pending buffer; True if one arrived."""
-        got = False
+    def _receive(self) -> None:
+        """Move any ready fresh segments into the pending buffer."""
         # Take a new segment only when the current one is used up: the queue stays full
         # meanwhile, which is what holds the generator back (backpressure). A live change
         # skips the wait: stale segments are drained so the new audio is heard at once.
@@ -87,8 +86,7 @@ class Feeder:
             try:
                 seg = self.fresh.get_nowait()
             except queue.Empty:
-                return got
-            got = True
+                return
             audio = seg.audio
             if self._skip_pool < len(audio):
                 self.pool.add(audio[self._skip_pool:])
@@ -106,7 +104,6 @@ class Feeder:
                 audio = audio[len(head):]
                 self.covering = False
             self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
-        return got
 
     def _switch(self, epoch: int, audio: np.ndarray) -> None:
         """Drop buffered audio beyond the margin and crossfade into `audio` (a live change)."""
@@ -122,7 +119,7 @@ class Feeder:
         self._pending = self._pending[:0]
         self.covering = False
         head = audio[: len(old)]
-        self.switches.append((epoch, self.ring._r + keep))
+        self.switches.append((epoch, self.ring.frames_read + keep))
         self.epoch = epoch
         self._write_all(crossfade(old, head) if len(old) else head)
         rest = audio[len(head):]

@@ -25,6 +25,11 @@ class RingBuffer:
         self._r = 0  # total frames read (consumer)
         self._w = 0  # total frames written (producer)
 
+    @property
+    def frames_read(self) -> int:
+        """Frames the consumer has taken so far (its position in the stream it is playing)."""
+        return self._r
+
     def level(self) -> int:
         return max(0, self._w - self._r)
 

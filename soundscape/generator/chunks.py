@@ -10,8 +10,7 @@ The state is plain data: it can be saved, restored and continued, and
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +46,6 @@ class ChunkResult:
     audio: torch.Tensor  # (T * 640,) float32, 16 kHz
     latents: torch.Tensor  # (1, 8, T, F) float32 on the CPU
     state: GeneratorState
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def chunk_seed(scene_seed: int, index: int) -> int:
@@ -55,25 +53,15 @@ def chunk_seed(scene_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(scene_seed), int(index)]).generate_state(1)[0])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
                    scene_seed: int, should_stop=None) -> ChunkResult:
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
     seed = chunk_seed(scene_seed, state.chunk_index)
-    t0 = time.perf_counter()
     latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
-    _sync(model.device)
-    t1 = time.perf_counter()
     audio = decode(model, latents)
-    t2 = time.perf_counter()
     latents = latents.float().cpu()
     tail = latents[:, :, spec.frames - spec.overlap:].clone()
     return ChunkResult(
         index=state.chunk_index, seed=seed, audio=audio, latents=latents,
         state=GeneratorState(chunk_index=state.chunk_index + 1, tail_latents=tail),
-        timings={"denoise_s": t1 - t0, "decode_s": t2 - t1},
     )

@@ -129,15 +129,25 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
 
 
 @torch.inference_mode()
+def latents_to_mel(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+    """VAE: latents (B, 8, T, F) -> log-mel spectrogram (B, 1, 4T, 64)."""
+    vae = model.pipe.vae
+    return vae.decode((latents / vae.config.scaling_factor).to(model.dtype)).sample
+
+
+@torch.inference_mode()
+def mel_to_audio(model: LoadedModel, mel: torch.Tensor) -> torch.Tensor:
+    """Vocoder: log-mel -> waveforms (B, 4T * 160) at 16 kHz, float32 on the CPU.
+
+    The vocoder emits a few samples more than 160 per mel frame; they are trimmed.
+    """
+    audio = model.pipe.vocoder(mel.squeeze(1).to(model.dtype))
+    return audio[:, : mel.shape[2] * samples_per_mel_frame(model.pipe)].float().cpu()
+
+
 def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (1, 8, T, F) -> mono waveform (T * 640,) at 16 kHz, float32 on the CPU."""
-    pipe = model.pipe
-    # 1. VAE: latents -> log-mel spectrogram (1, 1, 4T, 64)
-    mel = pipe.vae.decode((latents / pipe.vae.config.scaling_factor).to(model.dtype)).sample
-    # 2. vocoder: mel -> waveform; it emits a few samples more than 160 per mel frame
-    audio = pipe.vocoder(mel.squeeze(1).to(model.dtype))
-    samples = mel.shape[2] * samples_per_mel_frame(pipe)
-    return audio[0, :samples].float().cpu()
+    return mel_to_audio(model, latents_to_mel(model, latents))[0]
 
 
 def samples_per_mel_frame(pipe) -> int:

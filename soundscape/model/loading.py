@@ -49,6 +49,14 @@ def choose_device(name: str = "auto") -> torch.device:
     return device
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (for timing; never inside the denoising loop)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def choose_dtype(name: str, device: torch.device) -> torch.dtype:
     """Half precision on GPUs, fp32 on CPU (CPU half-precision kernels are slow or missing)."""
     if name == "auto":
