@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") if getattr(args, "quiet", False) else None
     # SIGTERM stops like Ctrl-C: files are finalised and the stream fades out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Started in the background by a shell script, SIGINT arrives ignored; `kill -INT` must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return COMMANDS[args.command](args)
     except SoundscapeError as exc:

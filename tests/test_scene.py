@@ -1,5 +1,7 @@
 """Scene validation: one clear line naming file, line, key, expectation; exit code 2 from the CLI."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,42 @@ def test_validate_command_exit_codes(tmp_path, capsys):
     assert main(["validate", str(SCENES[0]), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"{bad}:5: layers.birds.weight: expected a number from 0 to 1, got 2"]
+
+
+@pytest.mark.parametrize("tagged,line,key,tag", [
+    ('name: !!python/object/apply:os.system ["echo hi"]', 1, "name", "!!python/object/apply:os.system"),
+    ("name: !!python/name:os.system", 1, "name", "!!python/name:os.system"),
+    ("name: !custom x", 1, "name", "!custom"),
+    ("name: x\nlayers:\n  a: {prompt: !!python/object:os.system {}}", 3, "layers.a.prompt",
+     "!!python/object:os.system"),
+])
+def test_language_specific_yaml_tags_are_refused_with_a_line(tagged, line, key, tag):
+    text = tagged + ("\n" if "layers" in tagged else "\nlayers: {a: {prompt: b}}\n")
+    assert error_for(text) == (f"scenes/x.yaml:{line}: {key}: scene files are plain data, and tags like {tag} "
+                               f"are not allowed; remove the {tag} tag")
+
+
+def test_yaml_values_that_cannot_be_built_give_a_line():
+    assert error_for("name: x\nlayers: {a: {prompt: b}}\n? [1, 2]\n: x\n").startswith(
+        "scenes/x.yaml:3: a key must be plain text, not a list or mapping; scene files are plain data")
+    assert error_for("name: 2001-02-30\nlayers: {a: {prompt: b}}\n").startswith(
+        'scenes/x.yaml:1: cannot read "2001-02-30" as timestamp (day is out of range for month)')
+    assert error_for("name: x\nseed: !!int abc\nlayers: {a: {prompt: b}}\n").startswith(
+        'scenes/x.yaml:2: cannot read "abc" as int')
+    # Plain YAML merge keys are data, not a foreign tag.
+    scene = parse_scene("name: x\nlayers:\n  a: &a {prompt: rain, weight: 0.5}\n  b: {<<: *a, weight: 0.2}\n")
+    assert scene.layers["b"].prompt == "rain" and scene.layers["b"].weight == 0.2
+
+
+def test_python_tag_is_exit_2_from_validate_and_play(tmp_path, capsys):
+    bad = tmp_path / "evil.yaml"
+    bad.write_text(SCENE.replace("name: Test scene", 'name: !!python/object/apply:os.system ["echo hi"]'))
+    proc = subprocess.run([sys.executable, "-m", "soundscape", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"{bad}:1: name: ") and "!!python/object/apply:os.system" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # nothing ran, nothing was reported valid
+    assert main(["play", str(bad), "--output-device", "null"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [proc.stderr.strip()]

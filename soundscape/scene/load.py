@@ -5,7 +5,8 @@ Every problem becomes one SceneError line of the form
     scenes/x.yaml:12: layers.birds.weight: expected a number from 0 to 1, got 2
 
 Scene files are data: yaml.SafeLoader only (no Python objects), a size cap,
-a cap on the nodes that aliases may expand to (YAML bombs), no duplicate keys.
+a cap on the nodes that aliases may expand to (YAML bombs), no duplicate keys,
+no tags beyond YAML's plain types (`!!python/...` is refused with a line, not a crash).
 """
 
 from __future__ import annotations
@@ -41,17 +42,55 @@ class _Lines:
         return self.lines.get(())
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (`!!int abc`, `2001-02-30`) carry the line, like YAML's own."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            kind = _show_tag(node.tag).removeprefix("!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_describe(node.value)} as {kind} ({exc})", node.start_mark) from None
+
+
+# YAML's own plain-data types: a fixed list, so a constructor some library registers on
+# SafeLoader cannot widen what a scene file may contain.
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (
+    "null", "bool", "int", "float", "str", "binary", "timestamp", "seq", "map", "set", "omap", "pairs"))
+_MERGE = "tag:yaml.org,2002:merge"  # the `<<:` of `<<: *defaults`, plain YAML
+
+
+def _show_tag(tag: str) -> str:
+    """A resolved tag as a user would write it: !!python/name:os.system, !local, !<tag:x.org,2000:y>."""
+    if tag.startswith("tag:yaml.org,2002:"):
+        return "!!" + tag.removeprefix("tag:yaml.org,2002:")
+    return tag if tag.startswith("!") else f"!<{tag}>"
+
+
+def _check_tag(node: yaml.Node, path: tuple, fail, key: bool = False) -> None:
+    """Only YAML's plain-data tags; anything else (!!python/object/apply:..., !custom) is refused."""
+    if node.tag not in _PLAIN_TAGS and not (key and node.tag == _MERGE):
+        tag = _show_tag(node.tag)
+        fail(path, f"scene files are plain data, and tags like {tag} are not allowed; remove the {tag} tag",
+             line=node.start_mark.line + 1)
+
+
 def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) -> None:
-    """Record line numbers and reject duplicate keys and alias bombs, before constructing."""
+    """Record line numbers and reject duplicate keys, alias bombs and foreign tags, before constructing."""
     budget[0] -= 1
     if budget[0] < 0:
         fail(path, "the document expands to too many values (YAML aliases?); write it out plainly")
+    _check_tag(node, path, fail)
     lines.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             line = key_node.start_mark.line + 1
+            _check_tag(key_node, path, fail, key=True)
             if key in seen:
                 fail(path + (key,), f"duplicate key {key!r} (first at line {seen[key]}); "
                      f"give each key once", line=line)
@@ -154,7 +193,16 @@ def parse_scene(text: str, label: str = "<scene>") -> Scene:
     _walk(node, (), lines, [MAX_NODES], fail)
     if not isinstance(node, yaml.MappingNode):
         fail((), "expected a mapping at the top (name: ..., layers: ...)")
-    data = yaml.SafeLoader(text).get_single_data()
+    try:
+        data = _Loader(text).get_single_data()
+    except yaml.YAMLError as exc:  # a list as a key, `!!int abc`, `2001-02-30`; _walk caught the tags
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = (getattr(exc, "problem", None) or str(exc)).strip()
+        if problem == "found unhashable key":
+            problem = "a key must be plain text, not a list or mapping"
+        raise SceneError(_format(label, mark.line + 1 if mark else None, (),
+                                 f"{problem}; scene files are plain data (text, numbers, lists, "
+                                 f"mappings): check the value, or quote it if it is text")) from None
     try:
         return Scene.model_validate(data)
     except ValidationError as exc:
