@@ -9,7 +9,7 @@ so streaming equals rendering by construction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 
 from . import controller
 from .audio.crossfade import Joiner, JoinState
+from .audio.loudness import LoudnessController, LoudnessState
 from .audio.resample import ResamplerState, StreamResampler
 from .errors import UsageError
 from .conditioning import Conditioning, PromptEncoder, blend, with_negative
@@ -24,6 +25,7 @@ from .generator.chunks import ChunkSpec, GeneratorState, generate_chunk
 from .generator.denoise import DenoiseSpec
 from .model.loading import LoadedModel
 from .scene import Scene
+from .scene.quality import resolve
 
 MODEL_RATE = 16000
 SAMPLES_PER_FRAME = 640  # one latent frame = 4 mel frames * 160 samples
@@ -34,6 +36,7 @@ class StreamState:
     gen: GeneratorState = field(default_factory=GeneratorState)
     join: JoinState = field(default_factory=JoinState)
     resample: ResamplerState = field(default_factory=ResamplerState)
+    loud: LoudnessState | None = None  # None until the first chunk primes it
     samples_out: int = 0  # output-rate samples emitted so far (drives the fade-in)
 
 
@@ -46,16 +49,18 @@ class Segment:
     weights: dict[str, float]
     seed: int
     gen_s: float
+    steps: int = 0
     epoch: int = 0  # bumped by every live change; the feeder crossfades into a new epoch at once
 
     def timeline_row(self) -> dict:
         return {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
-                "weights": self.weights, "seed": self.seed, "gen_s": round(self.gen_s, 4)}
+                "weights": self.weights, "seed": self.seed, "steps": self.steps, "gen_s": round(self.gen_s, 4)}
 
 
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
-                 out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None):
+                 out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
+                 quality: str | None = None):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -68,6 +73,8 @@ class SceneStream:
         self._cond_cache: tuple[tuple, Conditioning] | None = None
         self._denoise_overrides: dict = {}
         self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
+        self.quality = quality  # --quality; None: the scene's
+        self.next_steps: int | None = None  # play's adaptive choice for the next chunk (min_steps..max_steps)
         self.set_scene(scene)
         self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
 
@@ -94,15 +101,17 @@ class SceneStream:
         return change
 
     def set_scene(self, scene: Scene) -> None:
-        g = scene.generation
+        self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
+        g = self.resolved.generation
         self.scene = scene
         self.spec = ChunkSpec(
             frames=g.chunk_frames, overlap=g.overlap_frames,
-            denoise=DenoiseSpec(frames=g.chunk_frames, steps=self._steps or g.steps, guidance_scale=g.guidance_scale,
-                                scheduler=g.scheduler, resample_passes=g.resample_passes,
-                                **self._denoise_overrides),
+            denoise=DenoiseSpec(frames=g.chunk_frames, steps=g.steps, guidance_scale=g.guidance_scale,
+                                guidance_interval=g.guidance_interval, scheduler=g.scheduler,
+                                resample_passes=g.resample_passes, **self._denoise_overrides),
         )
-        self.joiner = Joiner(g.overlap_frames * SAMPLES_PER_FRAME, target_db=scene.output.target_level_db)
+        self.joiner = Joiner(self.spec.xfade * SAMPLES_PER_FRAME, self.spec.edge * SAMPLES_PER_FRAME)
+        self.loudness = LoudnessController(MODEL_RATE, target_lufs=scene.output.loudness_lufs)
         self._cond_cache = None
 
     # Time geometry ---------------------------------------------------------
@@ -112,6 +121,12 @@ class SceneStream:
 
     def chunk_time(self, index: int) -> float:
         return index * self.hop_s
+
+    def output_span(self, index: int) -> tuple[float, float]:
+        """Where chunk `index`'s emitted audio sits in the output (the first chunk emits `lead` more)."""
+        lead_s = self.spec.lead * SAMPLES_PER_FRAME / MODEL_RATE
+        start = 0.0 if index == 0 else index * self.hop_s + lead_s
+        return start, (index + 1) * self.hop_s + lead_s
 
     def control_time(self, index: int) -> float:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
@@ -155,16 +170,23 @@ class SceneStream:
         weights = controller.weights_at(self.scene, t, self.overrides)
         by_prompt = controller.prompt_weights(self.scene, t, self.overrides, self.change)
         cond = self.conditioning(by_prompt)
-        result = generate_chunk(self.model, cond, st.gen, self.spec, self.seed, should_stop)
+        spec = self.spec
+        if self.next_steps is not None and self.next_steps != spec.denoise.steps:
+            spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
+        result = generate_chunk(self.model, cond, st.gen, spec, self.seed, should_stop)
         presence = min(1.0, sum(by_prompt.values()) / 0.05)  # fade to silence only as all layers reach 0
-        new16k, join = self.joiner.join(result.audio.numpy(), st.join, presence)
+        new16k, join = self.joiner.join(result.audio.numpy(), st.join)
+        # The loudness controller carries its gain across seams, so no gain ever steps at one.
+        new16k, loud = self.loudness.process(new16k, st.loud, presence)
         out, rs = self.resampler.push(new16k, st.resample)
         out = self._fade_and_volume(out, st.samples_out)
-        self.state = StreamState(gen=result.state, join=join, resample=rs, samples_out=st.samples_out + len(out))
+        self.state = StreamState(gen=result.state, join=join, resample=rs, loud=loud,
+                                 samples_out=st.samples_out + len(out))
         stereo = np.repeat(out[:, None], self.channels, axis=1) if self.channels > 1 else out[:, None]
-        return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=self.chunk_time(index),
-                       end_s=self.chunk_time(index + 1), weights=weights, seed=result.seed,
-                       gen_s=time.perf_counter() - t0)
+        start_s, end_s = self.output_span(index)
+        return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=start_s, end_s=end_s,
+                       weights=weights, seed=result.seed, gen_s=time.perf_counter() - t0,
+                       steps=spec.denoise.steps)
 
     def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
         gain = np.full(len(out), self.scene.output.volume, np.float32)
@@ -189,6 +211,8 @@ class SceneStream:
             arrays["join_tail"] = st.join.tail
         if st.resample.history is not None:
             arrays["history"] = st.resample.history
+        if st.loud is not None:
+            arrays.update(st.loud.to_arrays(prefix="loud_"))
         tmp = Path(str(path) + ".tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(path)  # atomic: a crash never leaves half a state file
@@ -205,4 +229,5 @@ class SceneStream:
                 join=JoinState(tail=f["join_tail"] if "join_tail" in f else None),
                 resample=ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"]),
                 samples_out=int(f["samples_out"]),
+                loud=LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None,
             )

@@ -35,7 +35,8 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_model(tiny_model_dir):
     from soundscape.model.loading import load_model
 
-    return load_model(str(tiny_model_dir), device="cpu", quiet=True)
+    # fp32: the parity tests compare with diffusers to 1e-4; the half-precision paths have their own tests.
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
 
 
 @pytest.fixture()

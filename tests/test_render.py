@@ -34,7 +34,7 @@ def test_render_exact_length_timeline_and_repeatable(scene_file, tiny_model_dir,
     assert rows[0]["start_s"] == 0 and rows[-1]["end_s"] >= 9
     for prev, cur in zip(rows, rows[1:]):
         assert cur["start_s"] == prev["end_s"]
-    assert set(rows[0]) == {"chunk", "start_s", "end_s", "weights", "seed", "gen_s"}
+    assert set(rows[0]) == {"chunk", "start_s", "end_s", "weights", "seed", "steps", "gen_s"}
     assert set(rows[0]["weights"]) == {"birds", "stream"} and rows[0]["gen_s"] > 0
     assert not (tmp_path / "a.wav.state.npz").exists()
 

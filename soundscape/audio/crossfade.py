@@ -1,21 +1,24 @@
-"""The one place that joins chunks: level matching and the equal-power crossfade.
+"""The one place that joins chunks: the equal-power crossfade at each seam.
 
-Each decoded chunk (16 kHz, T*640 samples) overlaps the previous one by N samples
-(the O latent frames both share). Per chunk we emit exactly hop = T*640 - N new
-samples: the crossfaded overlap, then the chunk's middle; its last N samples wait
-for the next chunk. Nothing is played twice and nothing is skipped.
+Geometry, in samples of one chunk's decoded audio (see generator/chunks.py for why):
+  e    edge: audio this close to the end of a decode lacks right context and is dropped
+  x    the crossfade length
+The first chunk's decode starts at its frame 0; every later decode starts 2e + x before the
+end of its overlap, so that its first e samples (no left context) are dropped too and its
+crossfade region [e, e + x) lines up with the previous chunk's held tail.
+Per chunk we emit exactly the new audio (hop samples, the first chunk a little more): the
+crossfaded x samples, then the chunk's middle; x samples wait for the next chunk and the
+last e are dropped. Nothing is played twice and nothing is skipped. With e = 0 and x = the
+whole overlap this is the whole-chunk join of soundscape 0.1.
 
-Notation for the crossfade over the overlap, x = (n + 1/2) / N for n in [0, N):
-  a(x) = cos(πx/2), b(x) = sin(πx/2)          equal-power fade out / fade in
-  r    = corr(tail, head) clipped to [0, 1]   the overlap is the same latents decoded twice,
-                                              so the two sides are strongly correlated
+Notation for the crossfade, u = (n + 1/2) / x for n in [0, x):
+  a(u) = cos(πu/2), b(u) = sin(πu/2)          equal-power fade out / fade in
+  r    = corr(tail, head) clipped to [0, 1]   the two sides decode the same latents,
+                                              so they are strongly correlated
   y    = (a·tail + b·head) / sqrt(a² + b² + 2ab·r)
 With r = 0 this is the plain equal-power fade; with r = 1 it becomes an equal-gain fade,
 so correlated material does not swell by up to 3 dB in the middle of the seam.
-
-Level: each chunk is scaled by g = min(target_rms / rms, max_gain, ceiling / peak), so the
-scene sits at a steady level; max_gain caps the boost so near-silence is not blown up.
-The gain changes only inside the crossfade, never as a step.
+Level is not the joiner's job: audio/loudness.py follows it with a slow gain.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 @dataclass
 class JoinState:
-    tail: np.ndarray | None = None  # the previous chunk's last N samples, gain applied
+    tail: np.ndarray | None = None  # the previous chunk's held x samples
 
 
 def equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,30 +51,23 @@ def crossfade(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
 
 
 class Joiner:
-    def __init__(self, overlap_samples: int, target_db: float = -20.0, max_gain_db: float = 12.0,
-                 ceiling: float = 0.95):
-        self.n = overlap_samples
-        self.target_rms = 10 ** (target_db / 20)
-        self.max_gain = 10 ** (max_gain_db / 20)
-        self.ceiling = ceiling
+    def __init__(self, xfade_samples: int, edge_samples: int = 0):
+        if xfade_samples < 1 or edge_samples < 0:
+            raise ValueError(f"Joiner: expected xfade_samples >= 1 and edge_samples >= 0, "
+                             f"got {xfade_samples} and {edge_samples}")
+        self.x, self.e = xfade_samples, edge_samples
 
-    def gain(self, audio: np.ndarray) -> float:
-        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        if rms <= 0 or not np.isfinite(rms):
-            return 0.0
-        return min(self.target_rms / rms, self.max_gain, self.ceiling / peak)
+    def join(self, audio: np.ndarray, state: JoinState) -> tuple[np.ndarray, JoinState]:
+        """Emit this chunk's new audio and hold its tail for the next seam.
 
-    def join(self, audio: np.ndarray, state: JoinState, presence: float = 1.0) -> tuple[np.ndarray, JoinState]:
-        """Emit this chunk's new audio (hop samples) and keep its tail for the next seam.
-
-        `presence` (0..1) scales the chunk: 0 when every layer is at weight 0.
+        `audio` is the chunk's decode: from frame 0 for the first chunk, else from 2e + x before
+        the end of the overlap.
         """
         audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        scaled = audio * np.float32(self.gain(audio) * presence)
-        n = self.n
+        x, e = self.x, self.e
+        end = len(audio) - e - x  # the held tail starts here
         if state.tail is None:
-            new = scaled[: len(scaled) - n]
+            new = audio[:end]
         else:
-            new = np.concatenate([crossfade(state.tail, scaled[:n]), scaled[n: len(scaled) - n]])
-        return new, JoinState(tail=scaled[len(scaled) - n:].copy())
+            new = np.concatenate([crossfade(state.tail, audio[e:e + x]), audio[e + x:end]])
+        return new, JoinState(tail=audio[end:end + x].copy())

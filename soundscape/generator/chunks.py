@@ -1,7 +1,7 @@
 """Chunk-by-chunk generation with explicit state (magenta-realtime style).
 
     result = generate_chunk(model, cond, state, spec, scene_seed)
-    result.audio        16 kHz mono of the whole chunk (T * 640 samples)
+    result.audio        16 kHz mono of the chunk's decode window (see ChunkSpec.decode_start)
     result.state        what the next chunk needs: the tail latents and the index
 
 The state is plain data: it can be saved, restored and continued, and
@@ -20,6 +20,14 @@ from ..model.loading import LoadedModel
 from .denoise import DenoiseSpec, decode, denoise
 
 
+# Decode only what is heard. The VAE and vocoder were measured (docs/benchmarks.md, "Decode window")
+# to disturb the audio within about 6 latent frames of a decode's edge; beyond that a decode of part
+# of a chunk matches the whole-chunk decode to the model's precision. So a later chunk decodes its new
+# frames plus 2 EDGE + XFADE frames of its overlap, not the whole overlap again.
+EDGE_FRAMES = 8  # 0.32 s dropped at each decode edge
+XFADE_FRAMES = 4  # 0.16 s crossfade at each seam
+
+
 @dataclass(frozen=True)
 class ChunkSpec:
     """Chunk geometry in latent frames (one frame = 40 ms = 640 samples at 16 kHz)."""
@@ -27,10 +35,30 @@ class ChunkSpec:
     frames: int  # T
     overlap: int  # O
     denoise: DenoiseSpec
+    edge: int | None = None  # e; None: EDGE_FRAMES, or less when the overlap is short
+    xfade: int | None = None  # x; None: XFADE_FRAMES, or less
+
+    def __post_init__(self):
+        x = min(XFADE_FRAMES, self.overlap) if self.xfade is None else self.xfade
+        e = max(0, min(EDGE_FRAMES, (self.overlap - x) // 2)) if self.edge is None else self.edge
+        if self.overlap and not (1 <= x and 2 * e + x <= self.overlap):
+            raise ValueError(f"ChunkSpec: expected 2 * edge + xfade <= overlap ({self.overlap}), "
+                             f"got edge={e}, xfade={x}")
+        object.__setattr__(self, "edge", e)
+        object.__setattr__(self, "xfade", x)
 
     @property
     def hop(self) -> int:
         return self.frames - self.overlap
+
+    def decode_start(self, first: bool) -> int:
+        """The first latent frame decoded: 0 for a stream's first chunk, else 2e + x before the overlap's end."""
+        return 0 if first or not self.overlap else self.overlap - 2 * self.edge - self.xfade
+
+    @property
+    def lead(self) -> int:
+        """Frames of audio the first chunk emits beyond one hop (its overlap minus the held and dropped edge)."""
+        return self.overlap - self.edge - self.xfade if self.overlap else 0
 
 
 @dataclass
@@ -58,7 +86,8 @@ def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
     seed = chunk_seed(scene_seed, state.chunk_index)
     latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
-    audio = decode(model, latents)
+    start = spec.decode_start(first=state.tail_latents is None)
+    audio = decode(model, latents[:, :, start:])
     latents = latents.float().cpu()
     tail = latents[:, :, spec.frames - spec.overlap:].clone()
     return ChunkResult(

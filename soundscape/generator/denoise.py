@@ -11,7 +11,9 @@ Notation (per chunk; latents are (1, C=8, T frames, F=16)):
   (the inpainting AudioLDM itself uses). RePaint resampling (DDIM only) re-noises
   x_{t'} back to x_t and repeats the step, letting the new region settle with the known one:
              x_t = sqrt(ᾱ_t / ᾱ_t') x_t' + sqrt(1 - ᾱ_t / ᾱ_t') ε
-Guidance:    ε̂ = ε_u + s (ε_c - ε_u), computed as one batch [negative, positive].
+Guidance:    ε̂ = ε_u + s (ε_c - ε_u), computed as one batch [negative, positive], on the steps i
+             whose position (i + 1/2) / steps lies in guidance_interval [a, b]; elsewhere ε̂ = ε_c
+             from the UNet at batch 1 (the positive half only).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class DenoiseSpec:
     scheduler: str = "dpmsolver++"
     resample_passes: int = 0
     split_guidance: bool = False  # run the guidance pair as two UNet calls: less memory, a little slower
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # fractions of the schedule that are guided
+
+    def guided_at(self, i: int, steps: int | None = None) -> bool:
+        n = steps or self.steps
+        lo, hi = self.guidance_interval
+        return self.guidance_scale > 1.0 and lo <= (i + 0.5) / n <= hi
 
 
 def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,18 +62,15 @@ def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.
 def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
             spec: DenoiseSpec, should_stop=None) -> torch.Tensor:
     """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`."""
-    pipe, device, dtype = model.pipe, model.device, model.dtype
+    pipe, device, dtype = model.pipe, model.device, model.precision.unet
     unet = pipe.unet
     # 1. Shapes and guidance
     channels = unet.config.in_channels
     freq = pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor
     shape = (1, channels, spec.frames, freq)
-    guided = spec.guidance_scale > 1.0
-    if guided:
-        gpt, t5, mask = cond.gpt, cond.t5, cond.mask
-    else:
-        gpt, t5, mask = cond.gpt[1:], cond.t5[1:], cond.mask[1:]
-    gpt, t5, mask = gpt.to(device, dtype), t5.to(device, dtype), mask.to(device)
+    # [negative, positive] for guided steps, [positive] for the others (cast once, not per step)
+    gpt, t5, mask = cond.gpt.to(device, dtype), cond.t5.to(device, dtype), cond.mask.to(device)
+    pos = (gpt[1:], t5[1:], mask[1:])
 
     # 2. Timesteps from a fresh scheduler (multistep history must not leak between chunks)
     scheduler = make_scheduler(spec.scheduler, pipe.scheduler.config)
@@ -90,12 +95,16 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled()
+        guided = spec.guided_at(i, len(timesteps))
         for r in range(spec.resample_passes + 1):
             # 4a. expand the latents for guidance and scale them for the scheduler
             model_in = torch.cat([latents] * 2) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).to(dtype)
             # 4b. predict the noise residual (one batch of two, or two of one to save memory)
-            if guided and spec.split_guidance:
+            if not guided:
+                noise_pred = unet(model_in, t, encoder_hidden_states=pos[0], encoder_hidden_states_1=pos[1],
+                                  encoder_attention_mask_1=pos[2], return_dict=False)[0].float()
+            elif spec.split_guidance:
                 noise_pred = torch.cat([
                     unet(model_in[k:k + 1], t, encoder_hidden_states=gpt[k:k + 1], encoder_hidden_states_1=t5[k:k + 1],
                          encoder_attention_mask_1=mask[k:k + 1], return_dict=False)[0].float()
@@ -132,7 +141,7 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
 def latents_to_mel(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     """VAE: latents (B, 8, T, F) -> log-mel spectrogram (B, 1, 4T, 64)."""
     vae = model.pipe.vae
-    return vae.decode((latents / vae.config.scaling_factor).to(model.dtype)).sample
+    return vae.decode((latents / vae.config.scaling_factor).to(model.precision.vae)).sample
 
 
 @torch.inference_mode()
@@ -141,7 +150,7 @@ def mel_to_audio(model: LoadedModel, mel: torch.Tensor) -> torch.Tensor:
 
     The vocoder emits a few samples more than 160 per mel frame; they are trimmed.
     """
-    audio = model.pipe.vocoder(mel.squeeze(1).to(model.dtype))
+    audio = model.pipe.vocoder(mel.squeeze(1).to(model.precision.vocoder))
     return audio[:, : mel.shape[2] * samples_per_mel_frame(model.pipe)].float().cpu()
 
 

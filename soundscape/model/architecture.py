@@ -149,6 +149,10 @@ def build_random_audioldm2(dtype: torch.dtype = torch.float32, device: str | tor
         unet=_unet(), scheduler=DDIMScheduler(**SCHEDULER), vocoder=_vocoder(),
     )
     pipe.set_progress_bar_config(disable=True)
+    # Built modules start in training mode: dropout would make the random model's encoders non-deterministic.
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
     # Built in fp32 (CPU init kernels), then cast; fp32 needs no cast (and no diffusers warning).
     pipe = pipe.to(dev) if dtype == torch.float32 else pipe.to(dev, dtype)
     return LoadedModel(pipe=pipe, model_id=MODEL_ID, device=dev, dtype=dtype)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError, UsageError
+from .precision import Precision, apply as apply_precision, cpu_has_native_bf16
 
 DEFAULT_MODEL = "cvssp/audioldm2"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -24,7 +25,12 @@ class LoadedModel:
     pipe: object  # diffusers.AudioLDM2Pipeline
     model_id: str
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the UNet's; each stage's is in `precision`
+    precision: Precision | None = None
+
+    def __post_init__(self):
+        if self.precision is None:
+            self.precision = Precision.of(self.dtype)
 
 
 def choose_model(flag: str | None, scene_model: str | None = None) -> str:
@@ -58,9 +64,14 @@ def sync(device: torch.device) -> None:
 
 
 def choose_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Half precision on GPUs, fp32 on CPU (CPU half-precision kernels are slow or missing)."""
+    """fp16 on GPUs; bf16 on CPUs that compute it natively (AVX512-BF16, AMX), else fp32.
+
+    Why not bf16 everywhere: without hardware support torch emulates it, slower than fp32.
+    """
     if name == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        if device.type in ("cuda", "mps"):
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if name not in DTYPES:
         raise UsageError(f"--dtype: expected auto, fp32, fp16 or bf16, got {name!r}")
     return DTYPES[name]
@@ -159,7 +170,9 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
+    precision = Precision.of(torch_dtype)
+    apply_precision(pipe, precision)
     if compile_mode:
         # Chunks have one fixed shape, so the UNet compiles once (CUDA graphs with reduce-overhead).
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
-    return LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype)
+    return LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision)

@@ -145,11 +145,16 @@ def build_tiny_pipeline(seed: int = 0):
         beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", num_train_timesteps=1000,
     )
     feature_extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480)
-    return AudioLDM2Pipeline(
+    pipe = AudioLDM2Pipeline(
         vae=vae, text_encoder=clap, text_encoder_2=t5, projection_model=projection,
         language_model=gpt2, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
         feature_extractor=feature_extractor, unet=unet, scheduler=scheduler, vocoder=vocoder,
     )
+    # Built modules start in training mode (dropout on); a loaded pipeline is in eval mode.
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
 
 
 def save_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:

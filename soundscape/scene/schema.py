@@ -93,11 +93,31 @@ class Layer(_Strict):
     weight: Weight = 1.0
 
 
+def _interval(v):
+    """[start, end] as fractions of the denoising schedule (0 = the noisiest step, 1 = the last)."""
+    expect = "expected [start, end] with 0 <= start < end <= 1, e.g. [0, 0.5]"
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ValueError(expect)
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in v):
+        raise ValueError(expect)
+    lo, hi = float(v[0]), float(v[1])
+    if not 0 <= lo < hi <= 1:
+        raise ValueError(expect)
+    return (lo, hi)
+
+
+Interval = Annotated[tuple[float, float], BeforeValidator(_interval)]
+QUALITIES = ("auto", "eco", "balanced", "best")
+
+
 class Generation(_Strict):
+    # A preset for steps, guidance_interval and chunk_seconds (scene/quality.py); values set here win.
+    quality: Literal["auto", "eco", "balanced", "best"] = "auto"
     chunk_seconds: _number(CHUNK_QUANTUM_S, 20.48) = 10.24
     overlap_seconds: _number(LATENT_FRAME_S, 10.0) = 2.56
     steps: _number(1, 500, integer=True) = 25
     guidance_scale: _number(0, 20) = 3.5
+    guidance_interval: Interval = (0.0, 1.0)
     scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"
     resample_passes: _number(0, 10, integer=True) = 0
 
@@ -173,7 +193,17 @@ class Output(_Strict):
     fade_in_seconds: _number(0, 600) = 3.0
     sample_rate: Literal[16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000] = 48000
     channels: Literal[1, 2] = 2
-    target_level_db: _number(-40, -6) = -20.0
+    # EBU R128's programme level: quiet enough for background listening, with headroom for thunder.
+    loudness_lufs: _number(-40, -10) = -23.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "target_level_db" in data:
+            raise ValueError(
+                "output.target_level_db: replaced by output.loudness_lufs, a slow loudness control in LUFS "
+                "(per-chunk levelling is gone); write e.g. `loudness_lufs: -23` instead")
+        return data
 
 
 class Scene(_Strict):
