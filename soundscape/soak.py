@@ -5,7 +5,7 @@
 Runs the real engine (generator thread, feeder, ring buffer, callback) against the null
 output clocked at `speed` x real time, samples the process RSS, and reports: RSS growth
 after warm-up, true underruns, cover-ups, and clock drift (audio played against the
-fast-forwarded wall clock, and the timeline's chunk times against chunk index x hop).
+fast-forwarded wall clock, and the timeline's chunk times against chunk index x hop + lead).
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ def run_soak(model, scene, minutes: float, speed: float, rate: int = 16000, warm
     played = result.frames_played / rate
     after = [mb for t, mb in samples if t >= warmup * seconds] or [rss_start]
     rows = [json.loads(line) for line in open(timeline, encoding="utf-8") if '"chunk"' in line]
-    hop = stream.hop_s
-    timeline_drift = max((abs(r["start_s"] - r["chunk"] * hop) for r in rows), default=0.0)
+    timeline_drift = max((abs(r["start_s"] - stream.output_span(r["chunk"])[0]) for r in rows), default=0.0)
     # The clock started after buffering; compare played audio with the sink's elapsed clock.
     playing_wall = wall - engine.started_playing_after
     return SoakResult(

@@ -38,7 +38,7 @@ def test_play_through_portaudio_equals_render(alsa_file, scene_file, scene, tiny
     # ALSA's null device consumes as fast as it is fed, not in real time, so the whole
     # run is generated before sound starts (--prefill) and counted in frames, not seconds.
     cmd = [sys.executable, "-m", "soundscape", "play", str(scene_file), "--model", str(tiny_model_dir),
-           "--duration", "6", "--fade-out", "1", "--prefill", "8", "--quiet"]
+           "--duration", "6", "--fade-out", "1", "--prefill", "8", "--dtype", "fp32", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     played = np.fromfile(raw, dtype=np.float32).reshape(-1, 2)
