@@ -64,7 +64,8 @@ def add_bench_parser(sub, add_model_args) -> None:
                        help="the full cvssp/audioldm2 architecture with random weights (no download)")
     which.add_argument("--tiny", action="store_true", help="the tiny random pipeline (quick smoke runs)")
     p.add_argument("--chunks", type=_int_in(1, 1000), default=3, help="chunks to generate (default 3)")
-    p.add_argument("--chunk-seconds", type=float, default=10.24, help="chunk length, a multiple of 0.32 (10.24)")
+    p.add_argument("--chunk-seconds", type=float, default=None,
+                   help="chunk length, a multiple of 0.32 (default: the --quality preset's, 10.24)")
     p.add_argument("--overlap-seconds", type=float, default=2.56, help="overlap, a multiple of 0.04 (2.56)")
     p.add_argument("--scheduler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
     p.add_argument("--no-guidance", action="store_true", help="no classifier-free guidance: UNet batch 1, not 2")
@@ -72,16 +73,25 @@ def add_bench_parser(sub, add_model_args) -> None:
     p.add_argument("--attention", choices=["default", "sdpa", "math"], default="default",
                    help="UNet attention: as loaded, torch SDPA (AttnProcessor2_0), or explicit matmul (AttnProcessor)")
     p.add_argument("--threads", type=_int_in(1, 1024), help="torch CPU threads (default: torch's choice, one per core)")
+    p.add_argument("--compare-diffusers", nargs="?", const="same", choices=["same", "blog"],
+                   help="also time diffusers' own AudioLDM2Pipeline making 10.24 s clips back to back, in the same "
+                        "run: `same` at our steps, dtype and guidance (ours then guides every step); `blog` as the "
+                        "HF blog runs it (20 DPM-Solver++ steps, fp32, full guidance) against ours as set")
+    p.add_argument("--diffusers-clips", type=_int_in(1, 100), default=3,
+                   help="clips for --compare-diffusers; the first is warm-up (default 3)")
+    p.add_argument("--precision-error", action="store_true",
+                   help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
 # Setup -------------------------------------------------------------------------------------------
 
-def _geometry(args) -> tuple[int, int]:
+def _geometry(args, preset_chunk_s: float) -> tuple[int, int]:
     """Chunk and overlap in latent frames (40 ms each), checked like a scene's `generation:`."""
     from .scene.schema import CHUNK_QUANTUM_S, LATENT_FRAME_S
 
-    chunk, overlap = args.chunk_seconds, args.overlap_seconds
+    chunk = preset_chunk_s if args.chunk_seconds is None else args.chunk_seconds
+    overlap = args.overlap_seconds
     frames, o_frames = chunk / LATENT_FRAME_S, overlap / LATENT_FRAME_S
     if not (math.isfinite(chunk) and CHUNK_QUANTUM_S <= chunk <= 20.48 and abs(frames / 8 - round(frames / 8)) < 1e-6):
         raise UsageError(f"--chunk-seconds: expected a multiple of {CHUNK_QUANTUM_S} from {CHUNK_QUANTUM_S} "
@@ -130,6 +140,7 @@ class _TimedUNet:
     def __init__(self, unet, device: torch.device, streams: int):
         self.unet, self.device, self.streams = unet, device, streams
         self.times: list[float] = []
+        self.guided: list[bool] = []  # per call: a guidance pair (batch 2 per stream) or batch 1
 
     def __getattr__(self, name):  # config, dtype, ... come from the real UNet
         return getattr(self.unet, name)
@@ -148,6 +159,7 @@ class _TimedUNet:
                         encoder_attention_mask_1=encoder_attention_mask_1, return_dict=False)[0]
         sync(self.device)
         self.times.append(time.perf_counter() - t0)
+        self.guided.append(sample.shape[0] == 2 * n)
         return (out[::n] if n > 1 else out,)
 
 
@@ -164,7 +176,8 @@ class _PipeView:
 class _PeakRSS:
     """Samples the process's resident memory every few milliseconds in a background thread."""
 
-    def __init__(self, interval: float = 0.005):
+    # Why 50 ms: a 5 ms sampler woke 200 times a second and took a share of a 2-core CPU from torch.
+    def __init__(self, interval: float = 0.05):
         import psutil
 
         from .periodic import Periodic
@@ -187,40 +200,44 @@ class _PeakRSS:
 
 # Measurement -------------------------------------------------------------------------------------
 
-def _chunk(model, view, unet, cond, known, seed, spec, hop, streams, resampler, rs_states):
+def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resampler, rs_states):
     """One chunk, stage by stage; returns (timings, latents on the CPU, new resampler states)."""
     from .generator.denoise import denoise, latents_to_mel, mel_to_audio
 
     dev = model.device
+    spec = chunk_spec.denoise
     first_step = len(unet.times)
     # 1. denoise: the UNet steps (timed inside) plus scheduler and inpainting
     t0 = time.perf_counter()
     latents = denoise(view, cond, known, seed, spec)
     sync(dev)
     t1 = time.perf_counter()
-    # 2. VAE: latents -> log-mel, for every stream at once (the two halves of `decode`)
-    mel = latents_to_mel(model, latents.repeat(streams, 1, 1, 1))
+    # 2. VAE: latents -> log-mel for the decode window play uses, every stream at once
+    start = chunk_spec.decode_start(first=known is None)
+    mel = latents_to_mel(model, latents[:, :, start:].repeat(streams, 1, 1, 1))
     sync(dev)
     t2 = time.perf_counter()
     # 3. vocoder: log-mel -> 16 kHz waveform
     audio = mel_to_audio(model, mel).numpy()
     t3 = time.perf_counter()
     # 4. resample each stream's new audio (one hop: the joiner holds the overlap back) to the output rate
-    rs_states = [resampler.push(a[: hop * 640], st)[1] for a, st in zip(audio, rs_states)]
+    rs_states = [resampler.push(a[-hop * 640:], st)[1] for a, st in zip(audio, rs_states)]
     t4 = time.perf_counter()
-    timings = {"step_s": unet.times[first_step:], "denoise_s": t1 - t0, "vae_s": t2 - t1,
+    timings = {"step_s": unet.times[first_step:], "step_guided": unet.guided[first_step:], "denoise_s": t1 - t0, "vae_s": t2 - t1,
                "vocoder_s": t3 - t2, "resample_s": t4 - t3, "finite": bool(np.isfinite(audio).all())}
     return timings, latents.float().cpu(), rs_states
 
 
-def _measure(model, args, frames: int, overlap: int) -> dict:
+def _measure(model, args, frames: int, overlap: int, gen) -> dict:
     from .audio.resample import ResamplerState, StreamResampler
     from .conditioning import PromptEncoder, blend, with_negative
-    from .generator.chunks import chunk_seed
+    from .generator.chunks import ChunkSpec, chunk_seed
     from .generator.denoise import DenoiseSpec
 
-    spec = DenoiseSpec(frames=frames, steps=args.steps or 25, scheduler=args.scheduler,
-                       guidance_scale=1.0 if args.no_guidance else GUIDANCE_SCALE)
+    spec = DenoiseSpec(frames=frames, steps=gen.steps, scheduler=args.scheduler,
+                       guidance_scale=1.0 if args.no_guidance else GUIDANCE_SCALE,
+                       guidance_interval=gen.guidance_interval)
+    chunk_spec = ChunkSpec(frames=frames, overlap=overlap, denoise=spec)
     unet_impl = model.pipe.unet
     _set_attention(unet_impl, args.attention)
     if args.compile:
@@ -246,7 +263,7 @@ def _measure(model, args, frames: int, overlap: int) -> dict:
         w = 0.5 + 0.4 * math.sin(i)
         cond = with_negative(blend([encoder.encode(p) for p in PROMPTS], [w, 1 - w]), encoder.encode(NEGATIVE))
         t_cond = time.perf_counter() - t0
-        timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), spec,
+        timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), chunk_spec,
                                           frames - overlap, args.batch, resampler, states)
         tail = latents[:, :, frames - overlap:].clone() if overlap else None
         total = time.perf_counter() - t0
@@ -259,12 +276,16 @@ def _measure(model, args, frames: int, overlap: int) -> dict:
     t0 = time.perf_counter()
     cond = with_negative(encoder.encode(WARM_PROMPT), encoder.encode(NEGATIVE))
     steps_before = len(unet.times)
-    _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), spec, frames - overlap, args.batch,
+    _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), chunk_spec, frames - overlap, args.batch,
            resampler, [ResamplerState() for _ in range(args.batch)])
     warm_start = time.perf_counter() - t0
-    del unet.times[steps_before:]
+    del unet.times[steps_before:], unet.guided[steps_before:]
     return {"encode_first_s": encode_first, "chunks": chunks, "first_audio_s": first_audio,
-            "warm_start_s": warm_start, "steps": spec.steps, "guidance_scale": spec.guidance_scale}
+            "warm_start_s": warm_start, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
+            "guidance_interval": list(spec.guidance_interval),
+            "guided_steps": sum(spec.guided_at(i) for i in range(spec.steps)),
+            "decode_frames": frames - chunk_spec.decode_start(first=False), "edge": chunk_spec.edge,
+            "xfade": chunk_spec.xfade}
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -304,6 +325,8 @@ def _summary(chunks: list[dict]) -> dict:
         out[key] = sum(c[key] for c in steady) / len(steady)
     steps = [s for c in steady for s in c["step_s"]]
     out["step_s"] = _stats(steps)
+    out["step_guided_s"] = _stats([s for c in steady for s, g in zip(c["step_s"], c["step_guided"]) if g])
+    out["step_single_s"] = _stats([s for c in steady for s, g in zip(c["step_s"], c["step_guided"]) if not g])
     out["denoise_other_s"] = out["denoise_s"] - sum(steps) / len(steady)
     return out
 
@@ -313,10 +336,24 @@ def _rss_max_mb() -> float:
     return kib / 2**20 if sys.platform == "darwin" else kib / 1024  # bytes on macOS, KiB on Linux
 
 
+def _generation(args, device_type: str):
+    """The quality preset's settings under bench's explicit options (as a scene's values win in play)."""
+    from .scene.quality import resolve
+    from .scene.schema import Generation
+
+    gen = resolve(Generation(), args.quality, device_type, args.steps).generation
+    if args.compare_diffusers == "same":  # like for like: diffusers guides every step
+        gen = gen.model_copy(update={"guidance_interval": (0.0, 1.0)})
+    return gen
+
+
 def run_bench(args) -> int:
     from .model.architecture import parameter_counts
+    from .model.loading import choose_device
+    from .model.precision import cpu_flags
 
-    frames, overlap = _geometry(args)
+    gen = _generation(args, choose_device(args.device).type)
+    frames, overlap = _geometry(args, gen.chunk_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -329,7 +366,7 @@ def run_bench(args) -> int:
     on_cuda = model.device.type == "cuda"
     with _PeakRSS() as rss:
         try:
-            measured = _measure(model, args, frames, overlap)
+            measured = _measure(model, args, frames, overlap, gen)
         except RuntimeError as exc:  # out of memory, kernels missing for a dtype/device, compiler failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if isinstance(exc, torch.OutOfMemoryError):
@@ -345,6 +382,9 @@ def run_bench(args) -> int:
         "parameters": sum(parameter_counts(model.pipe).values()),
         "device": str(model.device), "device_name": _device_name(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
+        "precision": model.precision.names(),
+        "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
+        "quality": args.quality or "auto",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         # Other work on the machine skews CPU figures (OpenMP threads spin while waiting for a core).
         "load_avg_1m": [load_before, os.getloadavg()[0] if load_before is not None else None],
@@ -352,7 +392,9 @@ def run_bench(args) -> int:
         "versions": _versions(),
         "config": {"chunks": args.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
                    "steps": measured["steps"], "scheduler": args.scheduler,
-                   "guidance_scale": measured["guidance_scale"], "streams": args.batch,
+                   "guidance_scale": measured["guidance_scale"], "guidance_interval": measured["guidance_interval"],
+                   "guided_steps": measured["guided_steps"], "decode_frames": measured["decode_frames"],
+                   "edge_frames": measured["edge"], "xfade_frames": measured["xfade"], "streams": args.batch,
                    "unet_batch": args.batch * (1 if args.no_guidance else 2),
                    "compile": args.compile, "attention": args.attention},
         "load_s": load_s,
@@ -368,8 +410,72 @@ def run_bench(args) -> int:
                    "ru_maxrss_mb": _rss_max_mb(),
                    "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if on_cuda else None},
     }
+    if args.compare_diffusers:
+        result["diffusers"] = _compare_diffusers(model, args, result)
+    if args.precision_error:
+        result["precision_error_db"] = _precision_error(model, args)
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
+
+
+def _compare_diffusers(model, args, ours: dict) -> dict:
+    """diffusers' AudioLDM2Pipeline on the same weights, 10.24 s clips back to back, in this run.
+
+    `same`: our steps, dtype and guidance scale (ours guided every step too). `blog`: 20 DPM-Solver++
+    steps, fp32, guidance 3.5 on every step, as the HF blog runs it (the weights are cast to fp32 first
+    when ours ran in half precision, and cast back after).
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = model.pipe
+    blog = args.compare_diffusers == "blog"
+    steps = 20 if blog else ours["config"]["steps"]
+    guidance = GUIDANCE_SCALE if blog else ours["config"]["guidance_scale"]
+    dtypes = {name: next(m.parameters()).dtype for name, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+    if blog:
+        pipe.to(dtype=torch.float32)
+    else:  # diffusers runs one dtype throughout: the UNet's
+        pipe.to(dtype=model.dtype)
+    scheduler = pipe.scheduler
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config, algorithm_type="dpmsolver++")
+    clip_s = 10.24
+    times = []
+    try:
+        for i in range(args.diffusers_clips):
+            sync(model.device)
+            t0 = time.perf_counter()
+            pipe(PROMPTS[i % 2], negative_prompt=NEGATIVE, num_inference_steps=steps, audio_length_in_s=clip_s,
+                 guidance_scale=guidance, generator=torch.Generator().manual_seed(i), output_type="np")
+            sync(model.device)
+            times.append(time.perf_counter() - t0)
+            print(f"diffusers clip {i + 1}/{args.diffusers_clips}: {times[-1]:.3f} s", file=sys.stderr)
+    finally:
+        pipe.scheduler = scheduler
+        for name, m in pipe.components.items():
+            if isinstance(m, torch.nn.Module):
+                m.to(dtype=dtypes[name])
+    steady = times[1:] or times
+    per_clip = sum(steady) / len(steady)
+    rtf = clip_s / per_clip
+    return {"mode": args.compare_diffusers, "steps": steps, "guidance_scale": guidance,
+            "dtype": "fp32" if blog else str(model.dtype).removeprefix("torch."), "clip_s": clip_s,
+            "clip_times_s": times, "per_clip_s": per_clip, "rtf": rtf,
+            "ratio": ours["rtf_per_stream"] / rtf}
+
+
+def _precision_error(model, args) -> dict:
+    """Per-stage SNR of the model's half precision against fp32 (an fp32 copy is made: memory doubles)."""
+    import copy
+
+    from .model.precision import measure_errors
+
+    if model.dtype == torch.float32:
+        return {}
+    pipe32 = copy.deepcopy(model.pipe).to(dtype=torch.float32)
+    try:
+        return measure_errors(pipe32, model.dtype)
+    finally:
+        del pipe32
 
 
 def _load_avg(pair) -> str:
@@ -388,14 +494,17 @@ def _table(r: dict) -> str:
                     f"steady (chunk {idx[0]})" if len(idx) == 1 else f"steady (chunks {idx[0]}-{idx[-1]})")
     lines = [
         f"model     {r['model']} ({r['parameters'] / 1e6:.0f}M parameters), loaded in {r['load_s']:.1f} s",
-        f"device    {r['device']}: {r['device_name']}, {r['dtype']}, {r['torch_threads']} torch threads "
-        f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}",
+        f"device    {r['device']}: {r['device_name']}, {r['torch_threads']} torch threads "
+        f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}"
+        + (f", flags {' '.join(r['cpu_flags'])}" if r.get("cpu_flags") else ""),
+        "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items()),
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "
-        f"{c['hop_s']:.2f} s each), {c['steps']} {c['scheduler']} steps, guidance {c['guidance_scale']:g}, "
-        f"{c['streams']} stream(s), UNet batch {c['unet_batch']}, compile {c['compile'] or 'off'}, "
-        f"attention {c['attention']}",
+        f"{c['hop_s']:.2f} s each), quality {r['quality']}: {c['steps']} {c['scheduler']} steps, guidance "
+        f"{c['guidance_scale']:g} on {c['guided_steps']} of them, decoding {c['decode_frames']} latent frames a chunk "
+        f"(edge {c['edge_frames']}, crossfade {c['xfade_frames']}), {c['streams']} stream(s), "
+        f"compile {c['compile'] or 'off'}, attention {c['attention']}",
         "",
         f"{'stage':<22}{'chunk 0':>12}{steady_label:>28}",
     ]
@@ -404,6 +513,10 @@ def _table(r: dict) -> str:
             ("UNet step (mean)", step0.get("mean", 0), s["step_s"].get("mean", 0)),
             ("UNet step (min)", step0.get("min", 0), s["step_s"].get("min", 0)),
             ("UNet step (max)", step0.get("max", 0), s["step_s"].get("max", 0)),
+            ("  guided (batch 2)", _stats([t for t, g in zip(first["step_s"], first["step_guided"]) if g]).get("mean", 0),
+             s["step_guided_s"].get("mean", 0)),
+            ("  unguided (batch 1)", _stats([t for t, g in zip(first["step_s"], first["step_guided"]) if not g]).get("mean", 0),
+             s["step_single_s"].get("mean", 0)),
             ("denoise (all steps)", first["denoise_s"], s["denoise_s"]),
             ("VAE decode", first["vae_s"], s["vae_s"]),
             ("vocoder", first["vocoder_s"], s["vocoder_s"]),
@@ -421,6 +534,14 @@ def _table(r: dict) -> str:
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]
+    d = r.get("diffusers")
+    if d:
+        lines.append(f"diffusers             {d['per_clip_s']:.2f} s per {d['clip_s']:.2f} s clip ({d['steps']} DPM-Solver++ "
+                     f"steps, {d['dtype']}, guidance {d['guidance_scale']:g} every step): {d['rtf']:.3g}x real time; "
+                     f"ours/diffusers = {d['ratio']:.2f}x per second of new audio")
+    if r.get("precision_error_db"):
+        lines.append("precision error       " + ", ".join(f"{k} {v:.1f} dB" for k, v in r["precision_error_db"].items())
+                     + f" SNR against fp32")
     busy = r["load_avg_1m"][0]
     if r["device"] == "cpu" and busy is not None and busy > 0.5 and not r["omp_wait_policy"]:
         lines.append(f"note                  the machine was busy (load average {busy:.1f} on {r['cpu_count']} CPUs "

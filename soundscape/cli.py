@@ -65,8 +65,11 @@ def _add_model_args(p):
                                    "$SOUNDSCAPE_MODEL, then cvssp/audioldm2)")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="auto: fp16 on GPUs, fp32 on CPU")
-    g.add_argument("--steps", type=_positive_int("--steps", 500), help="denoising steps per chunk (scene default 25)")
+                   help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+    g.add_argument("--quality", choices=["auto", "eco", "balanced", "best"],
+                   help="preset for steps, guidance interval and chunk length (default: the scene's "
+                        "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")
+    g.add_argument("--steps", type=_positive_int("--steps", 500), help="denoising steps per chunk, fixed (default: the quality preset's; play adapts within its range)")
     g.add_argument("--seed", type=_seed, help="scene seed override")
     g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
@@ -162,7 +165,7 @@ def _stream_from_args(args, **kw):
     scene = load_scene(args.scene)
     model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
                        quiet=getattr(args, "quiet", False), compile_mode=args.compile)
-    return SceneStream(model, scene, steps=args.steps, seed=args.seed, **kw)
+    return SceneStream(model, scene, steps=args.steps, seed=args.seed, quality=args.quality, **kw)
 
 
 def cmd_render(args) -> int:
@@ -233,7 +236,8 @@ def cmd_status(args) -> int:
         return 0
     weights = " ".join(f"{k}={v:.2f}" for k, v in status["weights"].items())
     print(f"{status['scene']}: {status['elapsed_s']:.0f} s played, {status['buffered_s']:.1f} s buffered, "
-          f"generating at {status['generator_rtf']:.2f}x real time\n  {weights}\n"
+          f"generating at {status['generator_rtf']:.2f}x real time, {status['steps']} steps a chunk "
+          f"({status['quality']}: {status['steps_range'][0]}-{status['steps_range'][1]})\n  {weights}\n"
           f"  cover-ups {status['coverups']}, underruns {status['underruns']}")
     return 0
 

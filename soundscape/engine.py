@@ -31,12 +31,14 @@ from .audio.feeder import Feeder
 from .audio.output import OutputConfig, Player, resolve_output
 from .audio.ringbuffer import RingBuffer
 from .errors import EXIT_INTERRUPTED, AudioDeviceError
+from .generator.adaptive import StepController
 from .generator.denoise import Cancelled
 from .units import format_duration
 
 XFADE_S = 0.25  # every cover-up seam
 MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
 SIGNAL_FADE_S = 0.5
+JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 
 
 @dataclass
@@ -44,6 +46,8 @@ class GenStats:
     chunks: int = 0
     hop_s: float = 0.0
     errors: int = 0
+    steps: int = 0  # the last chunk's denoising steps
+    last_done: float = 0.0  # monotonic time the last chunk was finished
     last_error: str = ""
     rtf_history: deque = field(default_factory=lambda: deque(maxlen=16))
 
@@ -74,6 +78,17 @@ class GeneratorThread(threading.Thread):
         self._log_lock = threading.Lock()
         self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
         self.max_backoff = max_backoff
+        self.ahead = lambda: float("inf")  # seconds of audio buffered ahead; the engine sets it
+        self.stepper: StepController | None = None
+
+    def _choose_steps(self) -> None:
+        """Adaptive steps (play only): within the preset's range, so the buffer stays above its target."""
+        r = self.stream.resolved
+        if self.stepper is None or (self.stepper.lo, self.stepper.hi) != (r.min_steps, r.max_steps):
+            # Safety: the cover-up margin and the held crossfade must still be buffered when the chunk lands.
+            self.stepper = StepController(r.min_steps, r.max_steps, self.stream.hop_s,
+                                          safety_s=MARGIN_S + XFADE_S + JITTER_S)
+        self.stream.next_steps = self.stepper.choose(self.ahead())
 
     def log(self, row: dict) -> None:
         """Timeline rows come from this thread (chunks) and the main thread (tweaks)."""
@@ -115,6 +130,7 @@ class GeneratorThread(threading.Thread):
         while not self.stop.is_set():
             self.interrupt.clear()
             self._apply_changes()
+            self._choose_steps()
             try:
                 seg = self.stream.next_segment(should_stop=self._should_stop)
                 seg.epoch = self.epoch
@@ -136,6 +152,9 @@ class GeneratorThread(threading.Thread):
                 continue
             backoff = 0.5
             self.stats.chunks += 1
+            self.stats.last_done = time.monotonic()
+            self.stats.steps = seg.steps
+            self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
             self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
             self.log(seg.timeline_row())
             while not self.stop.is_set():
@@ -182,7 +201,8 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: Generato
     weights = feeder.segments[-1].weights if feeder.segments else {}
     w = " ".join(f"{k}={v:.2f}" for k, v in weights.items())
     rtf = gen.stats.rtf
-    text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  {w}  "
+    text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  "
+            f"steps {gen.stats.steps}  {w}  "
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
     if rtf and rtf < 1.0:
         text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: lower --steps or use a GPU)"
@@ -200,6 +220,9 @@ def _status_dict(engine) -> dict:
         "buffered_s": round((engine.ring.level() + feeder.buffered_fresh()) / rate, 2),
         "generator_rtf": round(gen.stats.rtf, 3),
         "chunks": gen.stats.chunks,
+        "steps": gen.stats.steps,
+        "steps_range": [engine.stream.resolved.min_steps, engine.stream.resolved.max_steps],
+        "quality": engine.stream.resolved.preset,
         "weights": feeder.segments[-1].weights if feeder.segments else {},
         "layers": {k: v.prompt for k, v in engine.stream.scene.layers.items()},
         "coverups": feeder.coverups,
@@ -235,6 +258,7 @@ class Engine:
         self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
                              skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
         self.player = Player(self.ring, rate)
+        self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate + self.fresh.qsize() * stream.hop_s
         self.status = StatusLine(quiet)
         self.on_tick: list = []  # the control server's poll and the live-change checks, when present
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
@@ -258,6 +282,27 @@ class Engine:
                 raise RuntimeError("the generator thread stopped during buffering")
             self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
                              f"({time.monotonic() - started:.0f} s)", every=0.25)
+            time.sleep(0.02)
+        self._wait_for_headroom()
+
+    def _wait_for_headroom(self) -> None:
+        """Start sound only once the buffer will outlast the next chunk (no cover-up right after the first).
+
+        The next chunk has been generating since the last one landed and should take about what the step
+        controller predicts; sound starts when what is buffered, less the cover-up margin, covers the rest.
+        """
+        rate, stepper = self.config.rate, self.gen.stepper
+        if stepper is None or stepper.per_step is None or self.prefill_s:
+            return
+        expected = stepper.predict(stepper.last)
+        deadline = time.monotonic() + 2 * self.stream.hop_s
+        while time.monotonic() < deadline and self.gen.stats.chunks < 2 and self.ring.level() < self.ring.capacity:
+            self.feeder.pump()
+            buffered = (self.ring.level() + self.feeder.buffered_fresh()) / rate - stepper.safety_s
+            if buffered >= expected - (time.monotonic() - self.gen.stats.last_done):
+                return
+            for tick in self.on_tick:
+                tick()
             time.sleep(0.02)
 
     def run(self, duration: float | None = None, sleep: float | None = None, fade_out: float | None = None) -> PlayResult:

@@ -50,6 +50,7 @@ class Segment:
     seed: int
     gen_s: float
     steps: int = 0
+    denoise_s: float = 0.0
     epoch: int = 0  # bumped by every live change; the feeder crossfades into a new epoch at once
 
     def timeline_row(self) -> dict:
@@ -186,7 +187,7 @@ class SceneStream:
         start_s, end_s = self.output_span(index)
         return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=start_s, end_s=end_s,
                        weights=weights, seed=result.seed, gen_s=time.perf_counter() - t0,
-                       steps=spec.denoise.steps)
+                       steps=spec.denoise.steps, denoise_s=result.denoise_s)
 
     def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
         gain = np.full(len(out), self.scene.output.volume, np.float32)

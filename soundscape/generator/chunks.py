@@ -10,6 +10,7 @@ The state is plain data: it can be saved, restored and continued, and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,7 @@ class ChunkResult:
     audio: torch.Tensor  # (T * 640,) float32, 16 kHz
     latents: torch.Tensor  # (1, 8, T, F) float32 on the CPU
     state: GeneratorState
+    denoise_s: float = 0.0  # wall time of the denoising loop (adaptive steps fit their cost model to it)
 
 
 def chunk_seed(scene_seed: int, index: int) -> int:
@@ -85,12 +87,14 @@ def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState
                    scene_seed: int, should_stop=None) -> ChunkResult:
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
     seed = chunk_seed(scene_seed, state.chunk_index)
+    t0 = time.perf_counter()
     latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
+    denoise_s = time.perf_counter() - t0
     start = spec.decode_start(first=state.tail_latents is None)
     audio = decode(model, latents[:, :, start:])
     latents = latents.float().cpu()
     tail = latents[:, :, spec.frames - spec.overlap:].clone()
     return ChunkResult(
         index=state.chunk_index, seed=seed, audio=audio, latents=latents,
-        state=GeneratorState(chunk_index=state.chunk_index + 1, tail_latents=tail),
+        state=GeneratorState(chunk_index=state.chunk_index + 1, tail_latents=tail), denoise_s=denoise_s,
     )
