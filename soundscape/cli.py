@@ -187,6 +187,11 @@ def cmd_render(args) -> int:
     rtf = result.seconds_generated / max(result.wall_s, 1e-9)
     print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "
           f"({rtf:.2f}x real time)", file=sys.stderr)
+    m = result.loudness
+    if m and m.get("integrated_lufs") is not None:
+        lra = f", loudness range {m['lra_lu']:.1f} LU" if m.get("lra_lu") is not None else ""
+        print(f"loudness {m['integrated_lufs']:.1f} LUFS integrated{lra}, true peak {m['true_peak_dbtp']:.1f} dBTP",
+              file=sys.stderr)
     return 0
 
 

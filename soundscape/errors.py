@@ -35,3 +35,9 @@ class AudioDeviceError(SoundscapeError):
 
 class NoPlayerError(SoundscapeError):
     exit_code = EXIT_NO_PLAYER
+
+
+class ChunkRejected(SoundscapeError):
+    """Every try at a chunk failed the quality watchdog; `play` keeps covering and tries its next seeds."""
+
+    exit_code = EXIT_FAILURE

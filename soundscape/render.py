@@ -8,6 +8,7 @@ stopped can continue with --resume; a finished render removes the state file.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ class RenderResult:
     seconds_generated: float
     wall_s: float
     interrupted: bool = False
+    loudness: dict | None = None  # integrated LUFS, loudness range, true peak of the whole file
 
 
 @contextmanager
@@ -105,10 +107,32 @@ def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline:
             frames = f.frames
         interrupted = False
         state_file.unlink(missing_ok=True)
+        loudness = _measure_file(out)
+        if timeline_f and loudness:
+            target = stream.scene.output.loudness_lufs + 20 * math.log10(max(stream.scene.output.volume, 1e-6))
+            timeline_f.write(json.dumps({"summary": {"duration_s": round(frames / rate, 3),
+                                                     "target_lufs": round(target, 2), **loudness}}) + "\n")
     finally:
         if bar:
             bar.close()
         if timeline_f:
             timeline_f.close()
     return RenderResult(path=out, frames=frames, rate=rate, seconds_generated=generated,
-                        wall_s=time.perf_counter() - started, interrupted=interrupted)
+                        wall_s=time.perf_counter() - started, interrupted=interrupted, loudness=loudness)
+
+
+MEASURE_MAX_S = 4 * 3600  # longer files are not read back whole for the loudness summary
+
+
+def _measure_file(path: Path) -> dict | None:
+    """Integrated loudness, loudness range and true peak of the finished file (EBU R128 figures)."""
+    import soundfile as sf
+
+    from .audio.loudness import measure
+
+    info = sf.info(str(path))
+    if info.frames == 0 or info.frames > MEASURE_MAX_S * info.samplerate:
+        return None
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    m = measure(audio, rate)
+    return {k: (round(v, 2) if math.isfinite(v) else None) for k, v in m.items()}

@@ -19,7 +19,8 @@ from . import controller
 from .audio.crossfade import Joiner, JoinState
 from .audio.loudness import LoudnessController, LoudnessState
 from .audio.resample import ResamplerState, StreamResampler
-from .errors import UsageError
+from . import watchdog
+from .errors import ChunkRejected, UsageError
 from .conditioning import Conditioning, PromptEncoder, blend, with_negative
 from .generator.chunks import ChunkSpec, GeneratorState, generate_chunk
 from .generator.denoise import DenoiseSpec
@@ -51,11 +52,18 @@ class Segment:
     gen_s: float
     steps: int = 0
     denoise_s: float = 0.0
+    quality: dict | None = None  # the watchdog's scores for the chunk that passed
+    rejected: list | None = None  # tries the watchdog turned down: seed, failed checks, scores
     epoch: int = 0  # bumped by every live change; the feeder crossfades into a new epoch at once
 
     def timeline_row(self) -> dict:
-        return {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
-                "weights": self.weights, "seed": self.seed, "steps": self.steps, "gen_s": round(self.gen_s, 4)}
+        row = {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
+               "weights": self.weights, "seed": self.seed, "steps": self.steps, "gen_s": round(self.gen_s, 4)}
+        if self.quality is not None:
+            row["quality"] = self.quality
+        if self.rejected:
+            row["rejected"] = self.rejected
+        return row
 
 
 class SceneStream:
@@ -76,6 +84,8 @@ class SceneStream:
         self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
         self.quality = quality  # --quality; None: the scene's
         self.next_steps: int | None = None  # play's adaptive choice for the next chunk (min_steps..max_steps)
+        self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
+        self._clap: watchdog.ClapScorer | None = None
         self.set_scene(scene)
         self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
 
@@ -112,7 +122,9 @@ class SceneStream:
                                 resample_passes=g.resample_passes, **self._denoise_overrides),
         )
         self.joiner = Joiner(self.spec.xfade * SAMPLES_PER_FRAME, self.spec.edge * SAMPLES_PER_FRAME)
-        self.loudness = LoudnessController(MODEL_RATE, target_lufs=scene.output.loudness_lufs)
+        # BS.1770 sums the channels' power: dual-mono stereo measures 3 dB above its mono source.
+        mono_target = scene.output.loudness_lufs - 10 * np.log10(self.channels)
+        self.loudness = LoudnessController(MODEL_RATE, target_lufs=float(mono_target))
         self._cond_cache = None
 
     # Time geometry ---------------------------------------------------------
@@ -174,8 +186,8 @@ class SceneStream:
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
-        result = generate_chunk(self.model, cond, st.gen, spec, self.seed, should_stop)
         presence = min(1.0, sum(by_prompt.values()) / 0.05)  # fade to silence only as all layers reach 0
+        result, verdict, rejected = self._checked_chunk(cond, spec, presence, by_prompt, should_stop)
         new16k, join = self.joiner.join(result.audio.numpy(), st.join)
         # The loudness controller carries its gain across seams, so no gain ever steps at one.
         new16k, loud = self.loudness.process(new16k, st.loud, presence)
@@ -187,7 +199,34 @@ class SceneStream:
         start_s, end_s = self.output_span(index)
         return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=start_s, end_s=end_s,
                        weights=weights, seed=result.seed, gen_s=time.perf_counter() - t0,
-                       steps=spec.denoise.steps, denoise_s=result.denoise_s)
+                       steps=spec.denoise.steps, denoise_s=result.denoise_s,
+                       quality=verdict.scores if verdict else None, rejected=rejected)
+
+    def _generate(self, cond, spec, attempt: int, should_stop):
+        """One try at the next chunk (tests override it to make bad chunks)."""
+        return generate_chunk(self.model, cond, self.state.gen, spec, self.seed, should_stop, attempt)
+
+    def _checked_chunk(self, cond, spec, presence, by_prompt, should_stop):
+        """Generate the next chunk until the watchdog passes it, trying the chunk's next seeds."""
+        qc = self.scene.quality_check
+        index = self.state.gen.chunk_index
+        if not qc.enabled:
+            return self._generate(cond, spec, 0, should_stop), None, None
+        if qc.clap and self._clap is None:
+            self._clap = watchdog.ClapScorer(self.model)
+        score = (lambda audio: self._clap.score(audio, by_prompt)) if qc.clap else None
+        first = self._attempts.get(index, 0)
+        rejected = []
+        for attempt in range(first, first + qc.max_tries):
+            result = self._generate(cond, spec, attempt, should_stop)
+            verdict = watchdog.check(result.audio.numpy(), presence, qc, score)
+            if verdict.ok:
+                self._attempts.pop(index, None)
+                return result, verdict, rejected
+            rejected.append({"seed": result.seed, "failed": verdict.failed, "scores": verdict.scores})
+        self._attempts[index] = first + qc.max_tries
+        raise ChunkRejected(f"chunk {index} failed the quality check {qc.max_tries} times "
+                            f"({', '.join(rejected[-1]['failed'])}); quality_check in the scene sets the limits")
 
     def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
         gain = np.full(len(out), self.scene.output.volume, np.float32)

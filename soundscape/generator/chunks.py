@@ -78,15 +78,19 @@ class ChunkResult:
     denoise_s: float = 0.0  # wall time of the denoising loop (adaptive steps fit their cost model to it)
 
 
-def chunk_seed(scene_seed: int, index: int) -> int:
-    """Deterministic, well-mixed per-chunk seed from the scene seed and the chunk index."""
-    return int(np.random.SeedSequence([int(scene_seed), int(index)]).generate_state(1)[0])
+def chunk_seed(scene_seed: int, index: int, attempt: int = 0) -> int:
+    """Deterministic, well-mixed per-chunk seed from the scene seed and the chunk index.
+
+    `attempt` > 0 gives the chunk's next seeds, for a chunk the watchdog turned down.
+    """
+    key = [int(scene_seed), int(index)] + ([int(attempt)] if attempt else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
-                   scene_seed: int, should_stop=None) -> ChunkResult:
+                   scene_seed: int, should_stop=None, attempt: int = 0) -> ChunkResult:
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
-    seed = chunk_seed(scene_seed, state.chunk_index)
+    seed = chunk_seed(scene_seed, state.chunk_index, attempt)
     t0 = time.perf_counter()
     latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
     denoise_s = time.perf_counter() - t0

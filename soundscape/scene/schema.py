@@ -206,6 +206,19 @@ class Output(_Strict):
         return data
 
 
+class QualityCheck(_Strict):
+    """The watchdog (watchdog.py): checks every chunk before it is played; a failing one is made again."""
+
+    enabled: bool = True
+    max_tries: _number(1, 10, integer=True) = 3  # tries per chunk, the first included
+    silence_db: _number(-120, 0) = -60.0  # quieter than this while the weights ask for sound: fail
+    clip_fraction: _number(0, 1) = 0.001  # share of samples at full scale allowed
+    dc_offset: _number(0, 1) = 0.05
+    # CLAP similarity to the blended prompts: off by default (random test models score noise)
+    clap: bool = False
+    min_clap: _number(-1, 1) = 0.1
+
+
 class Scene(_Strict):
     name: _text(200, allow_empty=False)
     description: OptionalText = ""
@@ -216,6 +229,7 @@ class Scene(_Strict):
     generation: Generation = Generation()
     evolution: Evolution = Evolution()
     output: Output = Output()
+    quality_check: QualityCheck = QualityCheck()
 
     @model_validator(mode="after")
     def _keyframes_name_layers(self):
