@@ -49,6 +49,16 @@ def _positive_int(what, hi):
     return parse
 
 
+def _port(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535 (0: a free one), got {text!r}")
+    return v
+
+
 def _seed(text):
     try:
         v = int(text)
@@ -99,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
     play.add_argument("--quiet", action="store_true", help="no status line")
+    web = play.add_argument_group("web mixer")
+    web.add_argument("--web", action="store_true",
+                     help="serve a mixer page on 127.0.0.1 (prints `web: URL`; the URL carries its access token)")
+    web.add_argument("--web-port", type=_port, metavar="PORT", help="its port (default: a free one); implies --web")
+    web.add_argument("--open", action="store_true", help="open the mixer in the default browser; implies --web")
+    web.add_argument("--web-save-dir", nargs="?", const="", metavar="DIR",
+                     help="\"Save as scene\" writes into DIR (beside the scene without DIR) instead of "
+                          "downloading; implies --web")
 
     render = sub.add_parser("render", help="render a scene to a WAV/FLAC/OGG file of an exact length",
                             description="Render a scene to a file. Written as it goes: a stopped render leaves a "
@@ -110,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--timeline", help="write one JSON line per chunk to this file")
     render.add_argument("--resume", action="store_true", help="continue a stopped render of the same -o file")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    render.add_argument("--loop", action="store_true",
+                        help="a file that loops seamlessly: its end bridges back into its start, and the weights "
+                             "ease back to the start's over the last chunk (the duration must be a multiple of 0.04 s)")
+    render.add_argument("--workers", type=_positive_int("--workers", 256), metavar="N",
+                        help="split the render into segments made by N local processes (with --ray: at most N "
+                             "tasks at a time); the file is the same for any N, but not the plain render's")
+    render.add_argument("--ray", metavar="ADDRESS",
+                        help="make the segments as tasks on a Ray cluster: host:port, or auto for the one this "
+                             "machine belongs to (pip install -e \".[ray]\"); see docs/ray.md")
 
     validate = sub.add_parser("validate", help="check scene files; exit 0 if all are valid, 2 if not",
                               description="Check scene files and report every problem as FILE:LINE: KEY: message.")
@@ -173,16 +200,30 @@ def cmd_render(args) -> int:
     from .render import render, state_path
 
     out = check_output_path(args.output)
-    stream = _stream_from_args(args)
+    segmented = args.loop or args.workers or args.ray
+    if args.resume and state_path(out).exists():
+        from .segmented import is_segmented_state
+
+        if is_segmented_state(state_path(out)) and not segmented:
+            raise UsageError(f"--resume: {out} was started with --loop, --workers or --ray; resume it with the same flags")
     try:
-        result = render(stream, out, args.duration, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
+        if segmented:
+            from .segmented import render_from_args
+
+            result = render_from_args(args, out)
+        else:
+            stream = _stream_from_args(args)
+            result = render(stream, out, args.duration, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
     except KeyboardInterrupt:
         import soundfile as sf
 
-        frames = sf.info(str(out)).frames if out.exists() else 0
-        resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g} --resume"
+        info = sf.info(str(out)) if out.exists() else None
+        flags = "".join([" --loop" if args.loop else "", f" --workers {args.workers}" if args.workers else "",
+                         f" --ray {args.ray}" if args.ray else ""])
+        resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g}{flags} --resume"
                   if state_path(out).exists() else "nothing to resume yet")
-        print(f"\ninterrupted: {out} holds {frames / stream.out_rate:.1f} s of audio; {resume}", file=sys.stderr)
+        held = info.frames / info.samplerate if info else 0.0
+        print(f"\ninterrupted: {out} holds {held:.1f} s of audio; {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     rtf = result.seconds_generated / max(result.wall_s, 1e-9)
     print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "

@@ -32,6 +32,41 @@ MODEL_RATE = 16000
 SAMPLES_PER_FRAME = 640  # one latent frame = 4 mel frames * 160 samples
 
 
+def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
+    """The chunk geometry and denoising settings of a resolved `generation` (scene/quality.py)."""
+    return ChunkSpec(
+        frames=g.chunk_frames, overlap=g.overlap_frames,
+        denoise=DenoiseSpec(frames=g.chunk_frames, steps=g.steps, guidance_scale=g.guidance_scale,
+                            guidance_interval=g.guidance_interval, scheduler=g.scheduler,
+                            resample_passes=g.resample_passes, **denoise_overrides),
+    )
+
+
+def joiner_for(spec: ChunkSpec) -> Joiner:
+    return Joiner(spec.xfade * SAMPLES_PER_FRAME, spec.edge * SAMPLES_PER_FRAME)
+
+
+def loudness_for(scene: Scene, channels: int) -> LoudnessController:
+    # BS.1770 sums the channels' power: dual-mono stereo measures 3 dB above its mono source.
+    mono_target = scene.output.loudness_lufs - 10 * np.log10(channels)
+    return LoudnessController(MODEL_RATE, target_lufs=float(mono_target))
+
+
+def presence_of(by_prompt: dict[str, float]) -> float:
+    """1 while any layer sounds; fades to 0 (silence) only as all layers reach weight 0."""
+    return min(1.0, sum(by_prompt.values()) / 0.05)
+
+
+def fade_and_volume(out: np.ndarray, offset: int, scene: Scene, rate: int) -> np.ndarray:
+    """The scene's volume, and its fade-in over the first fade_in_seconds (`offset`: samples already out)."""
+    gain = np.full(len(out), scene.output.volume, np.float32)
+    fade = int(scene.output.fade_in_seconds * rate)
+    if offset < fade:
+        n = np.arange(offset, offset + len(out), dtype=np.float64)
+        gain *= (0.5 - 0.5 * np.cos(np.pi * np.clip(n / fade, 0, 1))).astype(np.float32)
+    return out * gain
+
+
 @dataclass
 class StreamState:
     gen: GeneratorState = field(default_factory=GeneratorState)
@@ -113,18 +148,10 @@ class SceneStream:
 
     def set_scene(self, scene: Scene) -> None:
         self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
-        g = self.resolved.generation
         self.scene = scene
-        self.spec = ChunkSpec(
-            frames=g.chunk_frames, overlap=g.overlap_frames,
-            denoise=DenoiseSpec(frames=g.chunk_frames, steps=g.steps, guidance_scale=g.guidance_scale,
-                                guidance_interval=g.guidance_interval, scheduler=g.scheduler,
-                                resample_passes=g.resample_passes, **self._denoise_overrides),
-        )
-        self.joiner = Joiner(self.spec.xfade * SAMPLES_PER_FRAME, self.spec.edge * SAMPLES_PER_FRAME)
-        # BS.1770 sums the channels' power: dual-mono stereo measures 3 dB above its mono source.
-        mono_target = scene.output.loudness_lufs - 10 * np.log10(self.channels)
-        self.loudness = LoudnessController(MODEL_RATE, target_lufs=float(mono_target))
+        self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
+        self.joiner = joiner_for(self.spec)
+        self.loudness = loudness_for(scene, self.channels)
         self._cond_cache = None
 
     # Time geometry ---------------------------------------------------------
@@ -186,7 +213,7 @@ class SceneStream:
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
-        presence = min(1.0, sum(by_prompt.values()) / 0.05)  # fade to silence only as all layers reach 0
+        presence = presence_of(by_prompt)
         result, verdict, rejected = self._checked_chunk(cond, spec, presence, by_prompt, should_stop)
         new16k, join = self.joiner.join(result.audio.numpy(), st.join)
         # The loudness controller carries its gain across seams, so no gain ever steps at one.
@@ -228,13 +255,20 @@ class SceneStream:
         raise ChunkRejected(f"chunk {index} failed the quality check {qc.max_tries} times "
                             f"({', '.join(rejected[-1]['failed'])}); quality_check in the scene sets the limits")
 
+    def checked_chunk(self, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
+        """One chunk from an explicit generator state and seed, passed by the watchdog.
+
+        For segmented renders (workers.py): the caller places the chunk; returns
+        (ChunkResult, Verdict or None, rejected tries, presence).
+        """
+        self.seed = seed
+        self.state = replace(self.state, gen=gen)
+        presence = presence_of(by_prompt)
+        result, verdict, rejected = self._checked_chunk(self.conditioning(by_prompt), spec, presence, by_prompt, None)
+        return result, verdict, rejected, presence
+
     def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
-        gain = np.full(len(out), self.scene.output.volume, np.float32)
-        fade = int(self.scene.output.fade_in_seconds * self.out_rate)
-        if offset < fade:
-            n = np.arange(offset, offset + len(out), dtype=np.float64)
-            gain *= (0.5 - 0.5 * np.cos(np.pi * np.clip(n / fade, 0, 1))).astype(np.float32)
-        return out * gain
+        return fade_and_volume(out, offset, self.scene, self.out_rate)
 
     # State -----------------------------------------------------------------
     def save_state(self, path: str | Path) -> None:

@@ -62,7 +62,7 @@ def test_bad_chunks_never_reach_the_output(tiny_model, scene, tmp_path):
     assert longest_silence(got[int(0.6 * 16000):, None], 16000) < 0.05
     rows = {r["chunk"]: r for r in map(json.loads, open(tmp_path / "t.jsonl")) if "chunk" in r}
     assert [r["failed"] for r in rows[1]["rejected"]] == [["silence"]]
-    assert [r["failed"] for r in rows[2]["rejected"]] == [["clipping"]]
+    assert len(rows[2]["rejected"]) == 1 and "clipping" in rows[2]["rejected"][0]["failed"]
     assert [r["failed"] for r in rows[3]["rejected"]] == [["finite"]]
     assert "rejected" not in rows[0] and rows[0]["quality"]["rms_db"] > -40  # scores recorded for every chunk
 

@@ -56,6 +56,11 @@ class ChunkSpec:
         """The first latent frame decoded: 0 for a stream's first chunk, else 2e + x before the overlap's end."""
         return 0 if first or not self.overlap else self.overlap - 2 * self.edge - self.xfade
 
+    def decode_end(self, tail: int = 0) -> int:
+        """One past the last latent frame decoded: the chunk's end, or for a bridge with a known tail of
+        `tail` frames, 2e + x into that tail (its crossfade into what follows, and an edge to drop)."""
+        return self.frames - tail + 2 * self.edge + self.xfade if tail else self.frames
+
     @property
     def lead(self) -> int:
         """Frames of audio the first chunk emits beyond one hop (its overlap minus the held and dropped edge)."""
@@ -66,13 +71,15 @@ class ChunkSpec:
 class GeneratorState:
     chunk_index: int = 0
     tail_latents: torch.Tensor | None = None  # (1, 8, O, F), float32 on the CPU
+    # A bridge chunk also knows where it must end: the first O' frames of the piece after it.
+    known_tail: torch.Tensor | None = None  # (1, 8, O', F), float32 on the CPU
 
 
 @dataclass
 class ChunkResult:
     index: int
     seed: int
-    audio: torch.Tensor  # (T * 640,) float32, 16 kHz
+    audio: torch.Tensor  # the decode window's samples (see decode_start/decode_end), float32, 16 kHz
     latents: torch.Tensor  # (1, 8, T, F) float32 on the CPU
     state: GeneratorState
     denoise_s: float = 0.0  # wall time of the denoising loop (adaptive steps fit their cost model to it)
@@ -89,13 +96,18 @@ def chunk_seed(scene_seed: int, index: int, attempt: int = 0) -> int:
 
 def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
                    scene_seed: int, should_stop=None, attempt: int = 0) -> ChunkResult:
-    """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present."""
+    """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present.
+
+    With `state.known_tail` too it is a bridge: inpainted from both sides, and decoded from
+    `decode_start` to `decode_end(O')`, with margins on both sides (see segments.py).
+    """
     seed = chunk_seed(scene_seed, state.chunk_index, attempt)
     t0 = time.perf_counter()
-    latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop)
+    latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop, state.known_tail)
     denoise_s = time.perf_counter() - t0
     start = spec.decode_start(first=state.tail_latents is None)
-    audio = decode(model, latents[:, :, start:])
+    end = spec.decode_end(0 if state.known_tail is None else state.known_tail.shape[2])
+    audio = decode(model, latents[:, :, start:end])
     latents = latents.float().cpu()
     tail = latents[:, :, spec.frames - spec.overlap:].clone()
     return ChunkResult(

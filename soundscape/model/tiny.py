@@ -122,9 +122,10 @@ def build_tiny_pipeline(seed: int = 0):
         max_position_embeddings=tokenizer.model_max_length + 4, projection_dim=16,
     )
     audio_config = ClapAudioConfig(
-        spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=32, depths=[1, 1],
+        # spec_size 256 over 64 mel bins: HTSAT folds 4 x 256 = 1024 frames, the extractor's 10 s (as the real model)
+        spec_size=256, window_size=4, num_mel_bins=64, intermediate_size=32, depths=[1, 1],
         num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, projection_dim=16,
-        patch_size=2, patch_stride=2, patch_embed_input_channels=4,
+        patch_size=2, patch_stride=2, patch_embed_input_channels=4, patch_embeds_hidden_size=16,
     )
     clap = ClapModel(ClapConfig(text_config=text_config.to_dict(), audio_config=audio_config.to_dict(),
                                 projection_dim=16))
