@@ -111,7 +111,7 @@ def _load(args):
         flag = "--random-weights" if args.random_weights else "--tiny"
         raise UsageError(f"--model {args.model}: cannot be combined with {flag}; pass one of them")
     if not (args.random_weights or args.tiny):
-        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype)
+        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype, runtime=args.runtime)
     device = choose_device(args.device)
     dtype = choose_dtype(args.dtype, device)
     if args.random_weights:
@@ -119,12 +119,16 @@ def _load(args):
 
         print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
               file=sys.stderr)
-        return build_random_audioldm2(dtype=dtype, device=device)
+        model = build_random_audioldm2(dtype=dtype, device=device)
+        model.use_runtime(args.runtime)
+        return model
     from .model.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
+    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
+    model.use_runtime(args.runtime)
+    return model
 
 
 def _set_attention(unet, name: str) -> None:
@@ -238,13 +242,13 @@ def _measure(model, args, frames: int, overlap: int, gen) -> dict:
                        guidance_scale=1.0 if args.no_guidance else GUIDANCE_SCALE,
                        guidance_interval=gen.guidance_interval)
     chunk_spec = ChunkSpec(frames=frames, overlap=overlap, denoise=spec)
-    unet_impl = model.pipe.unet
-    _set_attention(unet_impl, args.attention)
+    _set_attention(model.pipe.unet, args.attention)
+    unet_impl = model.unet  # torch's, or OpenVINO's with --runtime openvino
     if args.compile:
         unet_impl = torch.compile(unet_impl, mode=None if args.compile == "default" else args.compile)
     unet = _TimedUNet(unet_impl, model.device, args.batch)
     view = type(model)(pipe=_PipeView(model.pipe, unet), model_id=model.model_id, device=model.device,
-                       dtype=model.dtype)
+                       dtype=model.dtype, precision=model.precision)
     resampler = StreamResampler(MODEL_RATE, OUT_RATE)
     encoder = PromptEncoder(model)
     seed = 0 if args.seed is None else args.seed
@@ -383,6 +387,7 @@ def run_bench(args) -> int:
         "device": str(model.device), "device_name": _device_name(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
         "precision": model.precision.names(),
+        "vocoder_runtime": "openvino" if model.vocoder_runtime is not None else "torch",
         "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
         "quality": args.quality or "auto",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -497,7 +502,8 @@ def _table(r: dict) -> str:
         f"device    {r['device']}: {r['device_name']}, {r['torch_threads']} torch threads "
         f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}"
         + (f", flags {' '.join(r['cpu_flags'])}" if r.get("cpu_flags") else ""),
-        "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items()),
+        "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items())
+        + f"; vocoder run by {r.get('vocoder_runtime', 'torch')}",
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "

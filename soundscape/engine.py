@@ -10,6 +10,9 @@ Threads and what each owns:
                   (backpressure), so it runs at most one chunk ahead of what the buffer holds.
                   Writes the timeline. A failing chunk is logged and retried with backoff.
   PortAudio       the callback (audio/output.Player) only reads the ring buffer.
+  web (optional)  `play --web`: the mixer's server (web/). It hands requests to the main thread
+                  and reads a status snapshot and a copy of the audio written to the ring; nothing
+                  here waits for it.
 Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes
 the stream and sets `stop`; the generator notices between chunks (it is a daemon thread, so a
 chunk in progress never delays exit).
@@ -246,18 +249,23 @@ class Engine:
     """Wires stream -> generator thread -> feeder -> ring buffer -> Player for one `play` run."""
 
     def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
-                 quiet: bool = False, prefill_s: float | None = None):
+                 quiet: bool = False, prefill_s: float | None = None, mixer: bool = False):
         self.stream = stream
         self.prefill_s = prefill_s
         self.config = config
         rate = config.rate
-        capacity = int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate)
-        self.ring = RingBuffer(max(capacity, int(3 * MARGIN_S * rate)), config.channels)
+        capacity = max(int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
+        if mixer:  # the web mixer's master volume and audio tap (web/audio.py)
+            from .web.audio import MixerPlayer, TappedRing
+
+            self.ring = TappedRing(capacity, config.channels, rate)
+        else:
+            self.ring = RingBuffer(capacity, config.channels)
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
         self.gen = GeneratorThread(stream, self.fresh, timeline)
         self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
                              skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
-        self.player = Player(self.ring, rate)
+        self.player = MixerPlayer(self.ring, rate) if mixer else Player(self.ring, rate)
         self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate + self.fresh.qsize() * stream.hop_s
         self.status = StatusLine(quiet)
         self.on_tick: list = []  # the control server's poll and the live-change checks, when present
@@ -378,24 +386,37 @@ def play(args, make_stream) -> int:
     from .model.loading import choose_model, resolve_source
 
     scene = load_scene(args.scene)
+    # --web-port, --open and --web-save-dir each imply --web.
+    web = any(getattr(args, k, None) not in (None, False) for k in ("web", "web_port", "open", "web_save_dir"))
+    if web:
+        from . import web as web_mixer
+
+        web_mixer.save_dir(args)  # a bad --web-save-dir fails before the model loads
     resolve_source(choose_model(args.model, scene.model))  # a bad --model fails before the audio device is touched
     config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
     stream = make_stream(args, out_rate=config.rate, channels=config.channels)
     engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
-                    prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration))
+                    prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
+                    mixer=web)
     from .control import ControlServer
     from .live import LiveControl
 
-    live = LiveControl(engine, args.scene)
+    # --sleep is the live sleep timer, so the web mixer (a control request) can extend or cancel it.
+    live = LiveControl(engine, args.scene, fade_s=args.fade_out if args.fade_out is not None else 30.0)
+    if args.sleep is not None:
+        live.handle({"cmd": "timer", "action": "set", "seconds": args.sleep})
     server = ControlServer(args.control, live.handle)
     engine.on_tick = [server.poll, live.tick]
     if not args.quiet:
         print(f"playing {scene.name!r} on {config.name} at {config.rate} Hz, {config.channels} ch "
               f"(Ctrl-C to stop; live control: soundscape set --control {server.path} LAYER=VALUE)", file=sys.stderr)
+    mixer = web_mixer.start(args, engine, live) if web else None
     try:
-        result = engine.run(duration=args.duration, sleep=args.sleep, fade_out=args.fade_out)
+        result = engine.run(duration=args.duration, fade_out=args.fade_out)
     finally:
         server.close()
+        if mixer is not None:
+            mixer.close()
     if not args.quiet:
         print(f"played {format_duration(result.frames_played / config.rate)}; {result.chunks} chunks generated, "
               f"{result.coverups} cover-ups, {result.underruns} underruns", file=sys.stderr)

@@ -5,6 +5,20 @@ generator thread (`GeneratorThread.request`), which applies it between chunks; t
 then crossfades into the first audio made after it. Every change is written to the
 timeline when it arrives ({"event": "tweak", ...}) and when its audio starts
 ({"event": "tweak_heard", ...}).
+
+Commands (`handle`), shared by the control socket and the web mixer (web/):
+  status                          what `soundscape status` shows, plus the mix, volume and sleep timer
+  set {weights}                   layer weights, eased in over transition_seconds
+  prompt {layer, prompt}          change a layer's prompt, or add a layer at weight 1
+  add {layer, prompt, weight}     add a layer (refused if it exists)
+  remove {layer}                  remove a layer (it fades out over transition_seconds)
+  volume {volume}                 master volume 0..1, at once (needs the mixer's player: play --web)
+  timer {action, seconds}         sleep timer: set / extend / cancel, until its fade-out has begun
+  stop {fade_s}                   fade out and stop
+  scene                           the current mix as a scene (what "Save as scene" writes)
+The sleep timer counts wall-clock time from when sound started (a device that stalls must not make
+the night longer); `tick` schedules its fade on the player a second ahead, and from then on it can
+no longer be moved. A fade that the device has made late is cut short at its deadline.
 """
 
 from __future__ import annotations
@@ -14,16 +28,46 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from .errors import SceneError
 from .scene import Scene, load_scene
+from .scene.load import _describe
+from .scene.schema import Seconds, Weight
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
+TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
+STOP_FADE_S = 5.0  # "fade out and stop"
+LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
+MAX_TIMER_S = 24 * 3600.0
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line in the scene files' style: `key.path: what was expected, got what`."""
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: this key is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg}, got {_describe(err['input'])}" if key and err["type"] != "value_error" or \
+        key and not msg.startswith(key) else msg
 
 
 class LiveControl:
-    def __init__(self, engine, scene_path: str | Path | None, poll_s: float = 0.5):
+    def __init__(self, engine, scene_path: str | Path | None, poll_s: float = 0.5, fade_s: float = 30.0):
         self.engine = engine
         self.scene: Scene = engine.stream.scene  # the main thread's view of the current scene
+        self.set_weights: dict[str, float] = {}  # layers moved by `set`: the value each was set to
+        self.volume = self.scene.output.volume  # master volume; the stream keeps making audio at its own
+        self.fade_s = fade_s  # the sleep timer's fade-out (at most the timer's length)
+        self.sleep_at: float | None = None  # when the sleep timer stops the player, on `_clock()`
+        self._sleep_fade = 0.0
+        self._sleep_scheduled = False  # the fade is on the player: the timer can no longer move
+        self._sound_started: float | None = None  # time.monotonic() when the first audio was played
+        self._deadline: float | None = None  # `_clock()` by which the fade under way must be over
+        self.stopping = False
         self.path = Path(scene_path) if scene_path else None
         self._mtime = self._stat()
         self._poll_s = poll_s
@@ -34,10 +78,19 @@ class LiveControl:
     # The engine calls this every tick.
     def tick(self) -> None:
         self._report_heard()
+        self._run_timer()
         now = time.monotonic()
         if self.path and now >= self._next_poll:
             self._next_poll = now + self._poll_s
             self._check_file()
+
+    def _clock(self) -> float:
+        """Seconds of wall-clock time since sound started (0 while buffering)."""
+        if self._sound_started is None:
+            if self.engine.player.frames_played == 0:
+                return 0.0
+            self._sound_started = time.monotonic()
+        return time.monotonic() - self._sound_started
 
     def _played_s(self) -> float:
         return self.engine.player.frames_played / self.engine.config.rate
@@ -67,12 +120,32 @@ class LiveControl:
     def handle(self, request: dict) -> dict:
         cmd = request.get("cmd")
         if cmd == "status":
-            return {"ok": True, "status": self.engine.status_dict()}
+            return {"ok": True, "status": self._status()}
         if cmd == "set":
             return self._set(request.get("weights"))
         if cmd == "prompt":
             return self._prompt(request.get("layer"), request.get("prompt"))
-        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set or prompt"}
+        if cmd == "add":
+            return self._add(request.get("layer"), request.get("prompt"), request.get("weight", 1.0))
+        if cmd == "remove":
+            return self._remove(request.get("layer"))
+        if cmd == "volume":
+            return self._volume(request.get("volume"))
+        if cmd == "timer":
+            return self._timer(request.get("action"), request.get("seconds"))
+        if cmd == "stop":
+            return self._stop(request.get("fade_s", STOP_FADE_S))
+        if cmd == "scene":
+            return {"ok": True, "scene": self.mix().model_dump(mode="json")}
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, prompt, add, remove, "
+                                      f"volume, timer, stop or scene"}
+
+    def _status(self) -> dict:
+        status = self.engine.status_dict()
+        status.update(description=self.scene.description, volume=self.volume, stopping=self.stopping,
+                      set_weights={k: self.set_weights.get(k, v.weight) for k, v in self.scene.layers.items()},
+                      sleep=self._timer_status())
+        return status
 
     def _set(self, weights) -> dict:
         if not isinstance(weights, dict) or not weights:
@@ -84,6 +157,7 @@ class LiveControl:
                     or not 0 <= value <= 1:
                 return {"ok": False, "error": f"{name}: expected a number from 0 to 1, got {value!r}"}
         values = {k: float(v) for k, v in weights.items()}
+        self.set_weights.update(values)
         self._submit("set", {"weights": values}, lambda stream: stream.apply_overrides(values))
         return {"ok": True, "applied": values}
 
@@ -93,15 +167,141 @@ class LiveControl:
         data = self.scene.model_dump()
         weight = data["layers"].get(layer, {}).get("weight", 1.0)
         data["layers"][layer] = {"prompt": prompt, "weight": weight}
-        try:
-            new = Scene.model_validate(data)
-        except Exception as exc:  # pydantic's message, first line: the key and what was wrong
-            first = str(exc).splitlines()
-            return {"ok": False, "error": " ".join(first[1:3]).strip() or "invalid prompt"}
-        self.scene = new
-        self._submit("prompt", {"layer": layer, "prompt": new.layers[layer].prompt},
-                     lambda stream: stream.replace_scene(new))
+        new = self._validated(data)
+        if isinstance(new, dict):
+            return new
+        self._replace("prompt", {"layer": layer, "prompt": new.layers[layer].prompt}, new)
         return {"ok": True, "applied": {"layer": layer, "prompt": new.layers[layer].prompt, "weight": weight}}
+
+    def _add(self, layer, prompt, weight) -> dict:
+        if not isinstance(layer, str) or not isinstance(prompt, str):
+            return {"ok": False, "error": "expected a layer name and a prompt"}
+        if layer in self.scene.layers:
+            return {"ok": False, "error": f"there is already a layer {layer!r}; change its prompt instead"}
+        data = self.scene.model_dump()
+        data["layers"][layer] = {"prompt": prompt, "weight": weight}
+        new = self._validated(data)
+        if isinstance(new, dict):
+            return new
+        applied = {"layer": layer, "prompt": new.layers[layer].prompt, "weight": new.layers[layer].weight}
+        self._replace("add", applied, new)
+        return {"ok": True, "applied": applied}
+
+    def _remove(self, layer) -> dict:
+        if layer not in self.scene.layers:
+            return {"ok": False, "error": f"no layer {layer!r}; layers are: {', '.join(self.scene.layers)}"}
+        if len(self.scene.layers) == 1:
+            return {"ok": False, "error": f"{layer} is the only layer; a scene needs at least one"}
+        data = self.scene.model_dump()
+        del data["layers"][layer]
+        for key in data["evolution"]["keyframes"]:
+            key["weights"].pop(layer, None)
+        new = self._validated(data)
+        if isinstance(new, dict):
+            return new
+        self.set_weights.pop(layer, None)
+        self._replace("remove", {"layer": layer}, new)
+        return {"ok": True, "applied": {"layer": layer}}
+
+    def _validated(self, data: dict) -> Scene | dict:
+        try:
+            return Scene.model_validate(data)
+        except ValidationError as exc:
+            return {"ok": False, "error": one_line(exc)}
+
+    def _replace(self, kind: str, detail: dict, new: Scene) -> None:
+        self.scene = new
+        self._submit(kind, detail, lambda stream: stream.replace_scene(new))
+
+    def mix(self) -> Scene:
+        """The scene as it plays now: prompts and layers as edited, each moved layer at the value it was set to.
+
+        A moved layer leaves the keyframes (it would otherwise follow them again), and the master volume
+        becomes output.volume; everything else is the scene as loaded.
+        """
+        data = self.scene.model_dump()
+        for name, value in self.set_weights.items():
+            data["layers"][name]["weight"] = round(value, 3)
+        for key in data["evolution"]["keyframes"]:
+            for name in self.set_weights:
+                key["weights"].pop(name, None)
+        data["evolution"]["keyframes"] = [k for k in data["evolution"]["keyframes"] if k["weights"]]
+        data["output"]["volume"] = round(self.volume, 3)
+        return Scene.model_validate(data)
+
+    # Master volume, sleep timer, stop ---------------------------------------
+    def _volume(self, volume) -> dict:
+        set_gain = getattr(self.engine.player, "set_gain", None)
+        if set_gain is None:
+            return {"ok": False, "error": "the master volume can be changed while playing only with `play --web`"}
+        try:
+            volume = TypeAdapter(Weight).validate_python(volume)
+        except ValidationError as exc:
+            return {"ok": False, "error": f"volume: {one_line(exc)}, got {_describe(volume)}"}
+        made_at = self.scene.output.volume  # the volume the stream bakes into its audio
+        if made_at == 0:
+            return {"ok": False, "error": "the scene's output.volume is 0, so there is nothing to turn up; "
+                                          "raise it in the scene file and restart"}
+        self.volume = volume
+        set_gain(volume / made_at)
+        self.engine.gen.log({"event": "volume", "volume": volume, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"volume": volume}}
+
+    def _timer_status(self) -> dict | None:
+        if self.sleep_at is None:
+            return None
+        return {"remaining_s": round(max(0.0, self.sleep_at - self._clock()), 2),
+                "fade_s": self._sleep_fade, "fading": self._sleep_scheduled}
+
+    def _timer(self, action, seconds) -> dict:
+        if self.stopping or self._sleep_scheduled:
+            return {"ok": False, "error": "the player is already fading out; the sleep timer can no longer change"}
+        if action == "cancel":
+            self.sleep_at = None
+        elif action in ("set", "extend"):
+            try:
+                seconds = TypeAdapter(Seconds).validate_python(seconds)
+            except ValidationError as exc:
+                return {"ok": False, "error": f"seconds: {one_line(exc)}, got {_describe(seconds)}"}
+            if not 0 < seconds <= MAX_TIMER_S:
+                return {"ok": False, "error": f"seconds: expected more than 0 and at most 24 hours, got {seconds:g}"}
+            if action == "extend" and self.sleep_at is None:
+                return {"ok": False, "error": "no sleep timer is set; set one first"}
+            now = self._clock()
+            self.sleep_at = min((self.sleep_at if action == "extend" else now) + seconds, now + MAX_TIMER_S)
+            self._sleep_fade = min(self.fade_s, self.sleep_at - now)
+        else:
+            return {"ok": False, "error": f"timer: unknown action {action!r}; expected set, extend or cancel"}
+        self.engine.gen.log({"event": "timer", "action": action, "ends_at_s": self.sleep_at,
+                             "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"sleep": self._timer_status()}}
+
+    def _run_timer(self) -> None:
+        """Hand the sleep fade to the player shortly before it starts; cut a fade short that runs late."""
+        now, player = self._clock(), self.engine.player
+        if self._deadline is not None and now >= self._deadline and not player.done:
+            self._deadline = None
+            player.start_fade(LATE_FADE_S)  # the device lost time (xruns): end on time anyway
+        if self.sleep_at is None or self._sleep_scheduled:
+            return
+        start = self.sleep_at - self._sleep_fade
+        if now >= start - TIMER_LOOKAHEAD_S:
+            self._sleep_scheduled = True
+            self._deadline = self.sleep_at
+            frame = player.frames_played + int(max(0.0, start - now) * self.engine.config.rate)
+            player.schedule_fade(frame, self._sleep_fade)
+
+    def _stop(self, fade_s) -> dict:
+        try:
+            fade_s = TypeAdapter(Seconds).validate_python(fade_s)
+        except ValidationError as exc:
+            return {"ok": False, "error": f"fade_s: {one_line(exc)}, got {_describe(fade_s)}"}
+        self.stopping = True
+        fade_s = max(min(fade_s, 60.0), 0.01)
+        self.engine.player.start_fade(fade_s)
+        self._deadline = min(self._deadline or float("inf"), self._clock() + fade_s)
+        self.engine.gen.log({"event": "stop", "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"fade_s": fade_s}}
 
     # Hot reload ------------------------------------------------------------
     def _stat(self) -> float | None:
@@ -129,5 +329,4 @@ class LiveControl:
                 update={k: getattr(old.generation, k) for k in _GEOMETRY}), "output": old.output, "seed": old.seed})
         if new == old:
             return
-        self.scene = new
-        self._submit("reload", {"file": str(self.path)}, lambda stream: stream.replace_scene(new))
+        self._replace("reload", {"file": str(self.path)}, new)

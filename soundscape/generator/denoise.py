@@ -8,7 +8,11 @@ Notation (per chunk; latents are (1, C=8, T frames, F=16)):
              sqrt(ᾱ_t) k + sqrt(1 - ᾱ_t) ε_k   (scheduler.add_noise)
   After every step:  x_{t'} <- M q(k, t') + (1 - M) x_{t'}, and at the end x_0 <- M k + (1 - M) x_0,
   so the overlap is exactly the previous tail and the rest is denoised around it
-  (the inpainting AudioLDM itself uses). RePaint resampling (DDIM only) re-noises
+  (the inpainting AudioLDM itself uses).
+  Two-sided (a bridge chunk): k' known latents for the last O' frames (the start of the piece
+  that follows), M' their mask, 1 on the last O' frames; ε_k' the same draw's last O' frames.
+  After every step also x_{t'} <- M' q(k', t') + (1 - M') x_{t'}, exact at the end, so the new
+  middle is denoised between two fixed ends. RePaint resampling (DDIM only) re-noises
   x_{t'} back to x_t and repeats the step, letting the new region settle with the known one:
              x_t = sqrt(ᾱ_t / ᾱ_t') x_t' + sqrt(1 - ᾱ_t / ᾱ_t') ε
 Guidance:    ε̂ = ε_u + s (ε_c - ε_u), computed as one batch [negative, positive], on the steps i
@@ -60,10 +64,10 @@ def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.
 
 @torch.inference_mode()
 def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
-            spec: DenoiseSpec, should_stop=None) -> torch.Tensor:
-    """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`."""
+            spec: DenoiseSpec, should_stop=None, known_tail: torch.Tensor | None = None) -> torch.Tensor:
+    """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`, its last to `known_tail`."""
     pipe, device, dtype = model.pipe, model.device, model.precision.unet
-    unet = pipe.unet
+    unet = model.unet
     # 1. Shapes and guidance
     channels = unet.config.in_channels
     freq = pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor
@@ -81,6 +85,16 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
     x_t, eps_k = chunk_noise(seed, shape)
     latents = (x_t * scheduler.init_noise_sigma).to(device)
     overlap = 0 if known is None else known.shape[2]
+    tail = 0 if known_tail is None else known_tail.shape[2]
+    if overlap + tail > spec.frames:
+        raise ValueError(f"denoise: expected the known head ({overlap}) and tail ({tail}) frames to fit in "
+                         f"the chunk's {spec.frames}")
+    if tail:
+        # q(k', t) likewise, from the last O' frames of the same ε_k draw (disjoint from the head's)
+        known_tail = known_tail.to(device, torch.float32)
+        eps_tail = eps_k[:, :, spec.frames - tail:].to(device)
+        tail_at = [scheduler.add_noise(known_tail, eps_tail, timesteps[j:j + 1]) for j in range(len(timesteps))]
+        latents[:, :, spec.frames - tail:] = tail_at[0]
     if overlap:
         known = known.to(device, torch.float32)
         eps_k = eps_k[:, :, :overlap].to(device)
@@ -127,6 +141,9 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
                     latents[:, :, :overlap] = known
                 else:
                     latents[:, :, :overlap] = known_at[i + 1]
+            # 4e'. and a bridge's last frames to the start of what follows it
+            if tail:
+                latents[:, :, spec.frames - tail:] = known_tail if last else tail_at[i + 1]
             # 4f. RePaint: jump back from t' to t and redo the step (DDIM is stateless, so this is exact)
             if r < spec.resample_passes and not last:
                 a_ratio = alphas[t] / alphas[timesteps[i + 1]]
@@ -150,7 +167,7 @@ def mel_to_audio(model: LoadedModel, mel: torch.Tensor) -> torch.Tensor:
 
     The vocoder emits a few samples more than 160 per mel frame; they are trimmed.
     """
-    audio = model.pipe.vocoder(mel.squeeze(1).to(model.precision.vocoder))
+    audio = model.vocoder(mel.squeeze(1).to(model.precision.vocoder))
     return audio[:, : mel.shape[2] * samples_per_mel_frame(model.pipe)].float().cpu()
 
 

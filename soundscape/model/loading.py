@@ -27,10 +27,31 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype  # the UNet's; each stage's is in `precision`
     precision: Precision | None = None
+    vocoder_runtime: object = None  # an OpenVINO vocoder (model/openvino_runtime.py), or None: torch's
+    unet_runtime: object = None  # an OpenVINO UNet, or None: torch's
 
     def __post_init__(self):
         if self.precision is None:
             self.precision = Precision.of(self.dtype)
+
+    @property
+    def vocoder(self):
+        """What turns log-mel into audio: OpenVINO's compiled vocoder where enabled, else the pipeline's."""
+        return self.vocoder_runtime or self.pipe.vocoder
+
+    @property
+    def unet(self):
+        return self.unet_runtime or self.pipe.unet
+
+    def use_runtime(self, name: str = "auto") -> str:
+        """Run the UNet and vocoder with OpenVINO (`auto`: on a CPU with the package installed); returns the runtime."""
+        from .openvino_runtime import OpenVINOUNet, OpenVINOVocoder, choose_runtime
+
+        runtime = choose_runtime(name, self.device)
+        ov = runtime == "openvino"
+        self.vocoder_runtime = OpenVINOVocoder(self.pipe.vocoder, self.precision.vocoder) if ov else None
+        self.unet_runtime = OpenVINOUNet(self.pipe.unet, self.precision.unet) if ov else None
+        return runtime
 
 
 def choose_model(flag: str | None, scene_model: str | None = None) -> str:
@@ -131,7 +152,7 @@ def resolve_source(model: str) -> str | Path:
 
 
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
-               compile_mode: str | None = None) -> LoadedModel:
+               compile_mode: str | None = None, runtime: str = "torch") -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
     import warnings
 
@@ -175,4 +196,9 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
     if compile_mode:
         # Chunks have one fixed shape, so the UNet compiles once (CUDA graphs with reduce-overhead).
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
-    return LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision)
+    loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision)
+    if runtime != "torch":
+        if not quiet:
+            print("preparing the OpenVINO vocoder (about a minute the first time; cached after)...", file=sys.stderr)
+        loaded.use_runtime(runtime)
+    return loaded

@@ -1,0 +1,138 @@
+"""Loops: weights that come back to the start, a cyclic finish, and the seam analyser.
+
+Weights over a loop of L seconds with chunks of c seconds (controller.py gives w(t)):
+  s(t)      = ease((t - (L - c)) / c)          0 until the last chunk, 1 at the wrap
+  w_loop(t) = (1 - s) w(t) + s w(t - L)        w(t - L): the scene just before its own start
+so the weights reach at the wrap exactly those the loop starts with, eased over the last chunk
+with zero slope at both ends; keyframes and drift meet themselves.
+
+Cyclic finish of the joined 16 kHz cycle y (its length P is a whole number of latent frames):
+  loudness   the controller runs over y until it has heard WARM_S (at least once), then once more
+             for the output: that pass starts from the state the cycle's end left, so the slow gain
+             and the limiter carry across the wrap as across any other block. The limiter's delay D
+             moves the content D samples later, cyclically (the first D come from the cycle's end).
+  resampling the polyphase resampler runs over y with y's end as its history and y's start as its
+             lookahead; P is a multiple of its `down`, so the result is exactly periodic, P·up/down long.
+No fade-in: a loop has no beginning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import controller
+from .audio.loudness import LoudnessController
+from .audio.resample import ResamplerState, StreamResampler
+from .scene import Scene
+
+WARM_S = 150.0  # > 7 attack time constants of the level follower: what is left of its start is < 0.1 %
+
+
+def _blend(a: dict[str, float], b: dict[str, float], s: float) -> dict[str, float]:
+    return {k: (1 - s) * a.get(k, 0.0) + s * b.get(k, 0.0) for k in {*a, *b}}
+
+
+def ease_back(t: float, loop_s: float | None, chunk_s: float) -> float:
+    """s(t): how far the weights at scene time t have eased back to the loop's start."""
+    if not loop_s:
+        return 0.0
+    return controller.ease((t - (loop_s - chunk_s)) / chunk_s)
+
+
+def weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float) -> dict[str, float]:
+    """Layer weights at t (for the timeline), eased back to the start over a loop's last chunk."""
+    w = controller.weights_at(scene, t)
+    s = ease_back(t, loop_s, chunk_s)
+    if s <= 0:
+        return w
+    return {k: round(v, 6) for k, v in _blend(w, controller.weights_at(scene, t - loop_s), s).items()}
+
+
+def prompt_weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float) -> dict[str, float]:
+    """Weight per prompt (what the conditioning blends), eased back the same way."""
+    w = controller.prompt_weights(scene, t)
+    s = ease_back(t, loop_s, chunk_s)
+    if s <= 0:
+        return w
+    return _blend(w, controller.prompt_weights(scene, t - loop_s), s)
+
+
+# Cyclic finish ----------------------------------------------------------------------------------
+
+def level_cycle(blocks: list[tuple[np.ndarray, float]], loudness: LoudnessController) -> list[np.ndarray]:
+    """The loudness controller over a cycle given as (16 kHz block, presence) pairs, warmed up on itself."""
+    total = sum(len(b) for b, _ in blocks)
+    passes = max(1, math.ceil(WARM_S * loudness.rate / max(total, 1)))
+    state = None
+    for _ in range(passes):
+        for block, presence in blocks:
+            _, state = loudness.process(block, state, presence)
+    out = []
+    for block, presence in blocks:
+        y, state = loudness.process(block, state, presence)
+        out.append(y)
+    return out
+
+
+def resample_cycle(cycle: np.ndarray, resampler: StreamResampler, block: int = 1 << 20) -> np.ndarray:
+    """Resample one period of a periodic signal to exactly len * up / down samples, periodic too."""
+    cycle = np.asarray(cycle, np.float32)
+    if resampler.up == resampler.down:
+        return cycle
+    if len(cycle) % resampler.down or len(cycle) < resampler.context + resampler.down:
+        raise ValueError(f"resample_cycle: expected a cycle of a multiple of {resampler.down} samples "
+                         f"and at least {resampler.context + resampler.down}, got {len(cycle)}")
+    want = len(cycle) * resampler.up // resampler.down
+    state = ResamplerState(history=cycle[-resampler.context:].copy())
+    out = []
+    for i in range(0, len(cycle), block):
+        y, state = resampler.push(cycle[i:i + block], state)
+        out.append(y)
+    y, state = resampler.push(cycle[: resampler.context + resampler.down], state)
+    out.append(y)
+    return np.concatenate(out)[:want]
+
+
+# The seam analyser ------------------------------------------------------------------------------
+
+def _rms(x) -> float:
+    return float(np.sqrt(np.mean(np.square(np.asarray(x, dtype=np.float64))))) if len(x) else 0.0
+
+
+def analyse_seams(audio: np.ndarray, rate: int, seams: list[int], xfade: int) -> dict:
+    """Click, level and repetition figures at each seam, and the same figures inside the pieces.
+
+    `audio` is mono; `seams` are the samples where each seam's crossfade (`xfade` samples) starts.
+    step     the largest sample-to-sample change within 12.5 ms of a crossfade (a click shows here)
+    inside   the same, over each stretch between seams, 25 ms clear of them
+    jump     |level change| in dB across the seam, 0.25 s either side; `jump_inside` the same at
+             points 0.5 s clear of any seam (the material's own wandering)
+    repeat   how well the 0.2 s before a seam matches anything in the second after it (1 = a copy)
+    """
+    y = np.asarray(audio, dtype=np.float64)
+    d = np.abs(np.diff(y))
+    m, q, w = int(0.0125 * rate), int(0.25 * rate), int(0.2 * rate)
+    seams = sorted(int(a) for a in seams if q <= a <= len(y) - max(q, rate))
+    bounds = [0, *seams, len(y)]
+    step = [float(d[a - m: a + xfade + m].max()) for a in seams]
+    inside = [float(d[a + xfade + 2 * m: b - 2 * m].max()) for a, b in zip(bounds[:-1], bounds[1:])
+              if b - 2 * m > a + xfade + 2 * m]
+
+    def jump(a):
+        return abs(20 * np.log10(max(_rms(y[a - q:a]), 1e-12) / max(_rms(y[a:a + q]), 1e-12)))
+
+    clear = [p for p in range(q, len(y) - q, max(1, rate // 8))
+             if all(abs(p - a) > 2 * q for a in seams)]
+
+    def repeat(a):
+        before = y[a - w:a]
+        after = y[a:a + rate]
+        nb = np.linalg.norm(before) + 1e-12
+        hop = max(1, rate // 400)
+        return max(float(np.dot(before, after[k:k + w]) / (nb * (np.linalg.norm(after[k:k + w]) + 1e-12)))
+                   for k in range(0, len(after) - w, hop))
+
+    return {"step": step, "inside": inside, "jump": [jump(a) for a in seams],
+            "jump_inside": [jump(p) for p in clear], "repeat": [repeat(a) for a in seams]}

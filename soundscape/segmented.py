@@ -1,0 +1,495 @@
+"""`render --workers N`, `--ray ADDRESS` and `--loop`: a render made of independently generated segments.
+
+The driver plans the timeline (segments.py), hands segment and bridge jobs to an executor
+(workers.py) and, as results come in, joins, levels, resamples and writes the pieces in
+timeline order: the same sequential chain stream.py runs for a plain render (Joiner, loudness,
+resampler, fade-in and volume), so the file does not depend on which worker made which piece, on
+how many there were, or on the order they finished in.
+
+Scheduling: a bridge as soon as both segments it joins are done (it unblocks writing), else
+the lowest segment not started; never more jobs than the executor has room for. A job whose
+worker died runs again (up to `max_retries` more times); its result is taken once, whoever
+sends it first, so no piece is written twice or lost.
+
+On disk beside OUT, while the render runs:
+  OUT.state.npz    plain arrays: the plan's fingerprint, the pieces written, and the chain's state
+                   after them (join tail, loudness, resampler, samples out)
+  OUT.segments/    each finished job's raw result (segment-00003.npz, bridge-00003.npz), written
+                   atomically as it arrives and removed once its pieces are in OUT and no bridge
+                   still needs its latents
+--resume keeps OUT's prefix, reads the finished jobs back and makes only the rest. A loop is
+written in one go at the end (its start depends on its end: loop.py), so it resumes from the
+finished jobs alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import loop as loops
+from .audio.crossfade import JoinState, crossfade
+from .audio.files import GrowingAudioFile, check_output_path, copy_prefix
+from .audio.loudness import LoudnessState
+from .audio.resample import ResamplerState, StreamResampler
+from .errors import SoundscapeError, UsageError
+from .render import RenderResult, _measure_file, _progress, _signals_deferred, state_path
+from .segments import FRAME_S, SAMPLES_PER_FRAME, Piece, Plan, loop_frames_for, plan_loop, plan_render
+from .stream import MODEL_RATE, fade_and_volume, joiner_for, loudness_for
+from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
+
+STATE_VERSION = 1
+
+
+def cache_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".segments")
+
+
+def is_segmented_state(path: Path) -> bool:
+    """Whether a saved state belongs to a segmented or looping render (not a plain one)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "fingerprint" in f
+    except (OSError, ValueError):
+        return False
+
+
+# The sequential chain ---------------------------------------------------------------------------
+
+@dataclass
+class Chain:
+    """Joiner -> loudness -> resampler -> fade-in and volume, carried across pieces (as SceneStream)."""
+
+    settings: Settings
+    out_rate: int
+    channels: int
+    join: JoinState = field(default_factory=JoinState)
+    loud: LoudnessState | None = None
+    resample: ResamplerState = field(default_factory=ResamplerState)
+    samples_out: int = 0
+
+    def __post_init__(self):
+        self.joiner = joiner_for(self.settings.spec)
+        self.loudness = loudness_for(self.settings.scene, self.channels)
+        self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
+
+    def push(self, audio: np.ndarray, presence: float) -> np.ndarray:
+        new16k, self.join = self.joiner.join(audio, self.join)
+        new16k, self.loud = self.loudness.process(new16k, self.loud, presence)
+        out, self.resample = self.resampler.push(new16k, self.resample)
+        out = fade_and_volume(out, self.samples_out, self.settings.scene, self.out_rate)
+        self.samples_out += len(out)
+        return _channels(out, self.channels)
+
+    def to_arrays(self) -> dict:
+        arrays = {"samples_out": np.array(self.samples_out), "pending": self.resample.pending}
+        if self.join.tail is not None:
+            arrays["join_tail"] = self.join.tail
+        if self.resample.history is not None:
+            arrays["history"] = self.resample.history
+        if self.loud is not None:
+            arrays.update(self.loud.to_arrays(prefix="loud_"))
+        return arrays
+
+    def load(self, f) -> None:
+        self.samples_out = int(f["samples_out"])
+        self.join = JoinState(tail=f["join_tail"] if "join_tail" in f else None)
+        self.resample = ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"])
+        self.loud = LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None
+
+
+def _channels(out: np.ndarray, channels: int) -> np.ndarray:
+    out = np.asarray(out, np.float32)
+    return np.ascontiguousarray(np.repeat(out[:, None], channels, axis=1) if channels > 1 else out[:, None])
+
+
+# Planning ---------------------------------------------------------------------------------------
+
+def make_plan(settings: Settings, duration_s: float, out_rate: int, loop: bool,
+              segment_chunks: int | None = None) -> tuple[Plan, int]:
+    """The plan, and the output samples to write."""
+    spec = settings.spec
+    if loop:
+        frames = loop_frames_for(duration_s)
+        return plan_loop(spec, frames, settings.seed, segment_chunks), frames * SAMPLES_PER_FRAME * out_rate // MODEL_RATE
+    total = int(round(duration_s * out_rate))
+    rs = StreamResampler(MODEL_RATE, out_rate)
+    # Joined 16 kHz audio the resampler needs to give `total` samples: whole `down` groups, plus its lookahead.
+    needed = total if rs.up == rs.down else -(-total // rs.up) * rs.down + rs.context
+    return plan_render(spec, -(-needed // SAMPLES_PER_FRAME), settings.seed, segment_chunks), total
+
+
+def fingerprint(settings: Settings, plan: Plan, duration_s: float, out_rate: int, channels: int) -> str:
+    """What makes the audio what it is; a resume must match it (the worker count does not count)."""
+    what = {"v": STATE_VERSION, "scene": settings.scene.model_dump(mode="json"), "seed": settings.seed,
+            "model": settings.model, "spec": repr(settings.spec), "duration": duration_s, "loop": plan.loop_frames,
+            "segments": [(s.start, s.chunks) for s in plan.segments], "rate": out_rate, "channels": channels}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+# The driver -------------------------------------------------------------------------------------
+
+class Driver:
+    def __init__(self, settings: Settings, plan: Plan, out: Path, executor, *, max_retries: int = 3, log=None):
+        self.settings, self.plan, self.out, self.executor = settings, plan, out, executor
+        self.pieces = plan.pieces()
+        self.cache = cache_dir(out)
+        self.max_retries = max_retries
+        self.log = log or (lambda msg: None)
+        self.last_piece: dict = {}  # job -> the index of its last piece
+        for p in self.pieces:
+            self.last_piece[self.job_of(p)] = p.index
+        # segment -> the bridges that use its latents (the one before it and the one after)
+        self.users = {s.index: [("bridge", b.index) for b in plan.bridges if s.index in (b.index, b.to)]
+                      for s in plan.segments}
+        self.tries: dict = {}
+        self.done: set = set()  # job keys whose results are in the cache
+        self.running: set = set()
+        self.heads: dict[int, np.ndarray] = {}
+        self.tails: dict[int, np.ndarray] = {}
+        self.written = 0  # pieces written to OUT
+        self.on_result = None  # called with each new result's key (progress)
+
+    # Jobs --------------------------------------------------------------------------------------
+    def job_of(self, piece: Piece) -> tuple[str, int]:
+        return ("bridge", piece.segment) if piece.bridge else ("segment", piece.segment)
+
+    def _path(self, key) -> Path:
+        return self.cache / f"{key[0]}-{key[1]:05d}.npz"
+
+    def _needed(self, key) -> bool:
+        """A job is needed while any of its pieces is unwritten, or a needed bridge waits for its latents."""
+        if self.last_piece[key] >= self.written:
+            return True
+        if key[0] == "segment":
+            return any(b not in self.done and self._needed(b) for b in self.users[key[1]])
+        return False
+
+    def _ready(self, key) -> bool:
+        if key[0] == "segment":
+            return True
+        b = self.plan.bridges[key[1]]
+        return b.index in self.tails and b.to in self.heads
+
+    def _job(self, key):
+        s = key[1]
+        if key[0] == "segment":
+            return SegmentJob(self.plan.segments[s], head=self.plan.head_frames(s), tail=self.plan.needs_tail(s))
+        b = self.plan.bridges[s]
+        seg = self.plan.segments[b.index]
+        return BridgeJob(b, seed=seg.seed, chunk_index=seg.chunks, head=self.tails[b.index],
+                         tail=self.heads[b.to][:, :, :b.tail])
+
+    def all_keys(self) -> list:
+        return [("segment", s.index) for s in self.plan.segments] + [("bridge", b.index) for b in self.plan.bridges]
+
+    def _next_job(self):
+        todo = [k for k in self.all_keys() if k not in self.done and k not in self.running and self._ready(k)
+                and self._needed(k)]
+        bridges = [k for k in todo if k[0] == "bridge"]
+        return (bridges or todo or [None])[0]
+
+    # Results -----------------------------------------------------------------------------------
+    def load_cache(self) -> None:
+        """Read back the finished jobs (resume): their latents now, their audio when it is written."""
+        for key in self.all_keys():
+            path = self._path(key)
+            if path.exists():
+                with np.load(path, allow_pickle=False) as f:
+                    self._keep_latents(JobResult.from_arrays(key, f))
+                self.done.add(key)
+
+    def _keep_latents(self, result: JobResult) -> None:
+        if result.key[0] == "segment":
+            if result.head is not None:
+                self.heads[result.key[1]] = result.head
+            if result.tail is not None:
+                self.tails[result.key[1]] = result.tail
+
+    def _store(self, result: JobResult) -> None:
+        self.cache.mkdir(exist_ok=True)
+        path = self._path(result.key)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        with _signals_deferred():
+            np.savez(tmp, **result.to_arrays())
+            tmp.replace(path)  # atomic: a stop never leaves half a result
+        self._keep_latents(result)
+        self.done.add(result.key)
+
+    def result(self, key) -> JobResult:
+        with np.load(self._path(key), allow_pickle=False) as f:
+            return JobResult.from_arrays(key, f)
+
+    def forget_finished(self) -> None:
+        """Remove cached results nothing needs any more."""
+        for key in list(self.done):
+            if not self._needed(key):
+                self._path(key).unlink(missing_ok=True)
+
+    # The loop ----------------------------------------------------------------------------------
+    def run(self, write_ready) -> None:
+        """Make every needed job; after each result, `write_ready()` writes what can be written."""
+        write_ready()
+        while any(self._needed(k) and k not in self.done for k in self.all_keys()):
+            while self.executor.free > 0:
+                key = self._next_job()
+                if key is None:
+                    break
+                self.executor.submit(self._job(key), self.settings)
+                self.running.add(key)
+            if not self.running:
+                raise RuntimeError("segmented render: nothing running and nothing ready (a bug: please report it)")
+            for key, outcome in self.executor.poll(timeout=0.5):
+                self.running.discard(key)
+                if isinstance(outcome, BaseException):
+                    self._failed(key, outcome)
+                elif key not in self.done:  # a second result for the same job is dropped
+                    self._store(outcome)
+                    if self.on_result:
+                        self.on_result(key)
+            write_ready()
+
+    def _failed(self, key, exc: BaseException) -> None:
+        if isinstance(exc, SoundscapeError):
+            raise exc  # the scene or the model: the same on every try
+        n = self.tries.get(key, 0) + 1
+        self.tries[key] = n
+        if n > self.max_retries:
+            raise WorkerFailed(f"{key[0]} {key[1]} failed {n} times; the last: {exc}")
+        kind = "worker lost" if isinstance(exc, WorkerLost) else "error"
+        self.log(f"{kind}: {exc}; running {key[0]} {key[1]} again (try {n + 1} of {self.max_retries + 1})")
+
+
+def render_segmented(settings: Settings, out: str | Path, duration_s: float, executor, *, out_rate: int,
+                     channels: int, loop: bool = False, timeline: str | Path | None = None, resume: bool = False,
+                     quiet: bool = False, segment_chunks: int | None = None, max_retries: int = 3) -> RenderResult:
+    """Render `duration_s` (or a loop of exactly that length) from segments made by `executor`."""
+    out = check_output_path(out)
+    plan, total = make_plan(settings, duration_s, out_rate, loop, segment_chunks)
+    finger = fingerprint(settings, plan, duration_s, out_rate, channels)
+    state_file, cache = state_path(out), cache_dir(out)
+    bar = _progress(duration_s, quiet)
+    log = (lambda msg: bar.write(msg, file=sys.stderr)) if bar else (lambda msg: print(msg, file=sys.stderr))
+    driver = Driver(settings, plan, out, executor, max_retries=max_retries, log=log)
+    chain = Chain(settings, out_rate, channels)
+    started = time.perf_counter()
+    if resume:
+        _check_resume(state_file, out, finger, loop)
+        with np.load(state_file, allow_pickle=False) as f:
+            driver.written = int(f["written"])
+            if not loop:
+                chain.load(f)
+        driver.load_cache()
+    else:
+        state_file.unlink(missing_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    timeline_f = open(timeline, "a" if resume else "w", encoding="utf-8") if timeline else None
+    seconds = {k: 0.0 for k in driver.all_keys()}
+    for p in driver.pieces:
+        seconds[driver.job_of(p)] += (p.emit[1] - p.emit[0]) * FRAME_S
+    scale = duration_s / max(sum(seconds.values()), 1e-9)  # progress in seconds of the file
+    progress = {"generated": 0.0}
+
+    def advance(key):
+        progress["generated"] += seconds[key]
+        if bar:
+            rtf = progress["generated"] / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{executor.size} worker{'s' if executor.size > 1 else ''}, {rtf:.2f}x real time")
+            bar.update(round(seconds[key] * scale, 2))
+
+    interrupted = True
+    try:
+        if bar:
+            done_s = sum(seconds[k] for k in driver.done) + sum(
+                (p.emit[1] - p.emit[0]) * FRAME_S for p in driver.pieces[:driver.written]
+                if driver.job_of(p) not in driver.done)
+            bar.update(round(min(done_s * scale, duration_s), 2))
+        driver.on_result = advance
+        if loop:
+            _state(state_file, finger, driver.written, None)
+            if not out.exists():
+                GrowingAudioFile(out, out_rate, channels).close()  # a valid (empty) file from the start
+            driver.run(lambda: None)
+            frames = _write_loop(driver, chain, out, total, timeline_f)
+        else:
+            frames = _write_stream(driver, chain, out, total, state_file, finger, timeline_f, resume)
+        interrupted = False
+    finally:
+        if bar:
+            bar.close()
+        executor.close()
+        if interrupted and timeline_f:
+            timeline_f.close()
+    state_file.unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    loudness = _measure_file(out)
+    if timeline_f:
+        if loudness:
+            target = settings.scene.output.loudness_lufs + 20 * math.log10(max(settings.scene.output.volume, 1e-6))
+            timeline_f.write(json.dumps({"summary": {"duration_s": round(frames / out_rate, 3),
+                                                     "target_lufs": round(target, 2), **loudness}}) + "\n")
+        timeline_f.close()
+    return RenderResult(path=out, frames=frames, rate=out_rate, seconds_generated=progress["generated"],
+                        wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness)
+
+
+def _check_resume(state_file: Path, out: Path, finger: str, loop: bool) -> None:
+    if not state_file.exists() or (not loop and not out.exists()):
+        raise UsageError(f"--resume: no saved state {state_file} beside {out}; render without --resume")
+    with np.load(state_file, allow_pickle=False) as f:
+        if "fingerprint" not in f:
+            raise UsageError(f"--resume: {out} was started as a plain render; resume it without "
+                             f"--workers, --ray and --loop")
+        if str(f["fingerprint"]) != finger:
+            raise UsageError(f"--resume: {state_file} is from a different render (scene, duration, --loop, --seed, "
+                             f"--steps, --quality or --model changed); render again without --resume")
+
+
+def _state(path: Path, finger: str, written: int, chain: Chain | None) -> None:
+    arrays = {"fingerprint": np.array(finger), "written": np.array(written)}
+    if chain is not None:
+        arrays.update(chain.to_arrays())
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _row(plan: Plan, piece: Piece, row: dict) -> dict:
+    start, end = ((e - plan.origin) * FRAME_S for e in piece.emit)
+    out = {"chunk": piece.index, "start_s": round(start, 4), "end_s": round(end, 4), "segment": piece.segment}
+    if piece.bridge:
+        out["bridge"] = True
+    return {**out, **row}
+
+
+def _write_stream(driver: Driver, chain: Chain, out: Path, total: int, state_file: Path, finger: str,
+                  timeline_f, resume: bool) -> int:
+    """Write pieces in timeline order as their jobs finish; save the chain's state after each."""
+    done = min(chain.samples_out, total) if resume else 0
+    partial = out.with_name(out.name + ".partial")
+    if resume:
+        out.replace(partial)
+    with GrowingAudioFile(out, chain.out_rate, chain.channels) as f:
+        if resume:
+            copy_prefix(partial, f, done)
+            partial.unlink()
+        loaded: dict = {}
+
+        def write_ready():
+            while driver.written < len(driver.pieces) and f.frames < total:
+                piece = driver.pieces[driver.written]
+                key = driver.job_of(piece)
+                if key not in driver.done:
+                    return
+                if key not in loaded:
+                    loaded.clear()  # pieces come in job order: one job's audio in memory at a time
+                    loaded[key] = driver.result(key)
+                res = loaded[key]
+                i = piece.chunk if not piece.bridge else 0
+                audio = chain.push(res.audio[i], res.presence[i])
+                take = audio[: total - f.frames]
+                # The audio and the state that resumes after it are written as one step.
+                with _signals_deferred():
+                    f.write(take)
+                    driver.written += 1
+                    _state(state_file, finger, driver.written, chain)
+                if timeline_f:
+                    timeline_f.write(json.dumps(_row(driver.plan, piece, res.rows[i])) + "\n")
+                    timeline_f.flush()
+            driver.forget_finished()
+
+        driver.run(write_ready)
+        if f.frames < total:
+            raise RuntimeError(f"segmented render: the plan gave {f.frames} of {total} samples (a bug: please report it)")
+        return f.frames
+
+
+def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f) -> int:
+    """Join the whole cycle, finish it cyclically (loop.py) and write it in one go."""
+    plan, joiner = driver.plan, chain.joiner
+    e, x = joiner.e, joiner.x
+    blocks, join, head, rows = [], JoinState(), None, []
+    results: dict = {}
+    for piece in driver.pieces:
+        key = driver.job_of(piece)
+        if key not in results:
+            results.clear()
+            results[key] = driver.result(key)
+        res = results[key]
+        i = piece.chunk if not piece.bridge else 0
+        audio = np.nan_to_num(np.asarray(res.audio[i], np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if piece.index == 0:
+            # The loop starts after the wrap seam: segment 0's first crossfade waits for the end.
+            end = len(audio) - e - x
+            new, head, join = audio[e + x:end], audio[e:e + x].copy(), JoinState(tail=audio[end:end + x].copy())
+        else:
+            new, join = joiner.join(audio, join)
+        blocks.append((new, res.presence[i]))
+        rows.append(_row(plan, piece, res.rows[i]))
+    blocks.append((crossfade(join.tail, head), blocks[-1][1]))  # the wrap seam, the file's last x samples
+    cycle = np.concatenate(loops.level_cycle(blocks, chain.loudness))
+    if len(cycle) != plan.loop_frames * SAMPLES_PER_FRAME:
+        raise RuntimeError(f"loop: joined {len(cycle)} samples for a cycle of {plan.loop_frames} frames (a bug)")
+    audio = loops.resample_cycle(cycle, chain.resampler) * np.float32(driver.settings.scene.output.volume)
+    with _signals_deferred(), GrowingAudioFile(out, chain.out_rate, chain.channels) as f:
+        for i in range(0, total, 1 << 20):
+            f.write(_channels(audio[i:i + (1 << 20)], chain.channels))
+        frames = f.frames
+    if timeline_f:
+        for row in rows:
+            timeline_f.write(json.dumps(row) + "\n")
+    return frames
+
+
+# From the command line --------------------------------------------------------------------------
+
+def render_from_args(args, out: Path) -> RenderResult:
+    """`render` with --loop, --workers or --ray: resolve the settings once, start the workers, render."""
+    from .model.loading import _looks_like_path, choose_device, choose_model, load_model, resolve_source
+    from .scene import load_scene
+    from .scene.quality import resolve
+    from .stream import chunk_spec
+    from .workers import InProcessExecutor, LocalExecutor, RayExecutor, default_threads, use_model
+
+    scene = load_scene(args.scene)
+    rate, channels = scene.output.sample_rate, scene.output.channels
+    loop_s = loop_frames_for(args.duration) * FRAME_S if args.loop else None
+    model = choose_model(args.model, scene.model)
+    if _looks_like_path(model):
+        model = str(Path(model).expanduser().resolve())  # workers (and Ray nodes) may start elsewhere
+    executor = None
+    try:
+        if args.ray:
+            executor = RayExecutor(args.ray, max_in_flight=args.workers)
+            device_type = executor.device
+        else:
+            resolve_source(model)  # a bad --model fails here (exit 3), before any worker starts
+            device_type = choose_device(args.device).type
+        # The quality preset and steps are resolved here, once, for every worker ("auto" depends on the device).
+        resolved = resolve(scene.generation, args.quality, device_type, args.steps)
+        settings = Settings(scene=scene, seed=scene.seed if args.seed is None else args.seed, model=model,
+                            spec=chunk_spec(resolved.generation), quality=resolved.preset, device=args.device,
+                            dtype=args.dtype, compile_mode=args.compile, loop_s=loop_s)
+        plan, _ = make_plan(settings, args.duration, rate, args.loop)  # a loop too short fails here
+        if args.resume:
+            _check_resume(state_path(out), out, fingerprint(settings, plan, args.duration, rate, channels), args.loop)
+        if executor is None and args.workers:
+            executor = LocalExecutor(args.workers, threads=default_threads(args.workers))
+        elif executor is None:  # --loop alone: this process makes the pieces, one after another
+            use_model(settings, load_model(model, device=args.device, dtype=args.dtype, quiet=args.quiet,
+                                           compile_mode=args.compile))
+            executor = InProcessExecutor()
+        return render_segmented(settings, out, args.duration, executor, out_rate=rate, channels=channels,
+                                loop=args.loop, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
+    finally:
+        if executor is not None:
+            executor.close()

@@ -1,0 +1,155 @@
+"""What the web mixer needs from the audio path: a master volume, and a look at what was just played.
+
+Both are used only with `play --web` and cost the audio threads nothing they could wait on:
+  MixerPlayer   the Player with a master gain. The main thread publishes a ramp (one tuple); the
+                PortAudio callback multiplies its block by it in place, with preallocated scratch
+                arrays: no lock, no allocation, and at gain 1 no work at all. It also asks the device
+                for a buffer of at least MIN_LATENCY_S (see `open_stream`).
+  TappedRing    the ring buffer, plus a mono copy of every frame written, kept by its position in
+                the stream. Writes happen on the main thread (the feeder); the callback is untouched.
+                The web thread reads the frames just before the callback's read position: what the
+                device has just been sent. The copy holds `keep_s` more than the ring, so the
+                producer, never more than a ring ahead of the reader, cannot overwrite those frames.
+  Analyzer      level (RMS, peak) and one spectrogram column from those frames, on the web thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..audio.output import NULL_DEVICE, Player, _sd
+from ..audio.ringbuffer import RingBuffer
+from ..errors import AudioDeviceError
+
+RAMP_S = 0.05  # a volume change glides over this long (no zipper noise)
+MAX_BLOCK = 1 << 15  # scratch size; a larger callback block just gets the target gain at once
+# PortAudio's "high" latency for ALSA's default device (PulseAudio, PipeWire) is 35 ms: on a busy
+# 2-core machine the callback misses that (measured: 2 xruns, 10 s of audio took 15.4 s); 0.2 s: none.
+MIN_LATENCY_S = 0.2
+
+
+class MixerPlayer(Player):
+    def __init__(self, ring: RingBuffer, rate: int):
+        super().__init__(ring, rate)
+        self._idx = np.arange(MAX_BLOCK, dtype=np.float32)
+        self._scratch = np.empty(MAX_BLOCK, np.float32)
+        # (first frame, gain before, gain after, ramp length in frames); replaced whole, never mutated.
+        self._ramp: tuple[int, float, float, int] = (0, 1.0, 1.0, 1)
+        self.latency_frames = 0  # frames between what the callback is handed and what is heard
+
+    def open_stream(self, config, capture: list | None = None, speed: float = 1.0):
+        if config.device == NULL_DEVICE:
+            return super().open_stream(config, capture=capture, speed=speed)
+        sd = _sd()
+        try:
+            high = sd.query_devices(config.device)["default_high_output_latency"]
+            stream = sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,
+                                     dtype="float32", latency=max(MIN_LATENCY_S, high), callback=self.callback)
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot open audio device {config.name!r}: {exc}; "
+                                   f"choose another with --output-device (see `soundscape devices`)") from None
+        self.latency_frames = int(stream.latency * self.rate)
+        return stream
+
+    def gain_at(self, frame: int) -> float:
+        start, g0, g1, n = self._ramp
+        return g0 + (g1 - g0) * min(max((frame - start) / n, 0.0), 1.0)
+
+    def set_gain(self, gain: float) -> None:
+        """Main thread: glide from the gain playing now to `gain`."""
+        now = self.frames_played
+        self._ramp = (now, self.gain_at(now), float(gain), max(1, int(RAMP_S * self.rate)))
+
+    def callback(self, outdata, frames, time_info, status) -> None:
+        super().callback(outdata, frames, time_info, status)
+        start, g0, g1, n = self._ramp
+        first = self.frames_played - frames  # this block's first frame (the parent has counted the block)
+        if first >= start + n or frames > MAX_BLOCK:
+            if g1 != 1.0:
+                np.multiply(outdata, g1, out=outdata)
+            return
+        # g[i] = g0 + (g1 - g0) * clip((first + i - start) / n, 0, 1), built in the scratch array.
+        g = self._scratch[:frames]
+        np.add(self._idx[:frames], first - start, out=g)
+        np.multiply(g, 1.0 / n, out=g)
+        np.clip(g, 0.0, 1.0, out=g)
+        np.multiply(g, g1 - g0, out=g)
+        np.add(g, g0, out=g)
+        np.multiply(outdata, g[:, None], out=outdata)
+
+    def level_gain(self, frame: int) -> float:
+        """Web thread: the gain the callback applied at `frame` (master volume times any fade-out)."""
+        if self.done:
+            return 0.0
+        gain = self.gain_at(frame)
+        curve, start = self._curve, self._fade_start
+        if curve is not None and frame >= start:
+            gain *= float(curve[frame - start]) if frame - start < len(curve) else 0.0
+        return gain
+
+
+class TappedRing(RingBuffer):
+    def __init__(self, capacity: int, channels: int, rate: int, keep_s: float = 4.0):
+        super().__init__(capacity, channels)
+        self.keep = int(keep_s * rate)
+        self._mono = np.zeros(capacity + self.keep, np.float32)
+
+    def _copy(self, pos: int, frames: np.ndarray) -> None:
+        m = len(self._mono)
+        start = pos % m
+        first = min(len(frames), m - start)
+        self._mono[start:start + first] = frames[:first, 0]
+        self._mono[: len(frames) - first] = frames[first:, 0]
+
+    def write(self, frames: np.ndarray) -> int:
+        # Copy before the parent publishes the frames, so the reader never sees a frame before its copy.
+        pos, ahead = self._w, min(len(frames), self.free())
+        self._copy(pos, frames[:ahead])
+        n = super().write(frames)
+        if n > ahead:  # the callback freed more room in between
+            self._copy(pos + ahead, frames[ahead:n])
+        return n
+
+    def recent(self, n: int, delay: int = 0) -> tuple[np.ndarray, int]:
+        """Web thread: a copy of `n` frames (mono) ending `delay` frames before the callback's read position
+        (the device's latency: those are being heard now), and the position after them."""
+        end = max(0, self.frames_read - min(delay, self.keep // 4))
+        n = max(0, min(n, end, self.keep // 2))
+        idx = np.arange(end - n, end) % len(self._mono)
+        return self._mono[idx], end
+
+
+class Analyzer:
+    """Level and spectrum of what the device was just sent, for the meter and the spectrogram."""
+
+    def __init__(self, rate: int, bands: int = 96, fmin: float = 40.0, fmax: float = 8000.0,
+                 floor_db: float = -100.0, top_db: float = -20.0):
+        # The model makes 16 kHz audio, so nothing above 8 kHz is worth drawing.
+        fmax = min(fmax, 0.45 * rate)
+        self.rate = rate
+        self.n_fft = 2 ** round(math.log2(rate * 0.085))  # ~85 ms: 12 Hz bins at 48 kHz
+        self.window = np.hanning(self.n_fft).astype(np.float32)
+        # A full-scale sine reads 0 dB in its band.
+        self.norm = (self.window.sum() / 2) ** 2
+        edges = np.geomspace(fmin, fmax, bands + 1) * self.n_fft / rate
+        self.lo = np.floor(edges[:-1]).astype(int)
+        self.hi = np.maximum(self.lo + 1, np.ceil(edges[1:]).astype(int))
+        self.floor_db, self.top_db = floor_db, top_db
+        self.meter_n = rate // 15
+
+    def frame(self, audio: np.ndarray, gain: float) -> dict:
+        """`audio`: the latest n_fft mono frames (fewer at the start). Returns dBFS levels and 0..255 bands."""
+        x = np.zeros(self.n_fft, np.float32)
+        x[len(x) - len(audio):] = audio[-self.n_fft:] * gain
+        recent = x[-self.meter_n:]
+        rms = float(np.sqrt(np.mean(np.square(recent, dtype=np.float64))))
+        peak = float(np.abs(recent).max())
+        power = np.abs(np.fft.rfft(x * self.window)) ** 2 / self.norm
+        cum = np.concatenate([[0.0], np.cumsum(power)])
+        band = (cum[self.hi] - cum[self.lo]) / (self.hi - self.lo)
+        db = 10 * np.log10(band + 1e-20)
+        scaled = np.clip((db - self.floor_db) / (self.top_db - self.floor_db), 0, 1) * 255
+        to_db = lambda v: round(20 * math.log10(v), 1) if v > 1e-6 else None  # noqa: E731
+        return {"rms_db": to_db(rms), "peak_db": to_db(peak), "bands": scaled.astype(np.uint8).tolist()}

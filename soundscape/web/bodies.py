@@ -1,0 +1,100 @@
+"""Request bodies of the web mixer, checked with the scene files' own types.
+
+A value the page may send is a value a scene file may hold, and a bad one gets the same one-line
+message a scene file would (`weights.birds: expected a number from 0 to 1, got 2`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.requests import Request
+
+from ..live import STOP_FADE_S, one_line
+from ..scene import Scene
+from ..scene.schema import MAX_LAYERS, Layer, Seconds, Weight
+
+MAX_BODY = 64 * 1024
+
+
+# Request bodies: the scene files' own types, so a value the page may send is a value a scene may hold.
+def _field_type(model: type[BaseModel], name: str):
+    field = model.model_fields[name]
+    return Annotated[(field.annotation, *field.metadata)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WeightsBody(_Body):
+    weights: dict[str, Weight]
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not 1 <= len(self.weights) <= MAX_LAYERS:
+            raise ValueError(f"weights: expected 1 to {MAX_LAYERS} layers, each `name: weight`")
+        return self
+
+
+class NewLayerBody(Layer):  # a scene file's layer (prompt, weight) and its name
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class PromptBody(_Body):
+    prompt: _field_type(Layer, "prompt")
+
+
+class VolumeBody(_Body):
+    volume: Weight
+
+
+class TimerBody(_Body):
+    action: Literal["set", "extend", "cancel"]
+    seconds: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _needs_seconds(self):
+        if self.action != "cancel" and not self.seconds:
+            raise ValueError(f"seconds: expected a duration above 0 for {self.action!r}, like 1200 or 20m")
+        return self
+
+
+class StopBody(_Body):
+    fade_seconds: Seconds = STOP_FADE_S
+
+    @model_validator(mode="after")
+    def _short(self):
+        if self.fade_seconds > 60:
+            raise ValueError(f"fade_seconds: expected at most 60 seconds, got {self.fade_seconds:g}")
+        return self
+
+
+class SaveBody(_Body):
+    name: _field_type(Scene, "name")
+
+
+class BadRequest(Exception):
+    """A request the mixer refuses: 400, with this one-line message."""
+
+
+async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequest("expected a JSON body (Content-Type: application/json)")
+    raw = b""
+    async for piece in request.stream():  # read no more than the cap, whatever Content-Length says
+        raw += piece
+        if len(raw) > MAX_BODY:
+            raise BadRequest(f"the request body is larger than {MAX_BODY} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("expected a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(one_line(exc)) from None
