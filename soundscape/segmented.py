@@ -458,7 +458,7 @@ def render_from_args(args, out: Path) -> RenderResult:
     from .scene import load_scene
     from .scene.quality import resolve
     from .stream import chunk_spec
-    from .workers import InProcessExecutor, LocalExecutor, RayExecutor, default_threads, use_model
+    from .workers import InProcessExecutor, LocalExecutor, RayExecutor, use_model, worker_threads
 
     scene = load_scene(args.scene)
     rate, channels = scene.output.sample_rate, scene.output.channels
@@ -483,7 +483,7 @@ def render_from_args(args, out: Path) -> RenderResult:
         if args.resume:
             _check_resume(state_path(out), out, fingerprint(settings, plan, args.duration, rate, channels), args.loop)
         if executor is None and args.workers:
-            executor = LocalExecutor(args.workers, threads=default_threads(args.workers))
+            executor = LocalExecutor(args.workers, threads=worker_threads(device_type))
         elif executor is None:  # --loop alone: this process makes the pieces, one after another
             use_model(settings, load_model(model, device=args.device, dtype=args.dtype, quiet=args.quiet,
                                            compile_mode=args.compile))

@@ -387,9 +387,14 @@ class LocalExecutor:
         self._slots = []
 
 
-def default_threads(workers: int) -> int:
-    """torch threads per local worker: the cores shared out, at least one each."""
-    return max(1, (os.cpu_count() or 1) // workers)
+def worker_threads(device_type: str) -> int | None:
+    """torch threads per worker: one on a CPU, whatever the worker count; torch's default on a GPU.
+
+    Why one: torch's CPU kernels split their sums by thread, so 1 and 2 threads differ in the
+    last bits (measured: up to 1e-6), and the file must not depend on how many workers share the
+    cores. Processes scale as well as threads for this work: use --workers equal to the cores.
+    """
+    return 1 if device_type == "cpu" else None
 
 
 # Ray ---------------------------------------------------------------------------------------------

@@ -87,3 +87,22 @@ def test_bad_command_line_values_exit_2(scene_file, tmp_path, capsys):
         assert code == 2, bad
     assert main(["render", str(scene_file), "-o", str(tmp_path / "x.mp3"), "--duration", "5"]) == 2
     assert "expected a file ending in .wav, .flac, .ogg" in capsys.readouterr().err
+
+
+def test_render_reports_loudness_near_the_target(tiny_model, tmp_path):
+    """The loudness controller holds the scene's target; render measures the file (BS.1770) and says so."""
+    import json
+
+    from soundscape.scene import parse_scene
+    from soundscape.stream import SceneStream
+    from soundscape.render import render
+    from conftest import SCENE
+
+    scene = parse_scene(SCENE.replace("output: {", "output: {volume: 1.0, loudness_lufs: -26, "))
+    result = render(SceneStream(tiny_model, scene), tmp_path / "l.wav", 40.0, timeline=tmp_path / "t.jsonl",
+                    quiet=True)
+    summary = [json.loads(line)["summary"] for line in open(tmp_path / "t.jsonl") if '"summary"' in line]
+    assert len(summary) == 1 and summary[0] == {**summary[0], **result.loudness}
+    assert abs(result.loudness["integrated_lufs"] - (-26)) < 1.0, result.loudness
+    assert result.loudness["true_peak_dbtp"] <= -0.9
+    assert summary[0]["target_lufs"] == -26

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from soundscape.cli import main
 from soundscape.loop import analyse_seams
@@ -97,7 +98,12 @@ def test_segment_zero_is_the_plain_render_and_bridges_are_seamless(reference, mo
     out.write_bytes(want)
     seg, rate = sf.read(out, dtype="float32")
     plain_out = tmp_path / "plain.wav"
-    render(SceneStream(tiny_model, load_scene(module_scene)), plain_out, DURATION, quiet=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers compute (workers.worker_threads)
+    try:
+        render(SceneStream(tiny_model, load_scene(module_scene)), plain_out, DURATION, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
     plain, _ = sf.read(plain_out, dtype="float32")
     plan, _ = make_plan(settings, DURATION, rate, loop=False)
     first_bridge = next(p for p in plan.pieces() if p.bridge)

@@ -1,8 +1,8 @@
 """OpenVINO on a CPU: the same UNet and HiFi-GAN vocoder, converted once, run by OpenVINO's CPU plugin.
 
-Why: on a 2-core Xeon with AMX, OpenVINO ran the bf16 vocoder 2.46x and a guided bf16 UNet call
-3.69x faster than torch's bf16 kernels in the same process (docs/benchmarks.md, "OpenVINO"); the
-two are nine tenths of a chunk there. torch stays the fallback: without the `openvino` package,
+Why: on a 2-core Xeon with AMX, a balanced bf16 chunk ran 1.32x faster than with torch's bf16
+kernels, back to back (vocoder 1.8x, batch-1 UNet step 1.5x, guided step 1.1x; docs/benchmarks.md,
+"OpenVINO"). It costs about 40 s of conversion at start and holds a second copy of both networks. torch stays the fallback: without the `openvino` package,
 on a GPU, or with `--runtime torch`, nothing changes.
 
 Each module is converted with dynamic sizes (batch 1 or 2 for guidance, any chunk length, any
