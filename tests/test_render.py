@@ -29,12 +29,14 @@ def test_render_exact_length_timeline_and_repeatable(scene_file, tiny_model_dir,
     assert np.array_equal(x, y)  # same command, same samples
     assert np.abs(x - z).max() <= 2 ** -22  # FLAC: the same to within one 24-bit step
     assert np.isfinite(x).all() and np.sqrt(np.mean(x[48000:] ** 2)) > 0.01
-    rows = [json.loads(line) for line in timeline.read_text().splitlines()]
+    lines = [json.loads(line) for line in timeline.read_text().splitlines()]
+    rows = [r for r in lines if "chunk" in r]
+    assert list(lines[-1]) == ["summary"] and lines[-1]["summary"]["duration_s"] == 9.0
     assert [r["chunk"] for r in rows] == list(range(len(rows)))
     assert rows[0]["start_s"] == 0 and rows[-1]["end_s"] >= 9
     for prev, cur in zip(rows, rows[1:]):
         assert cur["start_s"] == prev["end_s"]
-    assert set(rows[0]) == {"chunk", "start_s", "end_s", "weights", "seed", "steps", "gen_s"}
+    assert set(rows[0]) == {"chunk", "start_s", "end_s", "weights", "seed", "steps", "gen_s", "quality"}
     assert set(rows[0]["weights"]) == {"birds", "stream"} and rows[0]["gen_s"] > 0
     assert not (tmp_path / "a.wav.state.npz").exists()
 
