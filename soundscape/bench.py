@@ -547,7 +547,7 @@ def _table(r: dict) -> str:
                      f"ours/diffusers = {d['ratio']:.2f}x per second of new audio")
     if r.get("precision_error_db"):
         lines.append("precision error       " + ", ".join(f"{k} {v:.1f} dB" for k, v in r["precision_error_db"].items())
-                     + f" SNR against fp32")
+                     + " SNR against fp32")
     busy = r["load_avg_1m"][0]
     if r["device"] == "cpu" and busy is not None and busy > 0.5 and not r["omp_wait_policy"]:
         lines.append(f"note                  the machine was busy (load average {busy:.1f} on {r['cpu_count']} CPUs "

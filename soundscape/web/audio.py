@@ -3,8 +3,8 @@
 Both are used only with `play --web` and cost the audio threads nothing they could wait on:
   MixerPlayer   the Player with a master gain. The main thread publishes a ramp (one tuple); the
                 PortAudio callback multiplies its block by it in place, with preallocated scratch
-                arrays: no lock, no allocation, and at gain 1 no work at all. It also asks the device
-                for a buffer of at least MIN_LATENCY_S (see `open_stream`).
+                arrays: no lock, no allocation, and at gain 1 no work at all. Its device buffer is
+                the Player's (at least audio/output.MIN_LATENCY_S).
   TappedRing    the ring buffer, plus a mono copy of every frame written, kept by its position in
                 the stream. Writes happen on the main thread (the feeder); the callback is untouched.
                 The web thread reads the frames just before the callback's read position: what the
@@ -19,15 +19,11 @@ import math
 
 import numpy as np
 
-from ..audio.output import NULL_DEVICE, Player, _sd
+from ..audio.output import Player
 from ..audio.ringbuffer import RingBuffer
-from ..errors import AudioDeviceError
 
 RAMP_S = 0.05  # a volume change glides over this long (no zipper noise)
 MAX_BLOCK = 1 << 15  # scratch size; a larger callback block just gets the target gain at once
-# PortAudio's "high" latency for ALSA's default device (PulseAudio, PipeWire) is 35 ms: on a busy
-# 2-core machine the callback misses that (measured: 2 xruns, 10 s of audio took 15.4 s); 0.2 s: none.
-MIN_LATENCY_S = 0.2
 
 
 class MixerPlayer(Player):
@@ -37,21 +33,7 @@ class MixerPlayer(Player):
         self._scratch = np.empty(MAX_BLOCK, np.float32)
         # (first frame, gain before, gain after, ramp length in frames); replaced whole, never mutated.
         self._ramp: tuple[int, float, float, int] = (0, 1.0, 1.0, 1)
-        self.latency_frames = 0  # frames between what the callback is handed and what is heard
 
-    def open_stream(self, config, capture: list | None = None, speed: float = 1.0):
-        if config.device == NULL_DEVICE:
-            return super().open_stream(config, capture=capture, speed=speed)
-        sd = _sd()
-        try:
-            high = sd.query_devices(config.device)["default_high_output_latency"]
-            stream = sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,
-                                     dtype="float32", latency=max(MIN_LATENCY_S, high), callback=self.callback)
-        except sd.PortAudioError as exc:
-            raise AudioDeviceError(f"cannot open audio device {config.name!r}: {exc}; "
-                                   f"choose another with --output-device (see `soundscape devices`)") from None
-        self.latency_frames = int(stream.latency * self.rate)
-        return stream
 
     def gain_at(self, frame: int) -> float:
         start, g0, g1, n = self._ramp
