@@ -47,7 +47,7 @@ def test_play_through_portaudio_equals_render(alsa_file, scene_file, scene, tiny
     expected = np.concatenate([stream.next_segment().audio for _ in range(4)])[: 5 * rate]
     # PortAudio primes the device with a little silence before the first callback: skip it.
     lead = np.argmax(np.abs(played[:, 0]) > 0) - np.argmax(np.abs(expected[:, 0]) > 0)
-    assert 0 <= lead < 0.2 * rate
+    assert 0 <= lead < 0.5 * rate  # up to the device buffer (at least MIN_LATENCY_S) of silence
     played = played[lead:]
     loud = np.nonzero(np.abs(played[:, 0]) > 1e-7)[0]
     assert 5.9 < (loud[-1] + 1) / rate <= 6.0  # ends at 6 s
