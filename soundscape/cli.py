@@ -209,7 +209,8 @@ def cmd_render(args) -> int:
         from .segmented import is_segmented_state
 
         if is_segmented_state(state_path(out)) and not segmented:
-            raise UsageError(f"--resume: {out} was started with --loop, --workers or --ray; resume it with the same flags")
+            raise UsageError(f"--resume: {out} was started with --loop, --workers or --ray; "
+                             f"resume it with the same flags")
     try:
         if segmented:
             from .segmented import render_from_args

@@ -119,7 +119,8 @@ def make_plan(settings: Settings, duration_s: float, out_rate: int, loop: bool,
     spec = settings.spec
     if loop:
         frames = loop_frames_for(duration_s)
-        return plan_loop(spec, frames, settings.seed, segment_chunks), frames * SAMPLES_PER_FRAME * out_rate // MODEL_RATE
+        total = frames * SAMPLES_PER_FRAME * out_rate // MODEL_RATE
+        return plan_loop(spec, frames, settings.seed, segment_chunks), total
     total = int(round(duration_s * out_rate))
     rs = StreamResampler(MODEL_RATE, out_rate)
     # Joined 16 kHz audio the resampler needs to give `total` samples: whole `down` groups, plus its lookahead.
@@ -130,7 +131,8 @@ def make_plan(settings: Settings, duration_s: float, out_rate: int, loop: bool,
 def fingerprint(settings: Settings, plan: Plan, duration_s: float, out_rate: int, channels: int) -> str:
     """What makes the audio what it is; a resume must match it (the worker count does not count)."""
     what = {"v": STATE_VERSION, "scene": settings.scene.model_dump(mode="json"), "seed": settings.seed,
-            "model": settings.model, "spec": repr(settings.spec), "duration": duration_s, "loop": plan.loop_frames,
+            "model": settings.model, "dtype": settings.dtype, "runtime": settings.runtime,
+            "spec": repr(settings.spec), "duration": duration_s, "loop": plan.loop_frames,
             "segments": [(s.start, s.chunks) for s in plan.segments], "rate": out_rate, "channels": channels}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -276,9 +278,7 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
     plan, total = make_plan(settings, duration_s, out_rate, loop, segment_chunks)
     finger = fingerprint(settings, plan, duration_s, out_rate, channels)
     state_file, cache = state_path(out), cache_dir(out)
-    bar = _progress(duration_s, quiet)
-    log = (lambda msg: bar.write(msg, file=sys.stderr)) if bar else (lambda msg: print(msg, file=sys.stderr))
-    driver = Driver(settings, plan, out, executor, max_retries=max_retries, log=log)
+    driver = Driver(settings, plan, out, executor, max_retries=max_retries)
     chain = Chain(settings, out_rate, channels)
     started = time.perf_counter()
     if resume:
@@ -292,28 +292,17 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
         state_file.unlink(missing_ok=True)
         shutil.rmtree(cache, ignore_errors=True)
 
+    bar = _progress(duration_s, quiet)
+    driver.log = (lambda msg: bar.write(msg, file=sys.stderr)) if bar else (lambda msg: print(msg, file=sys.stderr))
     timeline_f = open(timeline, "a" if resume else "w", encoding="utf-8") if timeline else None
-    seconds = {k: 0.0 for k in driver.all_keys()}
-    for p in driver.pieces:
-        seconds[driver.job_of(p)] += (p.emit[1] - p.emit[0]) * FRAME_S
-    scale = duration_s / max(sum(seconds.values()), 1e-9)  # progress in seconds of the file
-    progress = {"generated": 0.0}
-
-    def advance(key):
-        progress["generated"] += seconds[key]
-        if bar:
-            rtf = progress["generated"] / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix_str(f"{executor.size} worker{'s' if executor.size > 1 else ''}, {rtf:.2f}x real time")
-            bar.update(round(seconds[key] * scale, 2))
-
+    progress = _Progress(driver, bar, duration_s, executor.size)
     interrupted = True
     try:
-        if bar:
-            done_s = sum(seconds[k] for k in driver.done) + sum(
-                (p.emit[1] - p.emit[0]) * FRAME_S for p in driver.pieces[:driver.written]
-                if driver.job_of(p) not in driver.done)
-            bar.update(round(min(done_s * scale, duration_s), 2))
-        driver.on_result = advance
+        for p in driver.pieces:  # what an earlier run made already
+            if driver.job_of(p) in driver.done or p.index < driver.written:
+                progress.piece(driver.job_of(p), p.chunk or 0, made_now=False)
+        driver.on_result = progress.job
+        executor.on_progress = progress.piece
         if loop:
             _state(state_file, finger, driver.written, None)
             if not out.exists():
@@ -338,8 +327,38 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
             timeline_f.write(json.dumps({"summary": {"duration_s": round(frames / out_rate, 3),
                                                      "target_lufs": round(target, 2), **loudness}}) + "\n")
         timeline_f.close()
-    return RenderResult(path=out, frames=frames, rate=out_rate, seconds_generated=progress["generated"],
+    return RenderResult(path=out, frames=frames, rate=out_rate, seconds_generated=progress.generated,
                         wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness)
+
+
+class _Progress:
+    """The one progress bar, in seconds of the file: a piece counts once, as its worker reports it."""
+
+    def __init__(self, driver: Driver, bar, duration_s: float, workers: int):
+        self.bar, self.workers = bar, workers
+        self.piece_s: dict = {}  # job -> seconds of audio of each of its pieces
+        for p in driver.pieces:
+            self.piece_s.setdefault(driver.job_of(p), []).append((p.emit[1] - p.emit[0]) * FRAME_S)
+        self.scale = duration_s / max(sum(map(sum, self.piece_s.values())), 1e-9)
+        self.counted: set = set()
+        self.generated = 0.0  # seconds made by this run (the real-time factor)
+        self.started = time.perf_counter()
+
+    def piece(self, key, k: int, made_now: bool = True) -> None:
+        if (key, k) in self.counted:
+            return
+        self.counted.add((key, k))
+        seconds = self.piece_s[key][k]
+        self.generated += seconds if made_now else 0.0
+        if self.bar:
+            rtf = self.generated / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{self.workers} worker{'s' if self.workers > 1 else ''}, "
+                                     f"{rtf:.2f}x real time", refresh=False)
+            self.bar.update(round(seconds * self.scale, 2))
+
+    def job(self, key) -> None:
+        for k in range(len(self.piece_s[key])):
+            self.piece(key, k)
 
 
 def _check_resume(state_file: Path, out: Path, finger: str, loop: bool) -> None:
@@ -350,8 +369,9 @@ def _check_resume(state_file: Path, out: Path, finger: str, loop: bool) -> None:
             raise UsageError(f"--resume: {out} was started as a plain render; resume it without "
                              f"--workers, --ray and --loop")
         if str(f["fingerprint"]) != finger:
-            raise UsageError(f"--resume: {state_file} is from a different render (scene, duration, --loop, --seed, "
-                             f"--steps, --quality or --model changed); render again without --resume")
+            raise UsageError(f"--resume: {state_file} is from a different render (scene, duration, --loop, "
+                             f"--seed, --steps, --quality, --model, --dtype or --runtime changed); render again "
+                             f"without --resume")
 
 
 def _state(path: Path, finger: str, written: int, chain: Chain | None) -> None:
@@ -409,7 +429,8 @@ def _write_stream(driver: Driver, chain: Chain, out: Path, total: int, state_fil
 
         driver.run(write_ready)
         if f.frames < total:
-            raise RuntimeError(f"segmented render: the plan gave {f.frames} of {total} samples (a bug: please report it)")
+            raise RuntimeError(f"segmented render: the plan gave {f.frames} of {total} samples "
+                               f"(a bug: please report it)")
         return f.frames
 
 
@@ -478,7 +499,7 @@ def render_from_args(args, out: Path) -> RenderResult:
         resolved = resolve(scene.generation, args.quality, device_type, args.steps)
         settings = Settings(scene=scene, seed=scene.seed if args.seed is None else args.seed, model=model,
                             spec=chunk_spec(resolved.generation), quality=resolved.preset, device=args.device,
-                            dtype=args.dtype, compile_mode=args.compile, loop_s=loop_s)
+                            dtype=args.dtype, compile_mode=args.compile, runtime=args.runtime, loop_s=loop_s)
         plan, _ = make_plan(settings, args.duration, rate, args.loop)  # a loop too short fails here
         if args.resume:
             _check_resume(state_path(out), out, fingerprint(settings, plan, args.duration, rate, channels), args.loop)
@@ -486,7 +507,7 @@ def render_from_args(args, out: Path) -> RenderResult:
             executor = LocalExecutor(args.workers, threads=worker_threads(device_type))
         elif executor is None:  # --loop alone: this process makes the pieces, one after another
             use_model(settings, load_model(model, device=args.device, dtype=args.dtype, quiet=args.quiet,
-                                           compile_mode=args.compile))
+                                           compile_mode=args.compile, runtime=args.runtime))
             executor = InProcessExecutor()
         return render_segmented(settings, out, args.duration, executor, out_rate=rate, channels=channels,
                                 loop=args.loop, timeline=args.timeline, resume=args.resume, quiet=args.quiet)

@@ -50,8 +50,10 @@ def segment_seed(scene_seed: int, segment: int) -> int:
 def segment_chunks(plain_chunks: int) -> int:
     """K: about the square root of the chunk count, 2 to 16.
 
-    Why the square root: a bridge costs one chunk per segment (overhead 1/K) while the number of
-    segments bounds the parallelism (chunks / K); the square root balances the two.
+    Why the square root: a bridge takes a chunk's place, so segments cost no extra denoising, but
+    each bridge is where two independently generated segments meet (the sound changes there more
+    than at other seams) and each segment's first chunk decodes its whole window; the number of
+    segments bounds the parallelism. The square root balances the two as renders grow.
     """
     return min(MAX_SEGMENT_CHUNKS, max(2, math.ceil(math.sqrt(max(plain_chunks, 1)))))
 
@@ -142,9 +144,9 @@ class Plan:
         return self.pieces()[-1].emit[1] - self.origin
 
 
-def _layout(spec: ChunkSpec, pieces: int, k: int, bridge_tail: int, seed: int) -> tuple[list[Segment], list[Bridge], int]:
-    """Segments of k chunks joined by bridges, `pieces` chunks and bridges in all; returns them and
-    where a bridge after the last segment would start."""
+def _layout(spec: ChunkSpec, pieces: int, k: int, tail: int, seed: int) -> tuple[list, list, int]:
+    """Segments of k chunks joined by bridges (tail O_b), `pieces` chunks and bridges in all;
+    returns the segments, the bridges and where a bridge after the last segment would start."""
     T, h = spec.frames, spec.hop
     segments, bridges, start, left = [], [], 0, pieces
     while True:
@@ -156,8 +158,8 @@ def _layout(spec: ChunkSpec, pieces: int, k: int, bridge_tail: int, seed: int) -
         b_start = start + n * h
         if not left:
             return segments, bridges, b_start
-        bridges.append(Bridge(s, b_start, T, bridge_tail, s + 1))
-        start = b_start + T - bridge_tail
+        bridges.append(Bridge(s, b_start, T, tail, s + 1))
+        start = b_start + T - tail
         left -= 1
 
 

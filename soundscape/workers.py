@@ -54,11 +54,12 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     compile_mode: str | None = None
+    runtime: str = "torch"  # or openvino (model/loading.py)
     threads: int | None = None  # torch intra-op threads in the worker; None: torch's default
     loop_s: float | None = None  # a loop's length: weights ease back to the start over its last chunk
 
     def model_key(self) -> tuple:
-        return (self.model, self.device, self.dtype, self.compile_mode)
+        return (self.model, self.device, self.dtype, self.compile_mode, self.runtime)
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,12 @@ def _model(settings: Settings):
 
     key = settings.model_key()
     if key not in _MODELS:
+        # A worker draws no bars of its own: the driver's one progress bar covers them all.
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
         _MODELS[key] = load_model(settings.model, device=settings.device, dtype=settings.dtype, quiet=True,
-                                  compile_mode=settings.compile_mode)
+                                  compile_mode=settings.compile_mode, runtime=settings.runtime)
     return _MODELS[key]
 
 
@@ -148,11 +153,12 @@ class PieceMaker:
         self.stream = SceneStream(model, settings.scene, steps=settings.spec.denoise.steps, seed=settings.seed,
                                   quality=settings.quality, out_rate=MODEL_RATE, channels=1)
 
-    def run(self, job) -> JobResult:
+    def run(self, job, progress=None) -> JobResult:
+        """Make a job; `progress(k)` is called as its piece k is done."""
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         if isinstance(job, SegmentJob):
-            return self._segment(job)
+            return self._segment(job, progress)
         return self._bridge(job)
 
     def _piece(self, gen: GeneratorState, seed: int, start: int, spec: ChunkSpec, plan_hop: int):
@@ -170,7 +176,7 @@ class PieceMaker:
             row["rejected"] = rejected
         return result, presence, row
 
-    def _segment(self, job: SegmentJob) -> JobResult:
+    def _segment(self, job: SegmentJob, progress=None) -> JobResult:
         seg, spec = job.segment, self.settings.spec
         gen = GeneratorState()
         audio, presence, rows, head = [], [], [], None
@@ -182,6 +188,8 @@ class PieceMaker:
             presence.append(p)
             rows.append(row)
             gen = result.state
+            if progress and k < seg.chunks - 1:
+                progress(k)
         tail = gen.tail_latents.numpy().copy() if job.tail else None
         return JobResult(job.key, audio, presence, rows, head=head, tail=tail)
 
@@ -197,13 +205,13 @@ class PieceMaker:
         return JobResult(job.key, [result.audio.numpy()], [p], [row])
 
 
-def run_job(settings: Settings, job) -> JobResult:
+def run_job(settings: Settings, job, progress=None) -> JobResult:
     """Make one job's pieces in this process (the model and maker are cached per process)."""
     key = repr(settings)  # the scene, seed, spec and model: one maker per distinct render
     if key not in _MAKERS:
         _MAKERS.clear()  # one scene at a time per process; the model itself stays cached
         _MAKERS[key] = PieceMaker(_model(settings), settings)
-    result = _MAKERS[key].run(job)
+    result = _MAKERS[key].run(job, progress)
     result.worker = f"pid {os.getpid()}"
     return result
 
@@ -228,6 +236,7 @@ class InProcessExecutor:
 
     def __init__(self):
         self._queue: list = []
+        self.on_progress = None  # (key, piece k of the job) as each piece is done
 
     @property
     def free(self) -> int:
@@ -244,8 +253,9 @@ class InProcessExecutor:
         if not self._queue:
             return []
         job, settings = self._queue.pop(0)
+        progress = (lambda k: self.on_progress(job.key, k)) if self.on_progress else None
         try:
-            return [(job.key, run_job(settings, job))]
+            return [(job.key, run_job(settings, job, progress))]
         except SoundscapeError as exc:
             return [(job.key, exc)]
 
@@ -256,7 +266,8 @@ class InProcessExecutor:
 # Local processes ----------------------------------------------------------------------------------
 
 def _worker_main(conn) -> None:
-    """A local worker: take (settings, job), send back ("done", result) or ("error", exception)."""
+    """A local worker: take (settings, job); send ("progress", k) as piece k is done, then ("done", result)
+    or ("error", exception)."""
     # Ctrl-C goes to the whole process group: the driver stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import warnings
@@ -271,7 +282,7 @@ def _worker_main(conn) -> None:
             return
         settings, job = msg
         try:
-            reply = ("done", run_job(settings, job))
+            reply = ("done", run_job(settings, job, lambda k: conn.send(("progress", k))))
         except BaseException as exc:  # reported to the driver, which decides whether to retry
             reply = ("error", _portable(exc))
         try:
@@ -302,6 +313,7 @@ class LocalExecutor:
         self._ctx = mp.get_context("spawn")
         self.threads = threads
         self.on_start = on_start
+        self.on_progress = None  # (key, piece k of the job) as each piece is done
         self._slots = [self._spawn(i) for i in range(n)]
 
     @property
@@ -353,10 +365,17 @@ class LocalExecutor:
                 continue
             key, msg = s.job, None
             try:
-                if s.conn.poll():
+                while s.conn.poll():
                     msg = s.conn.recv()
+                    if msg[0] != "progress":
+                        break
+                    if self.on_progress:
+                        self.on_progress(key, msg[1])
+                    msg = ("progress",)
             except (EOFError, OSError):
                 msg = None
+            if msg == ("progress",):
+                continue  # still working on it
             if msg is None:
                 # Died mid-job (killed, out of memory, a crash in native code): start a new process.
                 s.process.join(timeout=5)
@@ -444,6 +463,7 @@ class RayExecutor:
         self.size = max_in_flight or slots
         self._remote = ray.remote(_ray_job)
         self._refs: dict = {}  # ObjectRef -> job key
+        self.on_progress = None  # unused: a Ray task reports when it is done, not per piece
 
     @property
     def free(self) -> int:

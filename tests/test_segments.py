@@ -179,7 +179,8 @@ def test_a_stopped_segmented_render_resumes_at_segment_granularity(module_scene,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--workers 2 --resume" in err
-    assert "rendering:" in err and "2 workers" in err  # one progress bar, for all the workers
+    # One progress bar, for all the workers: they draw none of their own (not even the model loading's).
+    assert "rendering:" in err and "2 workers" in err and "Loading pipeline components" not in err
     assert 0 < sf.info(str(out)).frames < 20 * 48000
     kept = {p.name for p in cache.glob("*-[0-9][0-9][0-9][0-9][0-9].npz")}
     assert kept
