@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from soundscape.errors import ChunkRejected
 from soundscape.stream import SceneStream
