@@ -487,9 +487,19 @@ def test_server_coalesces_a_burst_of_weight_changes(players):
     with ThreadPoolExecutor(len(values)) as pool:
         replies = list(pool.map(lambda v: ask(a, "POST", "/api/weights", {"weights": {"stream": v}}), values))
     assert all(status == 200 for status, _, _ in replies)
+    # Wait until the burst has landed, then count: 24 requests became a handful of changes.
+    wait_for(lambda: [r for r in rows(a.timeline) if r.get("event") == "tweak"][n:])
+    time.sleep(1.0)
     tweaks = [r for r in rows(a.timeline) if r.get("event") == "tweak"][n:]
     assert 1 <= len(tweaks) <= 4, tweaks
     assert a.status()["set_weights"]["stream"] in values
+    # Control: the same requests spaced beyond the coalescing window are one change each, so the
+    # count above measures the coalescing and not a timeline that logs bursts once anyway.
+    n = len([r for r in rows(a.timeline) if r.get("event") == "tweak"])
+    for v in (0.3, 0.35, 0.4):
+        assert ask(a, "POST", "/api/weights", {"weights": {"stream": v}})[0] == 200
+        time.sleep(0.8)
+    wait_for(lambda: len([r for r in rows(a.timeline) if r.get("event") == "tweak"]) >= n + 3, 10)
 
 
 # --- Save, download, stop ----------------------------------------------------------------------------
