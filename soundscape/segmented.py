@@ -43,7 +43,8 @@ from .audio.resample import ResamplerState, StreamResampler
 from .errors import SoundscapeError, UsageError
 from .render import RenderResult, _measure_file, _progress, _signals_deferred, state_path
 from .segments import FRAME_S, SAMPLES_PER_FRAME, Piece, Plan, loop_frames_for, plan_loop, plan_render
-from .stream import MODEL_RATE, fade_and_volume, joiner_for, loudness_for
+from .stream import (MODEL_RATE, fade_and_volume, joiner_for, loudness_for, output_state_arrays, output_state_from,
+                     to_channels)
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
 STATE_VERSION = 1
@@ -87,28 +88,13 @@ class Chain:
         out, self.resample = self.resampler.push(new16k, self.resample)
         out = fade_and_volume(out, self.samples_out, self.settings.scene, self.out_rate)
         self.samples_out += len(out)
-        return _channels(out, self.channels)
+        return to_channels(out, self.channels)
 
     def to_arrays(self) -> dict:
-        arrays = {"samples_out": np.array(self.samples_out), "pending": self.resample.pending}
-        if self.join.tail is not None:
-            arrays["join_tail"] = self.join.tail
-        if self.resample.history is not None:
-            arrays["history"] = self.resample.history
-        if self.loud is not None:
-            arrays.update(self.loud.to_arrays(prefix="loud_"))
-        return arrays
+        return output_state_arrays(self.samples_out, self.join, self.resample, self.loud)
 
     def load(self, f) -> None:
-        self.samples_out = int(f["samples_out"])
-        self.join = JoinState(tail=f["join_tail"] if "join_tail" in f else None)
-        self.resample = ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"])
-        self.loud = LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None
-
-
-def _channels(out: np.ndarray, channels: int) -> np.ndarray:
-    out = np.asarray(out, np.float32)
-    return np.ascontiguousarray(np.repeat(out[:, None], channels, axis=1) if channels > 1 else out[:, None])
+        self.samples_out, self.join, self.resample, self.loud = output_state_from(f)
 
 
 # Planning ---------------------------------------------------------------------------------------
@@ -463,7 +449,7 @@ def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f)
     audio = loops.resample_cycle(cycle, chain.resampler) * np.float32(driver.settings.scene.output.volume)
     with _signals_deferred(), GrowingAudioFile(out, chain.out_rate, chain.channels) as f:
         for i in range(0, total, 1 << 20):
-            f.write(_channels(audio[i:i + (1 << 20)], chain.channels))
+            f.write(to_channels(audio[i:i + (1 << 20)], chain.channels))
         frames = f.frames
     if timeline_f:
         for row in rows:

@@ -57,6 +57,32 @@ def presence_of(by_prompt: dict[str, float]) -> float:
     return min(1.0, sum(by_prompt.values()) / 0.05)
 
 
+def to_channels(out: np.ndarray, channels: int) -> np.ndarray:
+    """Mono output -> (n, channels) float32 (the model is mono; stereo is the same signal twice)."""
+    out = np.asarray(out, np.float32)
+    return np.ascontiguousarray(np.repeat(out[:, None], channels, axis=1) if channels > 1 else out[:, None])
+
+
+def output_state_arrays(samples_out: int, join: JoinState, resample: ResamplerState,
+                        loud: LoudnessState | None) -> dict:
+    """The joiner, loudness and resampler state after the model, as plain arrays (npz, no pickle)."""
+    arrays = {"samples_out": np.array(samples_out), "pending": resample.pending}
+    if join.tail is not None:
+        arrays["join_tail"] = join.tail
+    if resample.history is not None:
+        arrays["history"] = resample.history
+    if loud is not None:
+        arrays.update(loud.to_arrays(prefix="loud_"))
+    return arrays
+
+
+def output_state_from(f) -> tuple[int, JoinState, ResamplerState, LoudnessState | None]:
+    """The inverse of output_state_arrays, from an open npz."""
+    return (int(f["samples_out"]), JoinState(tail=f["join_tail"] if "join_tail" in f else None),
+            ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"]),
+            LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None)
+
+
 def fade_and_volume(out: np.ndarray, offset: int, scene: Scene, rate: int) -> np.ndarray:
     """The scene's volume, and its fade-in over the first fade_in_seconds (`offset`: samples already out)."""
     gain = np.full(len(out), scene.output.volume, np.float32)
@@ -222,9 +248,8 @@ class SceneStream:
         out = self._fade_and_volume(out, st.samples_out)
         self.state = StreamState(gen=result.state, join=join, resample=rs, loud=loud,
                                  samples_out=st.samples_out + len(out))
-        stereo = np.repeat(out[:, None], self.channels, axis=1) if self.channels > 1 else out[:, None]
         start_s, end_s = self.output_span(index)
-        return Segment(audio=np.ascontiguousarray(stereo), chunk=index, start_s=start_s, end_s=end_s,
+        return Segment(audio=to_channels(out, self.channels), chunk=index, start_s=start_s, end_s=end_s,
                        weights=weights, seed=result.seed, gen_s=time.perf_counter() - t0,
                        steps=spec.denoise.steps, denoise_s=result.denoise_s,
                        quality=verdict.scores if verdict else None, rejected=rejected)
@@ -274,19 +299,10 @@ class SceneStream:
     def save_state(self, path: str | Path) -> None:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
         st = self.state
-        arrays = {
-            "chunk_index": np.array(st.gen.chunk_index), "samples_out": np.array(st.samples_out),
-            "out_rate": np.array(self.out_rate), "seed": np.array(self.seed),
-            "pending": st.resample.pending,
-        }
+        arrays = {"chunk_index": np.array(st.gen.chunk_index), "out_rate": np.array(self.out_rate),
+                  "seed": np.array(self.seed), **output_state_arrays(st.samples_out, st.join, st.resample, st.loud)}
         if st.gen.tail_latents is not None:
             arrays["tail_latents"] = st.gen.tail_latents.numpy()
-        if st.join.tail is not None:
-            arrays["join_tail"] = st.join.tail
-        if st.resample.history is not None:
-            arrays["history"] = st.resample.history
-        if st.loud is not None:
-            arrays.update(st.loud.to_arrays(prefix="loud_"))
         tmp = Path(str(path) + ".tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(path)  # atomic: a crash never leaves half a state file
@@ -298,10 +314,6 @@ class SceneStream:
                                  f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
-            self.state = StreamState(
-                gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
-                join=JoinState(tail=f["join_tail"] if "join_tail" in f else None),
-                resample=ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"]),
-                samples_out=int(f["samples_out"]),
-                loud=LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None,
-            )
+            samples_out, join, resample, loud = output_state_from(f)
+            self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
+                                     join=join, resample=resample, samples_out=samples_out, loud=loud)
