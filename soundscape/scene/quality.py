@@ -28,7 +28,7 @@ class Preset:
 PRESETS = {
     "best": Preset(steps=25, min_steps=15, max_steps=25, guidance_interval=(0.0, 1.0), chunk_seconds=10.24),
     # Why the first half: guidance shapes what the sound is while the noise is high; late steps refine
-    # texture, where batch-1 steps save 30 % of a guided step's cost on a CPU (docs/benchmarks.md).
+    # texture, where batch-1 steps save about a third of a guided step's cost on a CPU (docs/benchmarks.md).
     "balanced": Preset(steps=10, min_steps=10, max_steps=16, guidance_interval=(0.0, 0.5), chunk_seconds=10.24),
     "eco": Preset(steps=6, min_steps=4, max_steps=8, guidance_interval=(0.0, 0.34), chunk_seconds=10.24),
 }
