@@ -1,0 +1,1 @@
+"""soundscape serve: many listeners over HTTP from one model."""
