@@ -137,3 +137,19 @@ def with_negative(positive: PromptEmbedding, negative: PromptEmbedding) -> Condi
         mask=torch.cat([_pad(negative.mask, length), _pad(positive.mask, length)]),
         gpt=torch.cat([negative.gpt, positive.gpt]),
     )
+
+
+def stack_conditioning(conds: list[Conditioning]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B streams' conditionings as one UNet batch: (gpt, t5, mask), rows [negatives..., positives...].
+
+    T5 sequences are zero-padded to the longest, their masks with 0, so a padded position is
+    never attended to: each stream sees what it would alone. One stream stacks to itself.
+    """
+    if len(conds) == 1:
+        c = conds[0]
+        return c.gpt, c.t5, c.mask
+    length = max(c.t5.shape[1] for c in conds)
+    rows = [(c, k) for k in (0, 1) for c in conds]
+    return (torch.cat([c.gpt[k:k + 1] for c, k in rows]),
+            torch.cat([_pad(c.t5[k:k + 1], length) for c, k in rows]),
+            torch.cat([_pad(c.mask[k:k + 1], length) for c, k in rows]))

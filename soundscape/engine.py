@@ -5,8 +5,9 @@ Threads and what each owns:
                   generator is late, into the ring buffer), the status line, the timers
                   (--duration, --sleep), signals (Ctrl-C / SIGTERM arrive here as
                   KeyboardInterrupt) and the control socket. It may start the fade-out.
-  generator       owns the SceneStream (model, conditioning, generator state). Produces one
-                  Segment at a time into a queue of one; blocks when the queue is full
+  generator       the GenerationLoop (generation_loop.py, shared with serve) with one StreamSlot:
+                  owns the SceneStream (model, conditioning, generator state). Produces one
+                  Segment at a time into a queue of one; holds the next while the queue is full
                   (backpressure), so it runs at most one chunk ahead of what the buffer holds.
                   Writes the timeline. A failing chunk is logged and retried with backoff.
   PortAudio       the callback (audio/output.Player) only reads the ring buffer.
@@ -20,155 +21,19 @@ chunk in progress never delays exit).
 
 from __future__ import annotations
 
-import json
 import queue
-from collections import deque
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-
-import torch
+from dataclasses import dataclass
 
 from .audio.feeder import Feeder
 from .audio.output import OutputConfig, Player, resolve_output
 from .audio.ringbuffer import RingBuffer
 from .errors import EXIT_INTERRUPTED, AudioDeviceError
-from .generator.adaptive import StepController
-from .generator.denoise import Cancelled
+from .generation_loop import MARGIN_S, XFADE_S, GenerationLoop, StreamSlot
 from .units import format_duration
 
-XFADE_S = 0.25  # every cover-up seam
-MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
 SIGNAL_FADE_S = 0.5
-JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
-
-
-@dataclass
-class GenStats:
-    chunks: int = 0
-    hop_s: float = 0.0
-    errors: int = 0
-    steps: int = 0  # the last chunk's denoising steps
-    last_done: float = 0.0  # monotonic time the last chunk was finished
-    last_error: str = ""
-    rtf_history: deque = field(default_factory=lambda: deque(maxlen=16))
-
-    @property
-    def rtf(self) -> float:
-        recent = list(self.rtf_history)[-4:]
-        return sum(recent) / len(recent) if recent else 0.0
-
-
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-def _empty_cache() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-class GeneratorThread(threading.Thread):
-    def __init__(self, stream, out: queue.Queue, timeline: str | None, max_backoff: float = 30.0):
-        super().__init__(name="soundscape-generator", daemon=True)
-        self.stream = stream
-        self.out = out
-        self.stop = threading.Event()
-        self.stats = GenStats(hop_s=stream.hop_s)
-        self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
-        self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress
-        self.epoch = 0  # how many batches of live changes have been applied
-        self._log_lock = threading.Lock()
-        self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
-        self.max_backoff = max_backoff
-        self.ahead = lambda: float("inf")  # seconds of audio buffered ahead; the engine sets it
-        self.stepper: StepController | None = None
-
-    def _choose_steps(self) -> None:
-        """Adaptive steps (play only): within the preset's range, so the buffer stays above its target."""
-        r = self.stream.resolved
-        if self.stepper is None or (self.stepper.lo, self.stepper.hi) != (r.min_steps, r.max_steps):
-            # Safety: the cover-up margin and the held crossfade must still be buffered when the chunk lands.
-            self.stepper = StepController(r.min_steps, r.max_steps, self.stream.hop_s,
-                                          safety_s=MARGIN_S + XFADE_S + JITTER_S)
-        self.stream.next_steps = self.stepper.choose(self.ahead())
-
-    def log(self, row: dict) -> None:
-        """Timeline rows come from this thread (chunks) and the main thread (tweaks)."""
-        if self._timeline:
-            with self._log_lock:
-                self._timeline.write(json.dumps(row) + "\n")
-                self._timeline.flush()
-
-    def request(self, change) -> None:
-        """Main thread: apply `change(stream)` before the next chunk, abandoning the one in progress."""
-        self.changes.put(change)
-        self.interrupt.set()
-
-    def _apply_changes(self) -> None:
-        applied = False
-        while True:
-            try:
-                change = self.changes.get_nowait()
-            except queue.Empty:
-                break
-            change(self.stream)
-            applied = True
-        if applied:
-            self.epoch += 1
-
-    def _fail(self, exc: BaseException, backoff: float) -> None:
-        self.stats.errors += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        print(f"\nsoundscape: chunk failed ({self.stats.last_error}); retrying in {backoff:.1f} s "
-              f"while earlier material plays", file=sys.stderr)
-        self.log({"event": "error", "error": self.stats.last_error, "retry_in_s": backoff})
-        self.stop.wait(backoff)
-
-    def _should_stop(self) -> bool:
-        return self.stop.is_set() or self.interrupt.is_set()
-
-    def run(self) -> None:
-        backoff = 0.5
-        while not self.stop.is_set():
-            self.interrupt.clear()
-            self._apply_changes()
-            self._choose_steps()
-            try:
-                seg = self.stream.next_segment(should_stop=self._should_stop)
-                seg.epoch = self.epoch
-            except Cancelled:
-                continue
-            except _OOM as exc:
-                smaller = self.stream.reduce_memory()
-                if smaller is None:
-                    self._fail(exc, backoff)
-                    backoff = min(backoff * 2, self.max_backoff)
-                    continue
-                _empty_cache()
-                self.stats.errors += 1
-                print(f"\nsoundscape: out of memory; continuing with {smaller}", file=sys.stderr)
-                continue
-            except Exception as exc:  # a failing chunk must not stop the sound: retry it
-                self._fail(exc, backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-                continue
-            backoff = 0.5
-            self.stats.chunks += 1
-            self.stats.last_done = time.monotonic()
-            self.stats.steps = seg.steps
-            self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
-            self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
-            self.log(seg.timeline_row())
-            while not self.stop.is_set():
-                try:
-                    self.out.put(seg, timeout=0.1)
-                    break
-                except queue.Full:
-                    if self.interrupt.is_set():  # a change came in: this segment is stale
-                        break
-        if self._timeline:
-            self._timeline.close()
 
 
 class StatusLine:
@@ -199,7 +64,7 @@ class StatusLine:
             sys.stderr.flush()
 
 
-def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: GeneratorThread, rate: int) -> str:
+def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSlot, rate: int) -> str:
     ahead = (ring.level() + feeder.buffered_fresh()) / rate
     weights = feeder.segments[-1].weights if feeder.segments else {}
     w = " ".join(f"{k}={v:.2f}" for k, v in weights.items())
@@ -262,7 +127,8 @@ class Engine:
         else:
             self.ring = RingBuffer(capacity, config.channels)
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
-        self.gen = GeneratorThread(stream, self.fresh, timeline)
+        self.gen = StreamSlot(stream, self.fresh, timeline)
+        self.loop = GenerationLoop([self.gen])  # the same loop serve runs, with a batch of one
         self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
                              skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
         self.player = MixerPlayer(self.ring, rate) if mixer else Player(self.ring, rate)
@@ -286,7 +152,7 @@ class Engine:
             self.feeder.pump()
             for tick in self.on_tick:
                 tick()
-            if not self.gen.is_alive():
+            if not self.loop.is_alive():
                 raise RuntimeError("the generator thread stopped during buffering")
             self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
                              f"({time.monotonic() - started:.0f} s)", every=0.25)
@@ -320,7 +186,7 @@ class Engine:
         fade_len = min(fade_len, stop_at) if stop_at != float("inf") else fade_len
         interrupted = False
         run_started = time.monotonic()
-        self.gen.start()
+        self.loop.start()
         try:
             self._prefill()
             self.started_playing_after = time.monotonic() - run_started
@@ -343,9 +209,9 @@ class Engine:
             interrupted = True
             self._fade_and_close_after_signal()
         finally:
-            self.gen.stop.set()
+            self.loop.stop.set()
             # The generator stops at its next denoising step; after a signal, don't wait for it.
-            self.gen.join(timeout=0.0 if interrupted else 0.5)
+            self.loop.join(timeout=0.0 if interrupted else 0.5)
             self.status.end()
         return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
                           self.gen.stats.chunks, interrupted)

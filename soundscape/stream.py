@@ -22,7 +22,7 @@ from .audio.resample import ResamplerState, StreamResampler
 from . import watchdog
 from .errors import ChunkRejected, UsageError
 from .conditioning import Conditioning, PromptEncoder, blend, with_negative
-from .generator.chunks import ChunkSpec, GeneratorState, generate_chunk
+from .generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks
 from .generator.denoise import DenoiseSpec
 from .model.loading import LoadedModel
 from .scene import Scene
@@ -229,56 +229,60 @@ class SceneStream:
 
     # Generation ------------------------------------------------------------
     def next_segment(self, should_stop=None) -> Segment:
-        st = self.state
-        index = st.gen.chunk_index
-        t0 = time.perf_counter()
+        """The next segment of this stream: a batch of one through `next_segments`."""
+        out = next_segments([self], should_stop)[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def _prepare(self) -> _Prepared:
+        """What the next chunk is made from: the scene's weights at its time, its conditioning and settings."""
+        index = self.state.gen.chunk_index
         t = self.control_time(index)
-        weights = controller.weights_at(self.scene, t, self.overrides)
         by_prompt = controller.prompt_weights(self.scene, t, self.overrides, self.change)
-        cond = self.conditioning(by_prompt)
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
-        presence = presence_of(by_prompt)
-        result, verdict, rejected = self._checked_chunk(cond, spec, presence, by_prompt, should_stop)
+        qc = self.scene.quality_check
+        if qc.enabled and qc.clap and self._clap is None:
+            self._clap = watchdog.ClapScorer(self.model)
+        return _Prepared(stream=self, index=index, started=time.perf_counter(),
+                         weights=controller.weights_at(self.scene, t, self.overrides), by_prompt=by_prompt,
+                         cond=self.conditioning(by_prompt), spec=spec, presence=presence_of(by_prompt),
+                         attempt=self._first_attempt(index), tries=qc.max_tries if qc.enabled else 1)
+
+    def _first_attempt(self, index: int) -> int:
+        """The seed attempt a chunk starts from: past those the watchdog turned down before (tests override)."""
+        return self._attempts.get(index, 0)
+
+    def _received(self, result: ChunkResult, attempt: int) -> ChunkResult:
+        """Each chunk as the generator made it (tests override this to break some)."""
+        return result
+
+    def _check(self, p: _Prepared, result: ChunkResult):
+        """The watchdog's verdict on one try, or None when the scene turns the check off."""
+        qc = self.scene.quality_check
+        if not qc.enabled:
+            return None
+        score = (lambda audio: self._clap.score(audio, p.by_prompt)) if qc.clap else None
+        return watchdog.check(result.audio.numpy(), p.presence, qc, score)
+
+    def _finish(self, p: _Prepared, result: ChunkResult, verdict) -> Segment:
+        """Join the chunk to the stream (crossfade, loudness, resampling, fade-in) and advance the state."""
+        st = self.state
+        self._attempts.pop(p.index, None)
         new16k, join = self.joiner.join(result.audio.numpy(), st.join)
         # The loudness controller carries its gain across seams, so no gain ever steps at one.
-        new16k, loud = self.loudness.process(new16k, st.loud, presence)
+        new16k, loud = self.loudness.process(new16k, st.loud, p.presence)
         out, rs = self.resampler.push(new16k, st.resample)
         out = self._fade_and_volume(out, st.samples_out)
         self.state = StreamState(gen=result.state, join=join, resample=rs, loud=loud,
                                  samples_out=st.samples_out + len(out))
-        start_s, end_s = self.output_span(index)
-        return Segment(audio=to_channels(out, self.channels), chunk=index, start_s=start_s, end_s=end_s,
-                       weights=weights, seed=result.seed, gen_s=time.perf_counter() - t0,
-                       steps=spec.denoise.steps, denoise_s=result.denoise_s,
-                       quality=verdict.scores if verdict else None, rejected=rejected)
-
-    def _generate(self, cond, spec, attempt: int, should_stop):
-        """One try at the next chunk (tests override it to make bad chunks)."""
-        return generate_chunk(self.model, cond, self.state.gen, spec, self.seed, should_stop, attempt)
-
-    def _checked_chunk(self, cond, spec, presence, by_prompt, should_stop):
-        """Generate the next chunk until the watchdog passes it, trying the chunk's next seeds."""
-        qc = self.scene.quality_check
-        index = self.state.gen.chunk_index
-        if not qc.enabled:
-            return self._generate(cond, spec, 0, should_stop), None, None
-        if qc.clap and self._clap is None:
-            self._clap = watchdog.ClapScorer(self.model)
-        score = (lambda audio: self._clap.score(audio, by_prompt)) if qc.clap else None
-        first = self._attempts.get(index, 0)
-        rejected = []
-        for attempt in range(first, first + qc.max_tries):
-            result = self._generate(cond, spec, attempt, should_stop)
-            verdict = watchdog.check(result.audio.numpy(), presence, qc, score)
-            if verdict.ok:
-                self._attempts.pop(index, None)
-                return result, verdict, rejected
-            rejected.append({"seed": result.seed, "failed": verdict.failed, "scores": verdict.scores})
-        self._attempts[index] = first + qc.max_tries
-        raise ChunkRejected(f"chunk {index} failed the quality check {qc.max_tries} times "
-                            f"({', '.join(rejected[-1]['failed'])}); quality_check in the scene sets the limits")
+        start_s, end_s = self.output_span(p.index)
+        return Segment(audio=to_channels(out, self.channels), chunk=p.index, start_s=start_s, end_s=end_s,
+                       weights=p.weights, seed=result.seed, gen_s=time.perf_counter() - p.started,
+                       steps=p.spec.denoise.steps, denoise_s=result.denoise_s,
+                       quality=verdict.scores if verdict else None, rejected=p.rejected or None)
 
     def checked_chunk(self, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
         """One chunk from an explicit generator state and seed, passed by the watchdog.
@@ -288,9 +292,20 @@ class SceneStream:
         """
         self.seed = seed
         self.state = replace(self.state, gen=gen)
-        presence = presence_of(by_prompt)
-        result, verdict, rejected = self._checked_chunk(self.conditioning(by_prompt), spec, presence, by_prompt, None)
-        return result, verdict, rejected, presence
+        index = gen.chunk_index
+        qc = self.scene.quality_check
+        if qc.enabled and qc.clap and self._clap is None:
+            self._clap = watchdog.ClapScorer(self.model)
+        p = _Prepared(stream=self, index=index, started=time.perf_counter(), weights={}, by_prompt=by_prompt,
+                      cond=self.conditioning(by_prompt), spec=spec, presence=presence_of(by_prompt),
+                      attempt=self._first_attempt(index), tries=qc.max_tries if qc.enabled else 1)
+        while True:
+            result = generate_chunks(self.model, [p.job()], spec)[0]
+            out = _judge(p, result)
+            if out is not None:
+                if isinstance(out, BaseException):
+                    raise out
+                return result, out[1], p.rejected, p.presence
 
     def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
         return fade_and_volume(out, offset, self.scene, self.out_rate)
@@ -317,3 +332,74 @@ class SceneStream:
             samples_out, join, resample, loud = output_state_from(f)
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
                                      join=join, resample=resample, samples_out=samples_out, loud=loud)
+
+
+@dataclass
+class _Prepared:
+    """One stream's chunk while its batch is made: inputs, the seed attempt, the watchdog's rejections."""
+
+    stream: SceneStream
+    index: int
+    started: float
+    weights: dict[str, float]
+    by_prompt: dict[str, float]
+    cond: Conditioning
+    spec: ChunkSpec
+    presence: float
+    attempt: int
+    tries: int  # attempts left
+    rejected: list = field(default_factory=list)
+
+    def job(self) -> ChunkJob:
+        return ChunkJob(self.cond, self.stream.state.gen, self.stream.seed, self.attempt)
+
+
+def _judge(p: _Prepared, result: ChunkResult):
+    """One try through the watchdog: (result, verdict) when it passes, None to try the next seed,
+    or ChunkRejected when the stream has used its tries."""
+    stream = p.stream
+    result = stream._received(result, p.attempt)
+    verdict = stream._check(p, result)
+    if verdict is None or verdict.ok:
+        return result, verdict
+    p.rejected.append({"seed": result.seed, "failed": verdict.failed, "scores": verdict.scores})
+    p.attempt += 1
+    p.tries -= 1
+    if p.tries > 0:
+        return None
+    stream._attempts[p.index] = p.attempt
+    qc = stream.scene.quality_check
+    return ChunkRejected(f"chunk {p.index} failed the quality check {qc.max_tries} times "
+                         f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits")
+
+
+def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment | BaseException]:
+    """The next segment of every stream, their chunks generated together (one UNet call per step).
+
+    Streams with the same chunk settings share a batch. A chunk the watchdog turns down is made
+    again with its next seed, in a batch of the streams still waiting. One stream's rejection is
+    returned in its place (a ChunkRejected); an error of the batch itself (out of memory, Cancelled)
+    is raised for all.
+    """
+    if not streams:
+        return []
+    model = streams[0].model
+    prepared = [s._prepare() for s in streams]
+    done: dict[int, Segment | BaseException] = {}
+    waiting = list(range(len(streams)))
+    while waiting:
+        groups: dict[ChunkSpec, list[int]] = {}
+        for i in waiting:
+            groups.setdefault(prepared[i].spec, []).append(i)
+        waiting = []
+        for spec, members in groups.items():
+            results = generate_chunks(model, [prepared[i].job() for i in members], spec, should_stop)
+            for i, result in zip(members, results):
+                out = _judge(prepared[i], result)
+                if out is None:
+                    waiting.append(i)
+                elif isinstance(out, BaseException):
+                    done[i] = out
+                else:
+                    done[i] = streams[i]._finish(prepared[i], *out)
+    return [done[i] for i in range(len(streams))]

@@ -23,11 +23,11 @@ class FlakyStream(SceneStream):
     error: type = RuntimeError
     calls = 0
 
-    def next_segment(self, should_stop=None):
+    def _prepare(self):
         self.calls += 1
         if self.calls % self.every == 0:
             raise self.error("injected failure")
-        return super().next_segment(should_stop)
+        return super()._prepare()
 
 
 def run_engine(stream, seconds, speed=2.0):

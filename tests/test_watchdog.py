@@ -21,8 +21,7 @@ class BadStream(SceneStream):
     bad = {1: "silent", 2: "clipped", 3: "nan"}
     always_bad = False
 
-    def _generate(self, cond, spec, attempt, should_stop):
-        result = super()._generate(cond, spec, attempt, should_stop)
+    def _received(self, result, attempt):
         kind = self.bad.get(self.state.gen.chunk_index)
         if kind and (attempt == 0 or self.always_bad):
             a = result.audio.clone()
@@ -39,9 +38,8 @@ class BadStream(SceneStream):
 class SkipStream(SceneStream):
     """What the output must be: the bad chunks' second seeds from the start."""
 
-    def _generate(self, cond, spec, attempt, should_stop):
-        first = 1 if self.state.gen.chunk_index in BadStream.bad else 0
-        return super()._generate(cond, spec, max(attempt, first), should_stop)
+    def _first_attempt(self, index):
+        return max(super()._first_attempt(index), 1 if index in BadStream.bad else 0)
 
 
 def _render(stream_cls, model, scene, path, timeline=None):

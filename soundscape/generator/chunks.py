@@ -18,7 +18,7 @@ import torch
 
 from ..conditioning import Conditioning
 from ..model.loading import LoadedModel
-from .denoise import DenoiseSpec, decode, denoise
+from .denoise import DenoiseSpec, decode_batch, denoise_batch
 
 
 # Decode only what is heard. The VAE and vocoder were measured (docs/benchmarks.md, "Decode window")
@@ -94,6 +94,20 @@ def chunk_seed(scene_seed: int, index: int, attempt: int = 0) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
+@dataclass(frozen=True)
+class ChunkJob:
+    """One stream's next chunk in a batch: what to continue, and with which seed."""
+
+    cond: Conditioning
+    state: GeneratorState
+    scene_seed: int
+    attempt: int = 0
+
+    @property
+    def seed(self) -> int:
+        return chunk_seed(self.scene_seed, self.state.chunk_index, self.attempt)
+
+
 def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
                    scene_seed: int, should_stop=None, attempt: int = 0) -> ChunkResult:
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present.
@@ -101,16 +115,33 @@ def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState
     With `state.known_tail` too it is a bridge: inpainted from both sides, and decoded from
     `decode_start` to `decode_end(O')`, with margins on both sides (see segments.py).
     """
-    seed = chunk_seed(scene_seed, state.chunk_index, attempt)
+    return generate_chunks(model, [ChunkJob(cond, state, scene_seed, attempt)], spec, should_stop)[0]
+
+
+def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, should_stop=None) -> list[ChunkResult]:
+    """The next chunk of every job's stream, denoised as one batch and decoded in batches.
+
+    Streams whose decode windows match (all later chunks do) share one VAE and one vocoder call.
+    """
     t0 = time.perf_counter()
-    latents = denoise(model, cond, state.tail_latents, seed, spec.denoise, should_stop, state.known_tail)
+    latents = denoise_batch(model, [j.cond for j in jobs], [j.state.tail_latents for j in jobs],
+                            [j.seed for j in jobs], spec.denoise, should_stop, [j.state.known_tail for j in jobs])
     denoise_s = time.perf_counter() - t0
-    start = spec.decode_start(first=state.tail_latents is None)
-    end = spec.decode_end(0 if state.known_tail is None else state.known_tail.shape[2])
-    audio = decode(model, latents[:, :, start:end])
+    windows = [(spec.decode_start(first=j.state.tail_latents is None),
+                spec.decode_end(0 if j.state.known_tail is None else j.state.known_tail.shape[2])) for j in jobs]
+    audio: list[torch.Tensor | None] = [None] * len(jobs)
+    for window in dict.fromkeys(windows):
+        members = [b for b, w in enumerate(windows) if w == window]
+        decoded = decode_batch(model, latents[members, :, window[0]:window[1]])
+        for b, a in zip(members, decoded):
+            audio[b] = a
     latents = latents.float().cpu()
-    tail = latents[:, :, spec.frames - spec.overlap:].clone()
-    return ChunkResult(
-        index=state.chunk_index, seed=seed, audio=audio, latents=latents,
-        state=GeneratorState(chunk_index=state.chunk_index + 1, tail_latents=tail), denoise_s=denoise_s,
-    )
+    results = []
+    for b, job in enumerate(jobs):
+        own = latents[b:b + 1]
+        tail = own[:, :, spec.frames - spec.overlap:].clone()
+        results.append(ChunkResult(
+            index=job.state.chunk_index, seed=job.seed, audio=audio[b], latents=own,
+            state=GeneratorState(chunk_index=job.state.chunk_index + 1, tail_latents=tail), denoise_s=denoise_s,
+        ))
+    return results

@@ -18,6 +18,10 @@ Notation (per chunk; latents are (1, C=8, T frames, F=16)):
 Guidance:    ε̂ = ε_u + s (ε_c - ε_u), computed as one batch [negative, positive], on the steps i
              whose position (i + 1/2) / steps lies in guidance_interval [a, b]; elsewhere ε̂ = ε_c
              from the UNet at batch 1 (the positive half only).
+Batches:     B streams (serve's listeners, bench --batch) denoise together: latents (B, 8, T, F),
+             one UNet call per step with rows [negatives..., positives...] (B on unguided steps).
+             Every stream keeps its own seed, noise, known regions and RePaint draws; they share
+             the timesteps, so a batch shares steps, scheduler, guidance and chunk length.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import Conditioning
+from ..conditioning import Conditioning, stack_conditioning
 from ..model.loading import LoadedModel
 from .schedulers import make_scheduler
 
@@ -62,47 +66,71 @@ def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.
     return x_t, eps_k
 
 
-@torch.inference_mode()
 def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
             spec: DenoiseSpec, should_stop=None, known_tail: torch.Tensor | None = None) -> torch.Tensor:
     """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`, its last to `known_tail`."""
+    return denoise_batch(model, [cond], [known], [seed], spec, should_stop, [known_tail])
+
+
+@torch.inference_mode()
+def denoise_batch(model: LoadedModel, conds: list[Conditioning], knowns: list[torch.Tensor | None],
+                  seeds: list[int], spec: DenoiseSpec, should_stop=None,
+                  known_tails: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Generate B chunks at once, one per stream: latents (B, 8, T, F).
+
+    Stream b has its own conditioning, seed, known head and known tail; every step is one UNet
+    call for all B streams (2B on guided steps: [negatives..., positives...]). A batch of one
+    is `denoise`; each stream's samples match its batch-of-one samples to the UNet's precision.
+    """
     pipe, device, dtype = model.pipe, model.device, model.precision.unet
     unet = model.unet
+    n = len(conds)
+    known_tails = known_tails or [None] * n
+    if not (len(knowns) == len(seeds) == len(known_tails) == n) or n == 0:
+        raise ValueError(f"denoise_batch: expected one known, seed and known_tail per conditioning, got "
+                         f"{len(knowns)}, {len(seeds)}, {len(known_tails)} for {n}")
     # 1. Shapes and guidance
     channels = unet.config.in_channels
     freq = pipe.vocoder.config.model_in_dim // pipe.vae_scale_factor
     shape = (1, channels, spec.frames, freq)
-    # [negative, positive] for guided steps, [positive] for the others (cast once, not per step)
-    gpt, t5, mask = cond.gpt.to(device, dtype), cond.t5.to(device, dtype), cond.mask.to(device)
-    pos = (gpt[1:], t5[1:], mask[1:])
+    # [negatives..., positives...] for guided steps, [positives...] for the others (cast once, not per step)
+    gpt, t5, mask = stack_conditioning(conds)
+    gpt, t5, mask = gpt.to(device, dtype), t5.to(device, dtype), mask.to(device)
+    pos = (gpt[n:], t5[n:], mask[n:])
 
     # 2. Timesteps from a fresh scheduler (multistep history must not leak between chunks)
     scheduler = make_scheduler(spec.scheduler, pipe.scheduler.config)
     scheduler.set_timesteps(spec.steps, device=device)
     timesteps = scheduler.timesteps
 
-    # 3. Initial noise and the known region
-    x_t, eps_k = chunk_noise(seed, shape)
-    latents = (x_t * scheduler.init_noise_sigma).to(device)
-    overlap = 0 if known is None else known.shape[2]
-    tail = 0 if known_tail is None else known_tail.shape[2]
-    if overlap + tail > spec.frames:
-        raise ValueError(f"denoise: expected the known head ({overlap}) and tail ({tail}) frames to fit in "
-                         f"the chunk's {spec.frames}")
-    if tail:
-        # q(k', t) likewise, from the last O' frames of the same ε_k draw (disjoint from the head's)
-        known_tail = known_tail.to(device, torch.float32)
-        eps_tail = eps_k[:, :, spec.frames - tail:].to(device)
-        tail_at = [scheduler.add_noise(known_tail, eps_tail, timesteps[j:j + 1]) for j in range(len(timesteps))]
-        latents[:, :, spec.frames - tail:] = tail_at[0]
-    if overlap:
-        known = known.to(device, torch.float32)
-        eps_k = eps_k[:, :, :overlap].to(device)
-        # q(k, t) for every timestep, up front: add_noise looks timesteps up on the host, and doing
-        # that between UNet calls would stall the GPU queue once per step.
-        known_at = [scheduler.add_noise(known, eps_k, timesteps[j:j + 1]) for j in range(len(timesteps))]
-        latents[:, :, :overlap] = known_at[0]
-    gen = torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED)
+    # 3. Initial noise and the known regions, per stream
+    noise = [chunk_noise(seed, shape) for seed in seeds]
+    latents = (torch.cat([x for x, _ in noise]) * scheduler.init_noise_sigma).to(device)
+    holds = []  # (stream, frame slice, exact latents, the same noised to each timestep)
+    for b, (known, known_tail, (_, eps_k)) in enumerate(zip(knowns, known_tails, noise)):
+        overlap = 0 if known is None else known.shape[2]
+        tail = 0 if known_tail is None else known_tail.shape[2]
+        if overlap + tail > spec.frames:
+            raise ValueError(f"denoise: expected the known head ({overlap}) and tail ({tail}) frames to fit in "
+                             f"the chunk's {spec.frames}")
+        if tail:
+            # q(k', t) likewise, from the last O' frames of the same ε_k draw (disjoint from the head's)
+            region = slice(spec.frames - tail, spec.frames)
+            exact = known_tail.to(device, torch.float32)
+            eps = eps_k[:, :, region].to(device)
+            holds.append((b, region, exact, [scheduler.add_noise(exact, eps, timesteps[j:j + 1])
+                                             for j in range(len(timesteps))]))
+        if overlap:
+            # q(k, t) for every timestep, up front: add_noise looks timesteps up on the host, and doing
+            # that between UNet calls would stall the GPU queue once per step.
+            region = slice(0, overlap)
+            exact = known.to(device, torch.float32)
+            eps = eps_k[:, :, region].to(device)
+            holds.append((b, region, exact, [scheduler.add_noise(exact, eps, timesteps[j:j + 1])
+                                             for j in range(len(timesteps))]))
+    for b, region, _, noised in holds:
+        latents[b:b + 1, :, region] = noised[0]
+    gens = [torch.Generator(device="cpu").manual_seed(int(seed) ^ 0x5EED) for seed in seeds]
     alphas = scheduler.alphas_cumprod.to(device)
 
     # 4. Denoising loop
@@ -114,15 +142,16 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
             # 4a. expand the latents for guidance and scale them for the scheduler
             model_in = torch.cat([latents] * 2) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).to(dtype)
-            # 4b. predict the noise residual (one batch of two, or two of one to save memory)
+            # 4b. predict the noise residual (one batch of 2B, or two of B to save memory)
             if not guided:
                 noise_pred = unet(model_in, t, encoder_hidden_states=pos[0], encoder_hidden_states_1=pos[1],
                                   encoder_attention_mask_1=pos[2], return_dict=False)[0].float()
             elif spec.split_guidance:
+                half = (slice(0, n), slice(n, 2 * n))
                 noise_pred = torch.cat([
-                    unet(model_in[k:k + 1], t, encoder_hidden_states=gpt[k:k + 1], encoder_hidden_states_1=t5[k:k + 1],
-                         encoder_attention_mask_1=mask[k:k + 1], return_dict=False)[0].float()
-                    for k in (0, 1)])
+                    unet(model_in[k], t, encoder_hidden_states=gpt[k], encoder_hidden_states_1=t5[k],
+                         encoder_attention_mask_1=mask[k], return_dict=False)[0].float()
+                    for k in half])
             else:
                 noise_pred = unet(
                     model_in, t, encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
@@ -135,20 +164,15 @@ def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, 
             # 4d. compute the previous noisy sample x_t -> x_t'
             latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
             last = i == len(timesteps) - 1
-            # 4e. hold the overlap to the previous chunk's tail, noised to t' (exact at the end)
-            if overlap:
-                if last:
-                    latents[:, :, :overlap] = known
-                else:
-                    latents[:, :, :overlap] = known_at[i + 1]
-            # 4e'. and a bridge's last frames to the start of what follows it
-            if tail:
-                latents[:, :, spec.frames - tail:] = known_tail if last else tail_at[i + 1]
+            # 4e. hold each stream's overlap to its previous chunk's tail, noised to t' (exact at the end),
+            #     and a bridge's last frames to the start of what follows it
+            for b, region, exact, noised in holds:
+                latents[b:b + 1, :, region] = exact if last else noised[i + 1]
             # 4f. RePaint: jump back from t' to t and redo the step (DDIM is stateless, so this is exact)
             if r < spec.resample_passes and not last:
                 a_ratio = alphas[t] / alphas[timesteps[i + 1]]
-                noise = torch.randn(latents.shape, generator=gen).to(device)
-                latents = a_ratio.sqrt() * latents + (1 - a_ratio).sqrt() * noise
+                fresh = torch.cat([torch.randn(shape, generator=g) for g in gens]).to(device)
+                latents = a_ratio.sqrt() * latents + (1 - a_ratio).sqrt() * fresh
             elif r < spec.resample_passes:
                 break
     return latents
@@ -173,7 +197,12 @@ def mel_to_audio(model: LoadedModel, mel: torch.Tensor) -> torch.Tensor:
 
 def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (1, 8, T, F) -> mono waveform (T * 640,) at 16 kHz, float32 on the CPU."""
-    return mel_to_audio(model, latents_to_mel(model, latents))[0]
+    return decode_batch(model, latents)[0]
+
+
+def decode_batch(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (B, 8, T, F) -> B mono waveforms (B, T * 640) at 16 kHz: one VAE and one vocoder call."""
+    return mel_to_audio(model, latents_to_mel(model, latents))
 
 
 def samples_per_mel_frame(pipe) -> int:

@@ -1,0 +1,253 @@
+"""The one generator loop: a background thread that advances every stream's next chunk together.
+
+`play` runs it with one stream; `serve` with one stream per listener. Each round:
+  1. every slot hands its finished segment to its queue (backpressure: a slot whose queue is
+     still full sits the round out) and applies the live changes that came in;
+  2. the ready slots pick their steps (adaptive, play's StepController) and the batch takes the
+     fewest any of them asked for, so that one UNet call per step carries every stream;
+  3. `stream.next_segments` makes the batch; each slot gets its segment, or its own error
+     (retried with backoff while earlier material plays), and the loop records the batch's
+     cost for admission control (serve) and the status line.
+A live change interrupts the batch in progress only when every stream in it is waiting for one
+(play's batch of one); in a shared batch the change waits for the next boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from .generator.adaptive import StepController
+from .generator.denoise import Cancelled
+from .stream import Segment, next_segments
+
+XFADE_S = 0.25  # every cover-up seam
+MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
+JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
+IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class GenStats:
+    chunks: int = 0
+    hop_s: float = 0.0
+    errors: int = 0
+    steps: int = 0  # the last chunk's denoising steps
+    last_done: float = 0.0  # monotonic time the last chunk was finished
+    last_error: str = ""
+    rtf_history: deque = field(default_factory=lambda: deque(maxlen=16))
+
+    @property
+    def rtf(self) -> float:
+        recent = list(self.rtf_history)[-4:]
+        return sum(recent) / len(recent) if recent else 0.0
+
+
+class StreamSlot:
+    """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
+
+    def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
+                 name: str = ""):
+        self.stream = stream
+        self.out = out
+        self.name = name
+        self.stats = GenStats(hop_s=stream.hop_s)
+        self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
+        self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
+        self.epoch = 0  # how many batches of live changes have been applied
+        self.ahead = lambda: float("inf")  # seconds of audio buffered ahead; the owner sets it
+        self.stepper: StepController | None = None
+        self.max_backoff = max_backoff
+        self.closed = False
+        self._pending: Segment | None = None  # made, waiting for room in `out`
+        self._retry_at = 0.0
+        self._backoff = 0.5
+        self._log_lock = threading.Lock()
+        self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
+
+    # Owner's side (the main thread, or a listener's connection) -----------------------------------
+    def request(self, change) -> None:
+        """Apply `change(stream)` before this stream's next chunk, abandoning the one in progress if alone."""
+        self.changes.put(change)
+        self.interrupt.set()
+
+    def log(self, row: dict) -> None:
+        """Timeline rows come from the loop (chunks) and the owner (tweaks)."""
+        if self._timeline:
+            with self._log_lock:
+                if not self._timeline.closed:
+                    self._timeline.write(json.dumps(row) + "\n")
+                    self._timeline.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timeline:
+            with self._log_lock:
+                self._timeline.close()
+
+    # Loop's side ------------------------------------------------------------------------------------
+    def deliver(self) -> None:
+        """Hand the finished segment on when the queue has room; drop it if a change made it stale."""
+        if self._pending is None:
+            return
+        if self.interrupt.is_set() and not self.changes.empty():
+            self._pending = None  # made before a change that is still waiting: never heard
+            return
+        try:
+            self.out.put_nowait(self._pending)
+            self._pending = None
+        except queue.Full:
+            pass
+
+    def ready(self, now: float) -> bool:
+        return not self.closed and self._pending is None and now >= self._retry_at
+
+    def prepare(self) -> None:
+        self.interrupt.clear()
+        applied = False
+        while True:
+            try:
+                change = self.changes.get_nowait()
+            except queue.Empty:
+                break
+            change(self.stream)
+            applied = True
+        if applied:
+            self.epoch += 1
+        self._choose_steps()
+
+    def _choose_steps(self) -> None:
+        """Adaptive steps (play only): within the preset's range, so the buffer stays above its target."""
+        r = self.stream.resolved
+        if self.stepper is None or (self.stepper.lo, self.stepper.hi) != (r.min_steps, r.max_steps):
+            # Safety: the cover-up margin and the held crossfade must still be buffered when the chunk lands.
+            self.stepper = StepController(r.min_steps, r.max_steps, self.stream.hop_s,
+                                          safety_s=MARGIN_S + XFADE_S + JITTER_S)
+        self.stream.next_steps = self.stepper.choose(self.ahead())
+
+    def accept(self, seg: Segment) -> None:
+        seg.epoch = self.epoch
+        self._backoff = 0.5
+        self.stats.chunks += 1
+        self.stats.last_done = time.monotonic()
+        self.stats.steps = seg.steps
+        self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
+        self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
+        self.log(seg.timeline_row())
+        self._pending = seg
+        self.deliver()
+
+    def fail(self, exc: BaseException, quiet: bool = False) -> None:
+        """A failing chunk must not stop the sound: log it and retry after a growing pause."""
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        backoff = self._backoff
+        if not quiet:
+            who = f" for {self.name}" if self.name else ""
+            print(f"\nsoundscape: chunk failed{who} ({self.stats.last_error}); retrying in {backoff:.1f} s "
+                  f"while earlier material plays", file=sys.stderr)
+        self.log({"event": "error", "error": self.stats.last_error, "retry_in_s": backoff})
+        self._retry_at = time.monotonic() + backoff
+        self._backoff = min(backoff * 2, self.max_backoff)
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    streams: int
+    seconds: float  # wall time of the whole batch (denoise, decode, joining)
+    hop_s: float  # new audio each stream got
+
+
+class GenerationLoop(threading.Thread):
+    def __init__(self, slots: list[StreamSlot] | None = None, max_batch: int | None = None):
+        super().__init__(name="soundscape-generator", daemon=True)
+        self.slots: list[StreamSlot] = list(slots or [])
+        self.max_batch = max_batch
+        self.stop = threading.Event()
+        self.costs: deque[BatchCost] = deque(maxlen=64)  # recent batches, for admission control
+        self.batches = 0
+        self._lock = threading.Lock()
+
+    def add(self, slot: StreamSlot) -> None:
+        """A new stream joins at the next batch boundary."""
+        with self._lock:
+            self.slots.append(slot)
+
+    def remove(self, slot: StreamSlot) -> None:
+        """A stream leaves at once: its chunk in progress, if any, is dropped when the batch ends."""
+        slot.close()
+        with self._lock:
+            if slot in self.slots:
+                self.slots.remove(slot)
+
+    def _ready(self) -> list[StreamSlot]:
+        with self._lock:
+            slots = list(self.slots)
+        for slot in slots:
+            slot.deliver()
+        now = time.monotonic()
+        ready = [s for s in slots if s.ready(now)]
+        return ready[: self.max_batch] if self.max_batch else ready
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            batch = self._ready()
+            if not batch:
+                self.stop.wait(IDLE_WAIT_S)
+                continue
+            for slot in batch:
+                slot.prepare()
+            # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
+            steps = [s.stream.next_steps for s in batch if s.stream.next_steps is not None]
+            if len(batch) > 1 and steps:
+                for slot in batch:
+                    slot.stream.next_steps = min(steps)
+            self._run_batch(batch)
+        with self._lock:
+            slots = list(self.slots)
+        for slot in slots:
+            slot.close()
+
+    def _run_batch(self, batch: list[StreamSlot]) -> None:
+        def should_stop() -> bool:
+            return self.stop.is_set() or all(s.interrupt.is_set() or s.closed for s in batch)
+
+        t0 = time.perf_counter()
+        try:
+            outs = next_segments([s.stream for s in batch], should_stop=should_stop)
+        except Cancelled:
+            return
+        except _OOM as exc:
+            changes = [s.stream.reduce_memory() for s in batch]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if any(c is None for c in changes):
+                for slot in batch:
+                    slot.fail(exc)
+                return
+            for slot in batch:
+                slot.stats.errors += 1
+            print(f"\nsoundscape: out of memory; continuing with {changes[0]}", file=sys.stderr)
+            return
+        except Exception as exc:  # the batch failed as a whole: every stream retries
+            for slot in batch:
+                slot.fail(exc)
+            return
+        self.costs.append(BatchCost(len(batch), time.perf_counter() - t0, batch[0].stream.hop_s))
+        self.batches += 1
+        for slot, out in zip(batch, outs):
+            if slot.closed:
+                continue  # left during the batch
+            if isinstance(out, BaseException):
+                slot.fail(out)
+            else:
+                slot.accept(out)
