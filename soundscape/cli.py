@@ -160,6 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--control", help="the player's control socket")
 
+    serve = sub.add_parser("serve", help="stream scenes over HTTP to many listeners from one model",
+                           description="Serve every scene in a folder over HTTP: each listener gets an endless "
+                                       "stream of their own (Ogg/Opus or MP3); all are generated in shared batches.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other needs --token)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: a free one)")
+    serve.add_argument("--scenes", metavar="DIR", help="folder of scene files (default: the shipped scenes/)")
+    serve.add_argument("--max-listeners", type=_positive_int("--max-listeners", 1024), default=8, metavar="K",
+                       help="listeners at once, per replica (default 8; fewer when the measured batch cost "
+                            "says so)")
+    serve.add_argument("--token", help="access token every request must carry (?token=), 16+ characters, or `auto` "
+                                       "to have one made up and printed; required for a --host other than loopback")
+    _add_model_args(serve)
+    serve.add_argument("--quiet", action="store_true", help="fewer messages")
+    scale = serve.add_argument_group("Ray Serve (pip install -e \".[ray]\"; see docs/serve.md)")
+    scale.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="run as a Ray Serve deployment: one model per replica (auto: the cluster this "
+                            "machine belongs to, else a local one)")
+    scale.add_argument("--min-replicas", type=_positive_int("--min-replicas", 1024), default=1, metavar="N")
+    scale.add_argument("--max-replicas", type=_positive_int("--max-replicas", 1024), default=1, metavar="N")
+    scale.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
+                       help="GPUs each replica holds (default: 1 when the cluster has GPUs, else 0)")
+
     from .bench import add_bench_parser
 
     add_bench_parser(sub, _add_model_args)
@@ -293,6 +316,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve.main import serve
+
+    if args.max_replicas < args.min_replicas:
+        raise UsageError(f"--max-replicas: expected at least --min-replicas ({args.min_replicas}), "
+                         f"got {args.max_replicas}")
+    return serve(args)
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -300,7 +332,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
-            "bench": cmd_bench, "set": cmd_set, "status": cmd_status}
+            "bench": cmd_bench, "set": cmd_set, "status": cmd_status, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

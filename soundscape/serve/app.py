@@ -1,0 +1,180 @@
+"""The HTTP face of `soundscape serve`: a Starlette app over one Hub.
+
+  GET  /                        the page: every scene with a player and a volume
+  GET  /stream/{scene}          an endless stream for this listener alone (?format=opus|mp3, ?seed=N);
+                                its id is in the X-Listener-Id header; 503 + Retry-After when full
+  POST /listeners/{id}/set      JSON {"weights": {LAYER: 0..1}} (or the weights alone), applied through
+                                the same LiveControl as `play`; also {"cmd": "prompt"|"add"|"remove"|"status", ...}
+  GET  /metrics                 Prometheus text
+  GET  /healthz                 200 "ok" while the generator runs
+Pace: a listener gets LEAD_S of audio at once, then audio as its clock advances (real time), so
+the browser's buffer stays about LEAD_S deep and the server never runs far ahead of what is heard.
+Access: with a token (any host but loopback needs one), every request carries it as ?token=, the
+X-Soundscape-Token header or the cookie the page sets; else 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .encode import FORMATS
+from .hub import Full, Hub
+from .listener import BLOCK_S, LEAD_S, Listener
+from .metrics import CONTENT_TYPE, registry_for, render
+
+STATIC = Path(__file__).parent / "static"
+TOKEN_HEADER = "x-soundscape-token"
+COOKIE = "soundscape_serve_token"
+COMMANDS = ("set", "prompt", "add", "remove", "status")
+
+
+class ListenerResponse(StreamingResponse):
+    """The stream, and the listener's slot freed however it ends (done, disconnected, cancelled)."""
+
+    def __init__(self, hub: Hub, listener: Listener, **kw):
+        super().__init__(_paced(listener), **kw)
+        self.hub, self.listener = hub, listener
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except OSError:
+            pass  # the listener went away mid-write: that is how streams end
+        finally:
+            self.hub.leave(self.listener)
+
+
+async def _paced(listener: Listener):
+    """The listener's bytes: nothing until its first chunk is buffered (never silence), then its clock."""
+    rate = listener.config.rate
+    while not listener.started:
+        listener.pump()
+        await asyncio.sleep(0.02)
+    started, sent = time.monotonic(), 0
+    lead, block = int(LEAD_S * rate), int(BLOCK_S * rate)
+    while True:
+        due = int((time.monotonic() - started) * rate) + lead - sent
+        if due >= block:
+            data = listener.pull(due)
+            sent += due
+            if data:
+                yield data
+        else:
+            listener.pump()
+        await asyncio.sleep(BLOCK_S / 2)
+
+
+def _seed(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise ValueError(f"seed: expected a whole number from 0 to 4294967295, got {text!r}")
+    return value
+
+
+def build_app(hub: Hub, token: str | None = None) -> Starlette:
+    registry = registry_for(hub)
+
+    async def index(request: Request) -> Response:
+        query = f"&token={token}" if token else ""
+        items = []
+        for name, (_, scene) in hub.scenes.items():
+            src = html.escape(f"/stream/{name}?format=opus{query}")
+            items.append(
+                f'<li class="scene"><h2>{html.escape(scene.name)}</h2>'
+                f'<p>{html.escape(scene.description or "")}</p>'
+                f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
+                f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
+                f'</label></li>')
+        page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
+        response = HTMLResponse(page)
+        if token:
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def script(request: Request) -> Response:
+        return Response((STATIC / "serve.js").read_bytes(), media_type="text/javascript")
+
+    async def stream(request: Request) -> Response:
+        name = request.path_params["scene"]
+        if name not in hub.scenes:
+            return PlainTextResponse(f"404: no scene {name!r}; scenes: {', '.join(hub.scenes)}\n", status_code=404)
+        fmt = request.query_params.get("format", "opus")
+        if fmt not in FORMATS:
+            return PlainTextResponse(f"400: format: expected one of {', '.join(FORMATS)}, got {fmt!r}\n",
+                                     status_code=400)
+        try:
+            seed = _seed(request.query_params.get("seed"))
+        except ValueError as exc:
+            return PlainTextResponse(f"400: {exc}\n", status_code=400)
+        try:
+            listener = hub.join(name, seed, fmt)
+        except Full as exc:
+            return PlainTextResponse(f"503: {exc}; try again later\n", status_code=503,
+                                     headers={"Retry-After": str(exc.retry_after)})
+        headers = {"X-Listener-Id": listener.id, "X-Seed": str(listener.stream.seed), "Cache-Control": "no-store"}
+        return ListenerResponse(hub, listener, media_type=listener.encoder.content_type, headers=headers)
+
+    async def control(request: Request) -> Response:
+        listener = hub.listeners.get(request.path_params["listener"])
+        if listener is None:
+            return JSONResponse({"ok": False, "error": "no such listener (it has disconnected?)"}, status_code=404)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return JSONResponse({"ok": False, "error": "expected a JSON body"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"ok": False, "error": "expected a JSON object"}, status_code=400)
+        cmd = body.get("cmd", "set")
+        if cmd not in COMMANDS:
+            return JSONResponse({"ok": False, "error": f"cmd: expected one of {', '.join(COMMANDS)}, got {cmd!r}"},
+                                status_code=400)
+        if cmd == "set" and "weights" not in body:
+            body = {"cmd": "set", "weights": body}
+        reply = listener.live.handle({**body, "cmd": cmd})
+        return JSONResponse(reply, status_code=200 if reply.get("ok") else 400)
+
+    async def metrics(request: Request) -> Response:
+        return Response(render(registry), media_type=CONTENT_TYPE)
+
+    async def healthz(request: Request) -> Response:
+        alive = hub.loop.is_alive()
+        return PlainTextResponse("ok\n" if alive else "generator stopped\n", status_code=200 if alive else 503)
+
+    app = Starlette(routes=[
+        Route("/", index), Route("/serve.js", script), Route("/stream/{scene}", stream),
+        Route("/listeners/{listener}/set", control, methods=["POST"]),
+        Route("/metrics", metrics), Route("/healthz", healthz),
+    ])
+    return _guarded(app, token) if token else app
+
+
+def _guarded(app, token: str):
+    """Every request must carry the token (query, header or cookie); else 403."""
+    async def guard(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        request = Request(scope)
+        given = (request.query_params.get("token") or request.headers.get(TOKEN_HEADER)
+                 or request.cookies.get(COOKIE) or "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            response = PlainTextResponse("403: open the URL `soundscape serve` printed; it carries the token\n",
+                                         status_code=403)
+            return await response(scope, receive, send)
+        return await app(scope, receive, send)
+
+    return guard

@@ -1,0 +1,122 @@
+"""The listeners of one model: who is connected, the shared generation loop, and who may join.
+
+One GenerationLoop (the loop `play` uses) carries every listener's stream in its batches. A
+listener joins at the next batch boundary and leaves at once; prompts are encoded once for all
+listeners (one PromptEncoder). `join` refuses a listener past `max_listeners` or past what the
+measured batches say stays real time (admission.py): serve answers that with 503.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..conditioning import PromptEncoder
+from ..errors import UsageError
+from ..generation_loop import BatchCost, GenerationLoop
+from ..scene import Scene, load_scene
+from ..stream import SceneStream
+from . import admission
+from .listener import Listener
+
+CALIBRATION_BATCHES = (1, 2)  # measured at start, so admission knows the cost before anyone joins
+
+
+class Full(Exception):
+    """No slot for another listener: (reason, seconds after which to try again)."""
+
+    def __init__(self, reason: str, retry_after: int):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def load_scenes(folder: str | Path) -> dict[str, tuple[Path, Scene]]:
+    """Every scene file in `folder`, by name (the file's stem). Raises SceneError (exit 2) on a bad one."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not files:
+        raise UsageError(f"--scenes: no scene files (*.yaml) in {folder}; point it at a folder of scenes")
+    return {f.stem: (f, load_scene(f)) for f in files}
+
+
+class Hub:
+    def __init__(self, model, scenes: dict[str, tuple[Path, Scene]], *, max_listeners: int = 8,
+                 quality: str | None = None, steps: int | None = None, out_rate: int | None = None):
+        self.model = model
+        self.scenes = scenes
+        self.max_listeners = max_listeners
+        self.quality, self.steps, self.out_rate = quality, steps, out_rate
+        self.encoder = PromptEncoder(model)
+        self.loop = GenerationLoop(max_batch=max_listeners)
+        self.listeners: dict[str, Listener] = {}
+        self.refused = 0  # 503s
+        self.joined = 0
+        self._lock = threading.Lock()
+
+    # Streams ------------------------------------------------------------------------------------------
+    def _stream(self, scene_name: str, seed: int | None) -> SceneStream:
+        _, scene = self.scenes[scene_name]
+        return SceneStream(self.model, scene, seed=secrets.randbits(31) if seed is None else seed,
+                           steps=self.steps, quality=self.quality, encoder=self.encoder, out_rate=self.out_rate)
+
+    def hop_s(self) -> float:
+        return min(self._stream(name, 0).hop_s for name in self.scenes)
+
+    def capacity(self) -> int:
+        return admission.capacity(list(self.loop.costs), self.hop_s(), self.max_listeners)
+
+    def calibrate(self, quiet: bool = False) -> None:
+        """Time a batch of each size in CALIBRATION_BATCHES (a first chunk each, so the worst case)."""
+        from ..stream import next_segments
+
+        name = next(iter(self.scenes))
+        for n in CALIBRATION_BATCHES:
+            if n > self.max_listeners:
+                break
+            streams = [self._stream(name, k) for k in range(n)]
+            t0 = time.perf_counter()
+            next_segments(streams)
+            seconds = time.perf_counter() - t0
+            self.loop.costs.append(BatchCost(n, seconds, streams[0].hop_s))
+        cap = self.capacity()
+        rtf = admission.per_stream_rtf(list(self.loop.costs)[:1])
+        if not quiet:
+            print(f"serve: one stream generates at {rtf:.2f}x real time; admitting up to {cap} listener"
+                  f"{'s' if cap != 1 else ''} (--max-listeners {self.max_listeners})", file=sys.stderr)
+        if rtf < 1.0 and not quiet:
+            print("serve: slower than real time even for one listener: listeners will hear earlier material "
+                  "between chunks (try --quality eco, a GPU, or --ray with more machines)", file=sys.stderr)
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop.set()
+
+    # Listeners ----------------------------------------------------------------------------------------
+    def join(self, scene_name: str, seed: int | None, fmt: str) -> Listener:
+        with self._lock:
+            if len(self.listeners) >= self.max_listeners:
+                self.refused += 1
+                raise Full(f"all {self.max_listeners} listener slots are taken (--max-listeners)", 10)
+            cap = self.capacity()
+            if len(self.listeners) >= cap:
+                self.refused += 1
+                raise Full(f"the generator keeps {cap} listener{'s' if cap != 1 else ''} in real time on this "
+                           f"machine, and all are listening", 30)
+            listener = Listener(secrets.token_hex(8), scene_name, self._stream(scene_name, seed), fmt)
+            self.listeners[listener.id] = listener
+            self.joined += 1
+        self.loop.add(listener.gen)
+        return listener
+
+    def leave(self, listener: Listener) -> None:
+        """Free the listener's slot at once (idempotent; on the event loop thread, like its encoder)."""
+        self.loop.remove(listener.gen)
+        with self._lock:
+            gone = self.listeners.pop(listener.id, None)
+        if gone is not None:
+            listener.close()

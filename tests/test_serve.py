@@ -1,0 +1,298 @@
+"""`soundscape serve` on loopback with the tiny model: real sockets, PyAV decoding, real time.
+
+One server process (the CLI users run) serves the test scene to every test here; its stderr is
+the log that must stay free of errors.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import psutil
+import pytest
+
+from conftest import SCENE
+
+from soundscape.serve.decode import decode_stream
+
+RATE = 48000
+ERROR_WORDS = ("Traceback", "Exception", "ERROR", "Error", "error")
+
+
+def _start(cmd: list[str], log_path) -> tuple[subprocess.Popen, str]:
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        text = log_path.read_text()
+        found = re.search(r"serve: listening on (http://\S+)", text)
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited {proc.returncode}:\n{text}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"serve did not start:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    scenes = folder / "scenes"
+    scenes.mkdir()
+    (scenes / "test.yaml").write_text(SCENE)
+    (scenes / "other.yaml").write_text(SCENE.replace("Test scene", "Other scene").replace("birds singing", "owls"))
+    log = folder / "serve.log"
+    proc, url = _start([sys.executable, "-m", "soundscape", "serve", "--model", str(tiny_model_dir), "--port", "0",
+                        "--scenes", str(scenes), "--max-listeners", "4"], log)
+    base = url.rstrip("/")
+    yield {"base": base, "proc": proc, "log": log}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _metrics(base: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+def _wait_for(predicate, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _log_errors(log) -> list[str]:
+    return [line for line in log.read_text().splitlines() if any(w in line for w in ERROR_WORDS)]
+
+
+class Client(threading.Thread):
+    """A listener: reads the stream and decodes it with PyAV as it arrives, noting when each frame came."""
+
+    def __init__(self, url: str, seconds: float):
+        super().__init__(daemon=True)
+        self.url, self.seconds = url, seconds
+        self.frames: list[np.ndarray] = []
+        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, samples decoded so far)
+        self.headers: dict = {}
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            with urllib.request.urlopen(self.url, timeout=30) as response:
+                self.headers = dict(response.headers)
+                total = 0
+                for pcm, rate in decode_stream(response, "opus"):
+                    assert rate == RATE
+                    total += len(pcm)
+                    self.frames.append(pcm)
+                    self.arrivals.append((time.monotonic(), total))
+                    if total >= self.seconds * RATE:
+                        break
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.frames)
+
+
+def test_four_listeners_get_a_minute_each_in_real_time(server):
+    base = server["base"]
+    clients = [Client(f"{base}/stream/{'test' if k % 2 == 0 else 'other'}", 60.0) for k in range(4)]
+    for c in clients:
+        c.start()
+    assert _wait_for(lambda: _metrics(base).get("soundscape_listeners") == 4, 60)
+    for c in clients:
+        c.join(timeout=150)
+    for c in clients:
+        assert c.error is None and not c.is_alive(), c.error
+        audio = c.audio()
+        assert len(audio) >= 60 * RATE and np.isfinite(audio).all()
+        # Real-time pace with no gap: from its first frame on, the client has always received at least
+        # what a player started then would have played, less 50 ms; and never much more (the lead).
+        t0, _ = c.arrivals[0]
+        worst_gap = max((t - t0) - n / RATE for t, n in c.arrivals)
+        worst_lead = max(n / RATE - (t - t0) for t, n in c.arrivals)
+        assert worst_gap < 0.05, f"the stream fell {worst_gap:.3f} s behind real time"
+        assert worst_lead < 3.0
+        # No silent hole in the decoded audio (after the 0.5 s fade-in).
+        quiet = np.abs(audio[RATE:, 0]) < 1e-4
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))))[::2]
+        assert (runs.max() if len(runs) else 0) < 0.05 * RATE
+    # Different listeners, different seeds, different audio.
+    seeds = {c.headers["X-Seed"] for c in clients}
+    assert len(seeds) == 4
+    a, b = clients[0].audio()[RATE:20 * RATE, 0], clients[2].audio()[RATE:20 * RATE, 0]
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.5
+    ids = {c.headers["X-Listener-Id"] for c in clients}
+    assert len(ids) == 4
+    # All fed: no listener's clock ever found its buffer short, and the slots are free again.
+    assert _wait_for(lambda: _metrics(base).get("soundscape_listeners") == 0)
+    assert not _log_errors(server["log"])
+
+
+def _connect(base: str, path: str) -> http.client.HTTPResponse:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.conn = conn
+    return response
+
+
+def test_a_fifth_listener_gets_503_and_a_leaving_one_frees_its_slot(server):
+    base = server["base"]
+    streams = [_connect(base, f"/stream/test?seed={k}") for k in range(4)]
+    assert all(r.status == 200 for r in streams)
+    for r in streams:
+        r.read(2000)  # audio is flowing
+    m = _metrics(base)
+    assert m["soundscape_listeners"] == 4
+    # Each listener's own metrics are there, by id.
+    ids = {r.getheader("X-Listener-Id") for r in streams}
+    assert {k for k in m if k.startswith("soundscape_listener_underruns_total")} == {
+        f'soundscape_listener_underruns_total{json.dumps({"listener": i, "scene": "test"}, sort_keys=True)}'
+        for i in ids}
+    fifth = _connect(base, "/stream/test")
+    assert fifth.status == 503 and int(fifth.getheader("Retry-After")) > 0
+    fifth.conn.close()
+    # One leaves mid-stream: its slot is free at once, and a newcomer gets in.
+    streams[0].conn.sock.close()
+    streams[0].conn.close()
+    assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 3, 10)
+    newcomer = _connect(base, "/stream/other")
+    assert newcomer.status == 200 and len(newcomer.read(1000)) == 1000
+    # A live change for one listener goes through play's control code.
+    lid = streams[1].getheader("X-Listener-Id")
+    req = urllib.request.Request(f"{base}/listeners/{lid}/set", data=json.dumps({"weights": {"birds": 0.1}}).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    reply = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    assert reply["ok"] and reply["applied"] == {"birds": 0.1}
+    bad = urllib.request.Request(f"{base}/listeners/{lid}/set", data=json.dumps({"owls": 2}).encode(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=10)
+    assert err.value.code == 400 and "no layer 'owls'" in err.value.read().decode()
+    for r in streams[1:] + [newcomer]:
+        r.conn.sock.close()
+        r.conn.close()
+    assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 10)
+    assert not _log_errors(server["log"])
+
+
+def test_churn_leaks_no_slot_and_little_memory(server):
+    base = server["base"]
+    proc = psutil.Process(server["proc"].pid)
+    rng = random.Random(3)
+
+    def cycle(k: int) -> None:
+        r = _connect(base, f"/stream/{'test' if k % 2 else 'other'}")
+        if r.status == 200:
+            # Leave at a random moment: before the first audio, mid-chunk, or after a few chunks.
+            wanted = rng.choice([0, 0, 500, 5000, 40000])
+            if wanted:
+                r.read(wanted)
+        r.conn.sock.close()
+        r.conn.close()
+
+    def worker(ks) -> None:
+        for k in ks:
+            cycle(k)
+
+    # Warm up (allocator pools, encoders, first batches), then measure 300 cycles, 4 at a time.
+    worker(range(20))
+    assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 15)
+    before = proc.memory_info().rss
+    threads = [threading.Thread(target=worker, args=(range(k, 300, 4),)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=400)
+    assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 15)
+    grown = (proc.memory_info().rss - before) / 2**20
+    assert grown < 50, f"RSS grew {grown:.1f} MB over 300 listeners"
+    m = _metrics(base)
+    assert m["soundscape_listeners_joined_total"] >= 320
+    assert not _log_errors(server["log"])
+
+
+def test_metrics_page_and_health(server):
+    base = server["base"]
+    m = _metrics(base)  # parses as Prometheus text
+    for name in ("soundscape_listeners", "soundscape_batch_size", "soundscape_generator_rtf",
+                 "soundscape_chunks_total", "soundscape_listener_capacity"):
+        assert name in m
+    assert m["soundscape_generator_rtf"] > 0
+    assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
+    page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+    assert page.count("<audio") == 2 and "/stream/test" in page and "Other scene" in page
+    for path, code in (("/stream/nope", 404), ("/stream/test?format=flac", 400), ("/stream/test?seed=-1", 400)):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert err.value.code == code
+
+
+def test_mp3_stream(server):
+    c = Client(f"{server['base']}/stream/test?format=mp3&seed=11", 3.0)
+    c.url = c.url  # same client, other codec
+    with urllib.request.urlopen(c.url, timeout=30) as response:
+        assert response.headers["Content-Type"] == "audio/mpeg"
+        got = sum(len(pcm) for pcm, _ in _take(decode_stream(response, "mp3"), 3 * RATE))
+    assert got >= 3 * RATE
+
+
+def _take(frames, samples: int):
+    total = 0
+    for pcm, rate in frames:
+        yield pcm, rate
+        total += len(pcm)
+        if total >= samples:
+            return
+
+
+def test_non_loopback_host_needs_a_token(tiny_model_dir):
+    done = subprocess.run([sys.executable, "-m", "soundscape", "serve", "--model", str(tiny_model_dir),
+                           "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--host 0.0.0.0" in done.stderr and "--token" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_token_guards_every_request(tiny_model_dir, tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    (scenes / "test.yaml").write_text(SCENE)
+    token = "t" * 24
+    proc, url = _start([sys.executable, "-m", "soundscape", "serve", "--model", str(tiny_model_dir), "--port", "0",
+                        "--scenes", str(scenes), "--token", token], tmp_path / "log")
+    try:
+        assert url.endswith(f"?token={token}")
+        base = url.split("/?")[0]
+        for path in ("/", "/metrics", "/stream/test"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert err.value.code == 403
+        page = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert f"/stream/test?format=opus&amp;token={token}" in page
+        assert urllib.request.urlopen(f"{base}/metrics?token={token}", timeout=10).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
