@@ -112,4 +112,8 @@ class Listener:
         return b"".join(out)
 
     def close(self) -> bytes:
+        """The listener has gone: flush the encoder and break the cycles (LiveControl and the slot's
+        `ahead` point back here), so its buffers go at once, not at the next full garbage collection."""
+        self.live = None
+        self.gen.ahead = lambda: 0.0
         return self.encoder.close()
