@@ -111,7 +111,8 @@ def _load(args):
         flag = "--random-weights" if args.random_weights else "--tiny"
         raise UsageError(f"--model {args.model}: cannot be combined with {flag}; pass one of them")
     if not (args.random_weights or args.tiny):
-        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype, runtime=args.runtime)
+        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype, runtime=args.runtime,
+                          keep_torch=_keeps_torch(args))
     device = choose_device(args.device)
     dtype = choose_dtype(args.dtype, device)
     if args.random_weights:
@@ -120,15 +121,20 @@ def _load(args):
         print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
               file=sys.stderr)
         model = build_random_audioldm2(dtype=dtype, device=device)
-        model.use_runtime(args.runtime)
+        model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
         return model
     from .model.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
     model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
-    model.use_runtime(args.runtime)
+    model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
     return model
+
+
+def _keeps_torch(args) -> bool:
+    """diffusers' pipeline and the fp32 copy for --precision-error need torch's weights beside OpenVINO's."""
+    return bool(args.compare_diffusers or args.precision_error)
 
 
 def _set_attention(unet, name: str) -> None:
@@ -188,10 +194,13 @@ class _PeakRSS:
 
         self._proc = psutil.Process()
         self.peak = self._proc.memory_info().rss
+        self.peak_anon = 0  # RSS less file-backed pages (mmapped weights the kernel can drop and reread)
         self._sampler = Periodic(self._sample, interval, "bench-rss")
 
     def _sample(self) -> None:
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        info = self._proc.memory_info()
+        self.peak = max(self.peak, info.rss)
+        self.peak_anon = max(self.peak_anon, info.rss - info.shared)
 
     def __enter__(self):
         self._sampler.__enter__()
@@ -387,7 +396,8 @@ def run_bench(args) -> int:
         "device": str(model.device), "device_name": _device_name(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
         "precision": model.precision.names(),
-        "vocoder_runtime": "openvino" if model.vocoder_runtime is not None else "torch",
+        "vocoder_runtime": model.runtimes["vocoder"],
+        "runtimes": model.runtimes,
         "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
         "quality": args.quality or "auto",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -412,6 +422,7 @@ def run_bench(args) -> int:
         "first_audio_s": measured["first_audio_s"],
         "warm_start_s": measured["warm_start_s"],
         "memory": {"rss_after_load_mb": rss_loaded / 2**20, "peak_rss_mb": rss.peak / 2**20,
+                   "peak_rss_anon_mb": rss.peak_anon / 2**20,
                    "ru_maxrss_mb": _rss_max_mb(),
                    "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if on_cuda else None},
     }
@@ -433,6 +444,7 @@ def _compare_diffusers(model, args, ours: dict) -> dict:
     from diffusers import DPMSolverMultistepScheduler
 
     pipe = model.pipe
+    ov_decode = pipe.vae.__dict__.pop("decode", None)  # diffusers runs its own VAE decode, not OpenVINO's
     blog = args.compare_diffusers == "blog"
     steps = 20 if blog else ours["config"]["steps"]
     guidance = GUIDANCE_SCALE if blog else ours["config"]["guidance_scale"]
@@ -456,6 +468,8 @@ def _compare_diffusers(model, args, ours: dict) -> dict:
             print(f"diffusers clip {i + 1}/{args.diffusers_clips}: {times[-1]:.3f} s", file=sys.stderr)
     finally:
         pipe.scheduler = scheduler
+        if ov_decode is not None:
+            pipe.vae.decode = ov_decode
         for name, m in pipe.components.items():
             if isinstance(m, torch.nn.Module):
                 m.to(dtype=dtypes[name])
@@ -476,11 +490,14 @@ def _precision_error(model, args) -> dict:
 
     if model.dtype == torch.float32:
         return {}
+    ov_decode = model.pipe.vae.__dict__.pop("decode", None)  # OpenVINO's (not copyable): torch's VAE is measured
     pipe32 = copy.deepcopy(model.pipe).to(dtype=torch.float32)
     try:
         return measure_errors(pipe32, model.dtype)
     finally:
         del pipe32
+        if ov_decode is not None:
+            model.pipe.vae.decode = ov_decode
 
 
 def _load_avg(pair) -> str:
@@ -503,7 +520,7 @@ def _table(r: dict) -> str:
         f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}"
         + (f", flags {' '.join(r['cpu_flags'])}" if r.get("cpu_flags") else ""),
         "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items())
-        + f"; vocoder run by {r.get('vocoder_runtime', 'torch')}",
+        + "; run by " + ", ".join(f"{k} {v}" for k, v in r.get("runtimes", {"vocoder": r.get("vocoder_runtime", "torch")}).items()),
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "
@@ -536,7 +553,8 @@ def _table(r: dict) -> str:
         f"first audio           {_fmt(r['first_audio_s'])} from the loaded model "
         f"(prompt encoding {_fmt(r['encode_first_s'])} per prompt, first time)",
         f"warm start            {_fmt(r['warm_start_s'])} for a new prompt after warm-up",
-        f"peak memory           RSS {mem['peak_rss_mb']:.0f} MiB while generating, {mem['rss_after_load_mb']:.0f} MiB "
+        f"peak memory           RSS {mem['peak_rss_mb']:.0f} MiB while generating (of it not file-backed "
+        f"{mem.get('peak_rss_anon_mb', 0):.0f} MiB), {mem['rss_after_load_mb']:.0f} MiB "
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]

@@ -77,9 +77,10 @@ def _add_model_args(p):
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     g.add_argument("--runtime", default="torch", choices=["torch", "openvino", "auto"],
-                   help="what runs the UNet and vocoder: torch, or OpenVINO on a CPU (pip install -e \".[openvino]\"; "
-                        "a chunk measured 1.3x faster, for ~40 s more start-up and more memory); auto = OpenVINO "
-                        "when installed on a CPU")
+                   help="what runs the UNet and vocoder: torch (default), or OpenVINO on a CPU (pip install -e "
+                        "\".[openvino]\"; its vocoder is faster, its UNet about as fast, for ~0.9 GiB more memory; the "
+                        "first start converts and caches, see docs/benchmarks.md); auto = OpenVINO when installed "
+                        "on a CPU")
     g.add_argument("--quality", choices=["auto", "eco", "balanced", "best"],
                    help="preset for steps, guidance interval and chunk length (default: the scene's "
                         "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")

@@ -268,21 +268,61 @@ def test_render_does_not_adapt(tiny_model, tmp_path):
     assert {r["steps"] for r in rows} == {stream.resolved.generation.steps}  # eco renders at 6, always
 
 
-# 6. OpenVINO vocoder ---------------------------------------------------------------------------
+# 6. OpenVINO runtime ---------------------------------------------------------------------------
 
-def test_openvino_runtime_matches_torch(tiny_model_dir, scene):
+def test_openvino_runtime_matches_torch(tiny_model_dir, scene, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from soundscape.model.loading import load_model
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
     ref = SceneStream(model, scene, out_rate=16000, channels=1)
     expected = [ref.next_segment().audio[:, 0] for _ in range(2)]
-    assert model.use_runtime("openvino") == "openvino" and model.vocoder_runtime is not None
+    assert model.use_runtime("openvino", keep_torch=True) == "openvino" and model.vocoder_runtime is not None
     assert model.unet_runtime is not None  # guided (batch 2) steps and T5 of any length through one model
     ov = SceneStream(model, scene, out_rate=16000, channels=1)
     for want in expected:  # the first chunk decodes more frames than the next: the dynamic length works
         got = ov.next_segment().audio[:, 0]
         assert got.shape == want.shape
         assert _rms(got - want) < 1e-2 * _rms(want)  # fp32 hint: the same networks up to rounding
-    model.use_runtime("torch")
+    model.use_runtime("torch")  # kept: torch can take over again
     assert model.vocoder is model.pipe.vocoder and model.unet is model.pipe.unet
+
+
+def test_openvino_frees_torch_weights_and_a_second_load_uses_the_cache(tiny_model, tiny_model_dir, scene, tmp_path,
+                                                                        monkeypatch):
+    pytest.importorskip("openvino")
+    from soundscape.errors import UsageError
+    from soundscape.model import openvino_runtime as ovr
+    from soundscape.model.loading import load_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("SOUNDSCAPE_OPENVINO_STAGES", "unet,vae,vocoder")  # the VAE decoder's path too
+    converted = []
+    convert = ovr._convert_and_save
+    monkeypatch.setattr(ovr, "_convert_and_save", lambda *a: (converted.append(a[-1].name), convert(*a))[1])
+    want = SceneStream(tiny_model, scene, out_rate=16000, channels=1).next_segment().audio[:, 0]
+
+    first = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="openvino")
+    assert first.runtimes == {"unet": "openvino", "vae": "openvino", "vocoder": "openvino"}
+    assert sorted(name.split("-")[0] for name in converted) == ["unet", "vae", "vocoder"]
+    assert not first.unet_runtime.cached and not first.vocoder_runtime.cached
+    pipe = first.pipe
+    for freed in (pipe.unet, pipe.vocoder, pipe.vae.decoder, pipe.vae.post_quant_conv):
+        assert all(p.device.type == "meta" for p in freed.parameters())  # no storage left
+    assert all(p.device.type == "cpu" for p in pipe.vae.encoder.parameters())  # not OpenVINO's: kept
+    # what the pipeline still reads from them
+    assert pipe.unet.config.in_channels == 8 and next(pipe.unet.parameters()).dtype == torch.float32
+    assert pipe.vocoder.config.model_in_dim == 64 and pipe.vae.config.scaling_factor > 0
+    got = SceneStream(first, scene, out_rate=16000, channels=1).next_segment().audio[:, 0]
+    assert _rms(got - want) < 1e-2 * _rms(want)
+    with pytest.raises(UsageError, match="freed"):
+        first.use_runtime("torch")
+
+    converted.clear()
+    second = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="openvino")
+    assert converted == [] and second.unet_runtime.cached and second.vae_runtime.cached
+    again = SceneStream(second, scene, out_rate=16000, channels=1).next_segment().audio[:, 0]
+    np.testing.assert_array_equal(again, got)  # the same IR, compiled the same way
+    entries = sorted(p.name.split("-")[0] for p in (tmp_path / "soundscape" / "openvino").iterdir())
+    assert entries == ["unet", "vae", "vocoder"]  # one entry each, no temporary folders left

@@ -29,6 +29,7 @@ class LoadedModel:
     precision: Precision | None = None
     vocoder_runtime: object = None  # an OpenVINO vocoder (model/openvino_runtime.py), or None: torch's
     unet_runtime: object = None  # an OpenVINO UNet, or None: torch's
+    vae_runtime: object = None  # an OpenVINO VAE decoder (installed as pipe.vae.decode), or None: torch's
 
     def __post_init__(self):
         if self.precision is None:
@@ -43,14 +44,39 @@ class LoadedModel:
     def unet(self):
         return self.unet_runtime or self.pipe.unet
 
-    def use_runtime(self, name: str = "auto") -> str:
-        """Run the UNet and vocoder with OpenVINO (`auto`: on a CPU with the package installed); returns the runtime."""
-        from .openvino_runtime import OpenVINOUNet, OpenVINOVocoder, choose_runtime
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """What runs each stage, e.g. {"unet": "openvino", "vae": "openvino", "vocoder": "openvino"}."""
+        return {stage: "torch" if runtime is None else "openvino" for stage, runtime in
+                (("unet", self.unet_runtime), ("vae", self.vae_runtime), ("vocoder", self.vocoder_runtime))}
+
+    def use_runtime(self, name: str = "auto", keep_torch: bool = False) -> str:
+        """Run the UNet, VAE decoder and vocoder with OpenVINO (`auto`: on a CPU with the package installed).
+
+        Returns the runtime. With OpenVINO, torch's copies of those weights are freed (moved to the
+        meta device; their configs stay) unless `keep_torch`; then there is no way back to torch.
+        """
+        from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, choose_runtime,
+                                       openvino_stages, torch_weights_freed)
 
         runtime = choose_runtime(name, self.device)
-        ov = runtime == "openvino"
-        self.vocoder_runtime = OpenVINOVocoder(self.pipe.vocoder, self.precision.vocoder) if ov else None
-        self.unet_runtime = OpenVINOUNet(self.pipe.unet, self.precision.unet) if ov else None
+        if runtime == "openvino":
+            if self.unet_runtime is not None:
+                return runtime
+            pipe, p, stages = self.pipe, self.precision, openvino_stages()
+            self.vocoder_runtime = OpenVINOVocoder(pipe.vocoder, p.vocoder, keep_torch) if "vocoder" in stages else None
+            if "vae" in stages:
+                self.vae_runtime = OpenVINOVAEDecoder(pipe.vae, p.vae, keep_torch)
+                pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
+            self.unet_runtime = OpenVINOUNet(pipe.unet, p.unet, keep_torch)
+            return runtime
+        if torch_weights_freed(self.pipe.unet):
+            raise UsageError("--runtime torch: this model's torch weights were freed when OpenVINO took them "
+                             "over; load it again")
+        self.vocoder_runtime = self.unet_runtime = None
+        if self.vae_runtime is not None:
+            del self.pipe.vae.decode  # the class's method again
+            self.vae_runtime = None
         return runtime
 
 
@@ -152,7 +178,7 @@ def resolve_source(model: str) -> str | Path:
 
 
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
-               compile_mode: str | None = None, runtime: str = "torch") -> LoadedModel:
+               compile_mode: str | None = None, runtime: str = "torch", keep_torch: bool = False) -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
     import warnings
 
@@ -198,7 +224,10 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
     loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision)
     if runtime != "torch":
-        if not quiet:
-            print("preparing the OpenVINO vocoder (about a minute the first time; cached after)...", file=sys.stderr)
-        loaded.use_runtime(runtime)
+        from .openvino_runtime import choose_runtime
+
+        if not quiet and choose_runtime(runtime, dev) == "openvino":
+            print("preparing OpenVINO (the first start with a model converts it, a minute or two; "
+                  "later starts load the cached copy)...", file=sys.stderr)
+        loaded.use_runtime(runtime, keep_torch=keep_torch)
     return loaded
