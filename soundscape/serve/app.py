@@ -41,9 +41,9 @@ COMMANDS = ("set", "prompt", "add", "remove", "status")
 class ListenerResponse(StreamingResponse):
     """The stream, and the listener's slot freed however it ends (done, disconnected, cancelled)."""
 
-    def __init__(self, hub: Hub, listener: Listener, **kw):
+    def __init__(self, hub: Hub, listener: Listener, remote=None, **kw):
         super().__init__(_paced(listener), **kw)
-        self.hub, self.listener = hub, listener
+        self.hub, self.listener, self.remote = hub, listener, remote
 
     async def __call__(self, scope, receive, send):
         try:
@@ -52,6 +52,8 @@ class ListenerResponse(StreamingResponse):
             pass  # the listener went away mid-write: that is how streams end
         finally:
             self.hub.leave(self.listener)
+            if self.remote is not None:
+                self.remote.left(self.listener)
 
 
 async def _paced(listener: Listener):
@@ -86,7 +88,8 @@ def _seed(text: str | None) -> int | None:
     return value
 
 
-def build_app(hub: Hub, token: str | None = None) -> Starlette:
+def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None) -> Starlette:
+    """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py)."""
     registry = registry_for(hub)
 
     async def index(request: Request) -> Response:
@@ -127,11 +130,16 @@ def build_app(hub: Hub, token: str | None = None) -> Starlette:
             return PlainTextResponse(f"503: {exc}; try again later\n", status_code=503,
                                      headers={"Retry-After": str(exc.retry_after)})
         headers = {"X-Listener-Id": listener.id, "X-Seed": str(listener.stream.seed), "Cache-Control": "no-store"}
-        return ListenerResponse(hub, listener, media_type=listener.encoder.content_type, headers=headers)
+        if replica:
+            headers["X-Replica"] = replica
+        if remote is not None:
+            remote.joined(listener)
+        return ListenerResponse(hub, listener, remote, media_type=listener.encoder.content_type, headers=headers)
 
     async def control(request: Request) -> Response:
-        listener = hub.listeners.get(request.path_params["listener"])
-        if listener is None:
+        listener_id = request.path_params["listener"]
+        listener = hub.listeners.get(listener_id)
+        if listener is None and remote is None:
             return JSONResponse({"ok": False, "error": "no such listener (it has disconnected?)"}, status_code=404)
         try:
             body = json.loads(await request.body() or b"{}")
@@ -145,7 +153,10 @@ def build_app(hub: Hub, token: str | None = None) -> Starlette:
                                 status_code=400)
         if cmd == "set" and "weights" not in body:
             body = {"cmd": "set", "weights": body}
-        reply = listener.live.handle({**body, "cmd": cmd})
+        body = {**body, "cmd": cmd}
+        reply = listener.live.handle(body) if listener is not None else await remote.ask(listener_id, body)
+        if reply is None:
+            return JSONResponse({"ok": False, "error": "no such listener (it has disconnected?)"}, status_code=404)
         return JSONResponse(reply, status_code=200 if reply.get("ok") else 400)
 
     async def metrics(request: Request) -> Response:
