@@ -11,10 +11,9 @@ audio a chunk adds. Steady-state figures leave out chunk 0 (warm-up: first kerne
 First audio = from the loaded model to chunk 0's audio ready, prompt encoding included.
 Warm start = the same for a new, uncached prompt after warm-up.
 
-`--batch N` runs N streams in one UNet call: the wrapper repeats the guidance batch
-[negative, positive] to [N negatives, N positives] (same inputs, same compute as N distinct
-streams), and the VAE and vocoder decode N chunks at once. The scheduler step and inpainting,
-elementwise and cheap, run for one stream only.
+`--batch N` runs N streams through `denoise_batch`, the code `serve` batches its listeners with:
+each stream has its own seed and continues its own tail, every step is one UNet call for all N
+([N negatives, N positives] on guided steps), and the VAE and vocoder decode N chunks at once.
 """
 
 from __future__ import annotations
@@ -145,7 +144,7 @@ def _set_attention(unet, name: str) -> None:
 
 
 class _TimedUNet:
-    """Stands in for `pipe.unet` inside `denoise`: times each call and widens it to `streams` streams."""
+    """Stands in for `pipe.unet` inside `denoise_batch`: times each call."""
 
     def __init__(self, unet, device: torch.device, streams: int):
         self.unet, self.device, self.streams = unet, device, streams
@@ -157,11 +156,6 @@ class _TimedUNet:
 
     def __call__(self, sample, t, *, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1,
                  return_dict=False):
-        n = self.streams
-        if n > 1:  # [neg, pos] -> [neg x n, pos x n], as one guided batch of n streams
-            sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1 = (
-                x.repeat_interleave(n, 0) for x in
-                (sample, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1))
         sync(self.device)
         t0 = time.perf_counter()
         out = self.unet(sample, t, encoder_hidden_states=encoder_hidden_states,
@@ -169,8 +163,8 @@ class _TimedUNet:
                         encoder_attention_mask_1=encoder_attention_mask_1, return_dict=False)[0]
         sync(self.device)
         self.times.append(time.perf_counter() - t0)
-        self.guided.append(sample.shape[0] == 2 * n)
-        return (out[::n] if n > 1 else out,)
+        self.guided.append(sample.shape[0] == 2 * self.streams)
+        return (out,)
 
 
 class _PipeView:
@@ -214,20 +208,22 @@ class _PeakRSS:
 # Measurement -------------------------------------------------------------------------------------
 
 def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resampler, rs_states):
-    """One chunk, stage by stage; returns (timings, latents on the CPU, new resampler states)."""
-    from .generator.denoise import denoise, latents_to_mel, mel_to_audio
+    """One chunk of each of `streams` streams, stage by stage; returns (timings, latents (streams, ...) on
+    the CPU, new resampler states). `known`: the streams' tails (streams, 8, O, F), or None."""
+    from .generator.denoise import denoise_batch, latents_to_mel, mel_to_audio
 
     dev = model.device
     spec = chunk_spec.denoise
     first_step = len(unet.times)
     # 1. denoise: the UNet steps (timed inside) plus scheduler and inpainting
     t0 = time.perf_counter()
-    latents = denoise(view, cond, known, seed, spec)
+    knowns = [None] * streams if known is None else list(known.split(1))
+    latents = denoise_batch(view, [cond] * streams, knowns, [seed + k for k in range(streams)], spec)
     sync(dev)
     t1 = time.perf_counter()
     # 2. VAE: latents -> log-mel for the decode window play uses, every stream at once
     start = chunk_spec.decode_start(first=known is None)
-    mel = latents_to_mel(model, latents[:, :, start:].repeat(streams, 1, 1, 1))
+    mel = latents_to_mel(model, latents[:, :, start:])
     sync(dev)
     t2 = time.perf_counter()
     # 3. vocoder: log-mel -> 16 kHz waveform
