@@ -302,3 +302,57 @@ def test_token_guards_every_request(tiny_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_browser_opening_the_page_hears_the_scene(server, tmp_path):
+    import shutil
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs chromium and chromedriver (apt: chromium chromium-driver)")
+    import os
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-extensions", "--no-proxy-server",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--window-size=900,700"):
+        opts.add_argument(arg)
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a driver online
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        driver.get(server["base"] + "/")
+        assert "Test scene" in driver.page_source
+        # Play the first scene through an analyser, as a listener's ears would take it.
+        driver.execute_script("""
+            const audio = document.querySelector('audio');
+            const ctx = new AudioContext();
+            const analyser = ctx.createAnalyser();
+            ctx.createMediaElementSource(audio).connect(analyser);
+            analyser.connect(ctx.destination);
+            window.levels = [];
+            const buf = new Float32Array(analyser.fftSize);
+            setInterval(() => {
+              analyser.getFloatTimeDomainData(buf);
+              let s = 0; for (const x of buf) s += x * x;
+              window.levels.push(Math.sqrt(s / buf.length));
+            }, 100);
+            ctx.resume(); audio.play();
+        """)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and driver.execute_script(
+                "return document.querySelector('audio').currentTime") < 6:
+            time.sleep(0.5)
+        played = driver.execute_script("return document.querySelector('audio').currentTime")
+        levels = driver.execute_script("return window.levels")
+        assert played >= 6, f"the page played {played:.1f} s in a minute"
+        assert max(levels[-20:]) > 0.01  # sound, not silence
+        assert _metrics(server["base"])["soundscape_listeners"] == 1
+        driver.save_screenshot(str(tmp_path / "serve-page.png"))
+    finally:
+        driver.quit()
+    assert _wait_for(lambda: _metrics(server["base"])["soundscape_listeners"] == 0, 15)
+    assert not _log_errors(server["log"])
