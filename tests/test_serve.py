@@ -10,6 +10,7 @@ import http.client
 import json
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -299,9 +300,19 @@ def test_token_guards_every_request(tiny_model_dir, tmp_path):
         page = urllib.request.urlopen(url, timeout=10).read().decode()
         assert f"/stream/test?format=opus&amp;token={token}" in page
         assert urllib.request.urlopen(f"{base}/metrics?token={token}", timeout=10).status == 200
+        # Ctrl-C with a listener connected: its response ends complete, and the server exits cleanly.
+        with urllib.request.urlopen(f"{base}/stream/test?token={token}", timeout=30) as response:
+            response.read(2000)
+            proc.send_signal(signal.SIGINT)
+            rest = response.read()  # up to the end of the chunked body: no IncompleteRead
+        assert proc.wait(timeout=15) == 130
+        log = (tmp_path / "log").read_text()
+        assert "Traceback" not in log and "Exception" not in log
+        assert len(rest) > 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_a_browser_opening_the_page_hears_the_scene(server, tmp_path):

@@ -42,7 +42,7 @@ class ListenerResponse(StreamingResponse):
     """The stream, and the listener's slot freed however it ends (done, disconnected, cancelled)."""
 
     def __init__(self, hub: Hub, listener: Listener, remote=None, **kw):
-        super().__init__(_paced(listener), **kw)
+        super().__init__(_paced(hub, listener), **kw)
         self.hub, self.listener, self.remote = hub, listener, remote
 
     async def __call__(self, scope, receive, send):
@@ -56,15 +56,20 @@ class ListenerResponse(StreamingResponse):
                 self.remote.left(self.listener)
 
 
-async def _paced(listener: Listener):
-    """The listener's bytes: nothing until its first chunk is buffered (never silence), then its clock."""
+async def _paced(hub: Hub, listener: Listener):
+    """The listener's bytes: nothing until its first chunk is buffered (never silence), then its clock.
+
+    Ends (a complete response) when the server stops, so shutting down never cancels a stream mid-write.
+    """
     rate = listener.config.rate
     while not listener.started:
+        if hub.stopping:
+            return
         listener.pump()
         await asyncio.sleep(0.02)
     started, sent = time.monotonic(), 0
     lead, block = int(LEAD_S * rate), int(BLOCK_S * rate)
-    while True:
+    while not hub.stopping:
         due = int((time.monotonic() - started) * rate) + lead - sent
         if due >= block:
             data = listener.pull(due)
@@ -74,6 +79,9 @@ async def _paced(listener: Listener):
         else:
             listener.pump()
         await asyncio.sleep(BLOCK_S / 2)
+    tail = listener.close()
+    if tail:
+        yield tail
 
 
 def _seed(text: str | None) -> int | None:
@@ -139,6 +147,8 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     async def control(request: Request) -> Response:
         listener_id = request.path_params["listener"]
         listener = hub.listeners.get(listener_id)
+        if listener is not None and listener.live is None:
+            listener = None  # its stream has just ended
         if listener is None and remote is None:
             return JSONResponse({"ok": False, "error": "no such listener (it has disconnected?)"}, status_code=404)
         try:

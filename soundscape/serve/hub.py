@@ -52,6 +52,7 @@ class Hub:
         self.encoder = PromptEncoder(model)
         self.loop = GenerationLoop(max_batch=max_listeners)
         self.listeners: dict[str, Listener] = {}
+        self.stopping = False  # the server is shutting down: streams end
         self.refused = 0  # 503s
         self.joined = 0
         self._lock = threading.Lock()
@@ -94,6 +95,7 @@ class Hub:
         self.loop.start()
 
     def stop(self) -> None:
+        self.stopping = True
         self.loop.stop.set()
 
     # Listeners ----------------------------------------------------------------------------------------

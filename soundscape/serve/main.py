@@ -109,10 +109,15 @@ def run_http(hub, sock: socket.socket, token: str | None, quiet: bool = False) -
     if not is_loopback(host) and not quiet:
         print("serve: on another device, open this URL with this machine's address in place of "
               f"{shown}", file=sys.stderr, flush=True)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            hub.stopping = True  # streams end by themselves (a complete response) within 0.05 s
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(build_app(hub, token), log_config=None, log_level="warning", access_log=False,
                             lifespan="off", ws="none", http="h11", loop="asyncio", server_header=False,
-                            timeout_graceful_shutdown=1, proxy_headers=False)
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=3, proxy_headers=False)
+    server = Server(config)
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
