@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import sys
@@ -13,7 +14,8 @@ import pytest
 from conftest import SCENE
 from test_serve import RATE, Client, _start
 
-pytest.importorskip("ray.serve")
+# Not imported here: importing Ray at collection would fix its settings before other tests set them.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs pip install -e ".[ray]"')
 
 
 def _free_port() -> int:
