@@ -239,17 +239,21 @@ class SceneStream:
         """What the next chunk is made from: the scene's weights at its time, its conditioning and settings."""
         index = self.state.gen.chunk_index
         t = self.control_time(index)
-        by_prompt = controller.prompt_weights(self.scene, t, self.overrides, self.change)
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
+        return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change), spec,
+                              controller.weights_at(self.scene, t, self.overrides))
+
+    def _prepared(self, index: int, by_prompt: dict[str, float], spec: ChunkSpec,
+                  weights: dict[str, float]) -> _Prepared:
         qc = self.scene.quality_check
         if qc.enabled and qc.clap and self._clap is None:
             self._clap = watchdog.ClapScorer(self.model)
-        return _Prepared(stream=self, index=index, started=time.perf_counter(),
-                         weights=controller.weights_at(self.scene, t, self.overrides), by_prompt=by_prompt,
-                         cond=self.conditioning(by_prompt), spec=spec, presence=presence_of(by_prompt),
-                         attempt=self._first_attempt(index), tries=qc.max_tries if qc.enabled else 1)
+        return _Prepared(stream=self, index=index, started=time.perf_counter(), weights=weights,
+                         by_prompt=by_prompt, cond=self.conditioning(by_prompt), spec=spec,
+                         presence=presence_of(by_prompt), attempt=self._first_attempt(index),
+                         tries=qc.max_tries if qc.enabled else 1)
 
     def _first_attempt(self, index: int) -> int:
         """The seed attempt a chunk starts from: past those the watchdog turned down before (tests override)."""
@@ -292,13 +296,7 @@ class SceneStream:
         """
         self.seed = seed
         self.state = replace(self.state, gen=gen)
-        index = gen.chunk_index
-        qc = self.scene.quality_check
-        if qc.enabled and qc.clap and self._clap is None:
-            self._clap = watchdog.ClapScorer(self.model)
-        p = _Prepared(stream=self, index=index, started=time.perf_counter(), weights={}, by_prompt=by_prompt,
-                      cond=self.conditioning(by_prompt), spec=spec, presence=presence_of(by_prompt),
-                      attempt=self._first_attempt(index), tries=qc.max_tries if qc.enabled else 1)
+        p = self._prepared(gen.chunk_index, by_prompt, spec, weights={})
         while True:
             result = generate_chunks(self.model, [p.job()], spec)[0]
             out = _judge(p, result)

@@ -50,6 +50,8 @@ class Hub:
         self.max_listeners = max_listeners
         self.quality, self.steps, self.out_rate = quality, steps, out_rate
         self.encoder = PromptEncoder(model)
+        # The shortest hop of any scene: the real-time budget a batch must fit in.
+        self.hop_s = min(self._stream(name, 0).hop_s for name in scenes)
         self.loop = GenerationLoop(max_batch=max_listeners)
         self.listeners: dict[str, Listener] = {}
         self.stopping = False  # the server is shutting down: streams end
@@ -63,11 +65,8 @@ class Hub:
         return SceneStream(self.model, scene, seed=secrets.randbits(31) if seed is None else seed,
                            steps=self.steps, quality=self.quality, encoder=self.encoder, out_rate=self.out_rate)
 
-    def hop_s(self) -> float:
-        return min(self._stream(name, 0).hop_s for name in self.scenes)
-
     def capacity(self) -> int:
-        return admission.capacity(list(self.loop.costs), self.hop_s(), self.max_listeners)
+        return admission.capacity(list(self.loop.costs), self.hop_s, self.max_listeners)
 
     def calibrate(self, quiet: bool = False) -> None:
         """Time a batch of each size in CALIBRATION_BATCHES (a first chunk each, so the worst case)."""

@@ -28,18 +28,12 @@ BLOCK_S = 0.1  # the pace at which audio is taken off the ring and encoded
 
 @dataclass
 class _Clock:
-    """What LiveControl reads of play's Player: frames played so far."""
+    """What LiveControl reads of play's Player: frames played so far (serve allows no timer, stop or
+    volume command, the ones that would fade a player)."""
 
     frames_played: int = 0
-    done: bool = False
     underruns: int = 0
     underrun_frames: int = 0
-
-    def start_fade(self, seconds: float) -> None:  # a `stop` request: the client just disconnects instead
-        pass
-
-    def schedule_fade(self, start_frame: int, seconds: float) -> None:
-        pass
 
 
 @dataclass(frozen=True)

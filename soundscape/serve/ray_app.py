@@ -14,12 +14,12 @@ owning replica collects it (every 0.1 s) and returns LiveControl's reply.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 import uuid
 
 from ..errors import UsageError
+from .main import bind
 
 DIRECTORY = "soundscape-listener-directory"
 NAMESPACE = "soundscape"
@@ -139,15 +139,6 @@ def _replica_class():
     return SoundscapeReplica
 
 
-def _free_port_check(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                             f"pick another --port") from None
-
-
 def run_ray(args, token: str | None, scenes: dict) -> int:
     import os
 
@@ -162,7 +153,7 @@ def run_ray(args, token: str | None, scenes: dict) -> int:
 
     if args.port == 0:
         raise UsageError("--port 0: Ray Serve's proxy needs a fixed port; give one, e.g. --port 8000")
-    _free_port_check(args.host, args.port)
+    bind(args.host, args.port).close()  # a taken port fails before Ray starts
     first = next(iter(scenes.values()))[1]
     model = choose_model(args.model, first.model)
     resolve_source(model)
