@@ -146,15 +146,14 @@ class StreamSlot:
         self._pending = seg
         self.deliver()
 
-    def fail(self, exc: BaseException, quiet: bool = False) -> None:
+    def fail(self, exc: BaseException) -> None:
         """A failing chunk must not stop the sound: log it and retry after a growing pause."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         backoff = self._backoff
-        if not quiet:
-            who = f" for {self.name}" if self.name else ""
-            print(f"\nsoundscape: chunk failed{who} ({self.stats.last_error}); retrying in {backoff:.1f} s "
-                  f"while earlier material plays", file=sys.stderr)
+        who = f" for {self.name}" if self.name else ""
+        print(f"\nsoundscape: chunk failed{who} ({self.stats.last_error}); retrying in {backoff:.1f} s "
+              f"while earlier material plays", file=sys.stderr)
         self.log({"event": "error", "error": self.stats.last_error, "retry_in_s": backoff})
         self._retry_at = time.monotonic() + backoff
         self._backoff = min(backoff * 2, self.max_backoff)

@@ -33,7 +33,6 @@ class _Clock:
 
     frames_played: int = 0
     underruns: int = 0
-    underrun_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,6 @@ class Listener:
             missing = self.ring.read_into(block)
             if missing:
                 self.player.underruns += 1
-                self.player.underrun_frames += missing
             self.player.frames_played += len(block)
             out.append(self.encoder.encode(block))
             frames -= len(block)
