@@ -394,6 +394,7 @@ def run_bench(args) -> int:
         "precision": model.precision.names(),
         "vocoder_runtime": model.runtimes["vocoder"],
         "runtimes": model.runtimes,
+        "prepacked": list(model.prepacked),  # stages with oneDNN-prepacked bf16 weights (model/prepack.py)
         "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
         "quality": args.quality or "auto",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -516,7 +517,8 @@ def _table(r: dict) -> str:
         f"of {r['cpu_count']} CPUs, load average {_load_avg(r['load_avg_1m'])}"
         + (f", flags {' '.join(r['cpu_flags'])}" if r.get("cpu_flags") else ""),
         "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items())
-        + "; run by " + ", ".join(f"{k} {v}" for k, v in r.get("runtimes", {"vocoder": r.get("vocoder_runtime", "torch")}).items()),
+        + "; run by " + ", ".join(f"{k} {v}" for k, v in r.get("runtimes", {"vocoder": r.get("vocoder_runtime", "torch")}).items())
+        + (f"; prepacked {', '.join(r['prepacked'])}" if r.get("prepacked") else ""),
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "

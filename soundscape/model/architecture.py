@@ -159,9 +159,11 @@ def build_random_audioldm2(dtype: torch.dtype = torch.float32, device: str | tor
 
 
 def parameter_counts(pipe) -> dict[str, int]:
-    """Parameters per pipeline component, e.g. {"unet": 350_000_000, ...}."""
+    """Parameters per pipeline component, e.g. {"unet": 350_000_000, ...} (prepacked weights included)."""
+    from .prepack import packed_numel
+
     counts = {}
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
-            counts[name] = sum(p.numel() for p in component.parameters())
+            counts[name] = sum(p.numel() for p in component.parameters()) + packed_numel(component)
     return counts

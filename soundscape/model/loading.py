@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,10 @@ class LoadedModel:
     vocoder_runtime: object = None  # an OpenVINO vocoder (model/openvino_runtime.py), or None: torch's
     unet_runtime: object = None  # an OpenVINO UNet, or None: torch's
     vae_runtime: object = None  # an OpenVINO VAE decoder (installed as pipe.vae.decode), or None: torch's
+    # Stages whose torch weights are prepacked for oneDNN (model/prepack.py): in place, or as copies in
+    # `packed` when the plain modules must stay usable (keep_torch).
+    prepacked: tuple[str, ...] = ()
+    packed: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.precision is None:
@@ -38,11 +42,17 @@ class LoadedModel:
     @property
     def vocoder(self):
         """What turns log-mel into audio: OpenVINO's compiled vocoder where enabled, else the pipeline's."""
-        return self.vocoder_runtime or self.pipe.vocoder
+        for runtime in (self.vocoder_runtime, self.packed.get("vocoder")):
+            if runtime is not None:
+                return runtime
+        return self.pipe.vocoder
 
     @property
     def unet(self):
-        return self.unet_runtime or self.pipe.unet
+        for runtime in (self.unet_runtime, self.packed.get("unet")):
+            if runtime is not None:
+                return runtime
+        return self.pipe.unet
 
     @property
     def runtimes(self) -> dict[str, str]:
@@ -55,6 +65,8 @@ class LoadedModel:
 
         Returns the runtime. With OpenVINO, torch's copies of those weights are freed (moved to the
         meta device; their configs stay) unless `keep_torch`; then there is no way back to torch.
+        The stages torch runs get prepacked bf16 weights where that applies (model/prepack.py), in
+        place, or on copies with `keep_torch` (the plain modules then still cast and convert).
         """
         from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, choose_runtime,
                                        openvino_stages, torch_weights_freed)
@@ -64,11 +76,16 @@ class LoadedModel:
             if self.unet_runtime is not None:
                 return runtime
             pipe, p, stages = self.pipe, self.precision, openvino_stages()
+            if set(stages) & set(self.prepacked) - set(self.packed):
+                raise UsageError("--runtime openvino: this model's torch weights were prepacked for torch's "
+                                 "runtime; load it again with --runtime openvino")
+            self._unpack(stages)
             self.vocoder_runtime = OpenVINOVocoder(pipe.vocoder, p.vocoder, keep_torch) if "vocoder" in stages else None
             if "vae" in stages:
                 self.vae_runtime = OpenVINOVAEDecoder(pipe.vae, p.vae, keep_torch)
                 pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
             self.unet_runtime = OpenVINOUNet(pipe.unet, p.unet, keep_torch)
+            self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
             return runtime
         if torch_weights_freed(self.pipe.unet):
             raise UsageError("--runtime torch: this model's torch weights were freed when OpenVINO took them "
@@ -77,7 +94,33 @@ class LoadedModel:
         if self.vae_runtime is not None:
             del self.pipe.vae.decode  # the class's method again
             self.vae_runtime = None
+        self._prepack(["unet", "vae", "vocoder"], keep_torch)
         return runtime
+
+    def _prepack(self, stages, keep_torch: bool) -> None:
+        import copy
+
+        from .prepack import available, is_prepacked, prepack
+
+        for stage in stages:
+            module = getattr(self.pipe, stage)
+            if (stage in self.prepacked or not available(self.device, getattr(self.precision, stage))
+                    or hasattr(module, "_orig_mod") or is_prepacked(module)):
+                continue  # `_orig_mod`: compiled with --compile, where inductor packs its own
+            if keep_torch:
+                module = self.packed[stage] = copy.deepcopy(module)
+            prepack(module)
+            if keep_torch and stage == "vae":
+                self.pipe.vae.decode = module.decode  # denoise.latents_to_mel calls pipe.vae.decode
+            self.prepacked += (stage,)
+
+    def _unpack(self, stages) -> None:
+        """Drop packed copies of the stages another runtime takes over."""
+        for stage in stages:
+            if self.packed.pop(stage, None) is not None:
+                if stage == "vae":
+                    del self.pipe.vae.decode
+                self.prepacked = tuple(s for s in self.prepacked if s != stage)
 
 
 def choose_model(flag: str | None, scene_model: str | None = None) -> str:
@@ -229,5 +272,5 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         if not quiet and choose_runtime(runtime, dev) == "openvino":
             print("preparing OpenVINO (the first start with a model converts it, a minute or two; "
                   "later starts load the cached copy)...", file=sys.stderr)
-        loaded.use_runtime(runtime, keep_torch=keep_torch)
+    loaded.use_runtime(runtime, keep_torch=keep_torch)  # torch: prepacks bf16 CPU weights (model/prepack.py)
     return loaded
