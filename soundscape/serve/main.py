@@ -58,23 +58,6 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def steady_memory() -> None:
-    """Keep a long-running server's memory flat while listeners come and go.
-
-    Why: every listener allocates buffers of a few MB (its ring, latents, decode windows) on several
-    threads. glibc raises its mmap threshold after the first such buffer is freed, so later ones come
-    from per-thread heaps that fragment and are never given back: 300 listeners grew the server by
-    170 MB. A fixed threshold keeps big buffers in mmap, returned to the system when freed (measured
-    +2 MB per 100 listeners, flat).
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (fixed, so no longer adaptive)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def serve(args) -> int:
     from ..model.loading import choose_model, load_model, resolve_source
     from .hub import Hub, load_scenes
@@ -88,7 +71,6 @@ def serve(args) -> int:
         return run_ray(args, token, scenes)
     resolve_source(choose_model(args.model, first.model))
     sock = bind(args.host, args.port)  # a taken port fails before the model loads
-    steady_memory()
     model = load_model(choose_model(args.model, first.model), device=args.device, dtype=args.dtype,
                        quiet=args.quiet, compile_mode=args.compile, runtime=args.runtime)
     hub = Hub(model, scenes, max_listeners=args.max_listeners, quality=args.quality, steps=args.steps)

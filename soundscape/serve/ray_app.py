@@ -109,9 +109,7 @@ def _replica_class():
             from ..model.loading import load_model
             from ..scene import load_scene
             from .hub import Hub
-            from .main import steady_memory
 
-            steady_memory()
             device = settings["device"]
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
