@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from soundscape.model.loading import LoadedModel, load_model
-from soundscape.model.prepack import PackedConv, PackedLinear, is_prepacked, prepack
+from soundscape.model.prepack import PackedConv, PackedConvTranspose1d, PackedLinear, is_prepacked, prepack
 from soundscape.model.tiny import build_tiny_pipeline
 
 
@@ -46,12 +46,14 @@ def test_prepacked_stages_compute_what_the_plain_ones_do():
     plain = [copy.deepcopy(m).to(torch.bfloat16) for m in (pipe.unet, pipe.vae, pipe.vocoder)]
     packed = copy.deepcopy(plain)
     counts = [prepack(m) for m in packed]
-    # Every linear and conv layer of the UNet and VAE, every Conv1d of the vocoder (not its transposed convs).
+    # Every linear and conv layer of the UNet and VAE, every conv and transposed conv of the vocoder.
     assert counts[0] == sum(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in plain[0].modules())
-    assert counts[2] == sum(type(m) is torch.nn.Conv1d for m in plain[2].modules()) > 0
+    assert counts[2] == sum(type(m) in (torch.nn.Conv1d, torch.nn.ConvTranspose1d) for m in plain[2].modules())
+    assert any(type(m) is torch.nn.ConvTranspose1d for m in plain[2].modules())
     assert not any(type(m) in (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv1d) for m in packed[0].modules())
     assert any(isinstance(m, PackedLinear) for m in packed[0].modules())
     assert any(isinstance(m, PackedConv) and m.one_d for m in packed[2].modules())
+    assert any(isinstance(m, PackedConvTranspose1d) for m in packed[2].modules())
     a, b = run(*plain, torch.bfloat16), run(*packed, torch.bfloat16)
     for stage in ("unet", "vae", "vocoder"):
         assert a[stage].shape == b[stage].shape == ref[stage].shape, stage

@@ -25,7 +25,6 @@ The cache keeps the MAX_ENTRIES most recently used modules and removes older one
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..memory import give_back_heap
 
 RUNTIMES = ("auto", "torch", "openvino")
 # The stages OpenVINO runs; $SOUNDSCAPE_OPENVINO_STAGES (e.g. "unet,vae,vocoder") overrides it, to measure
@@ -289,14 +290,8 @@ def torch_weights_freed(module: torch.nn.Module) -> bool:
 
 
 def release_memory() -> None:
-    """Collect, then hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS stays)."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Collect, then hand freed heap pages back to the OS."""
+    give_back_heap(collect=True)
 
 
 def _prune(root: Path, keep: Path) -> None:

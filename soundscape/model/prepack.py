@@ -6,10 +6,11 @@ layers run 2.3x slower than with the weights packed once. Measured on a 2-core X
 (docs/benchmarks.md, "Prepacked weights"): the UNet 1.2x faster at batch 2 and 1.7x at batch 1,
 the VAE decoder 1.4x, the vocoder 1.3x, same numbers (the same kernels do the same sums).
 
-What: `prepack(module)` swaps every `nn.Linear`, `nn.Conv2d` and `nn.Conv1d` inside a module for a
-module that holds its weight already in oneDNN's layout and calls torch's own fused-op entry points
-(`torch.ops.mkldnn._linear_pointwise` / `_convolution_pointwise`, the ones inductor's freezing pass
-emits). A Conv1d runs as a Conv2d of height 1 (oneDNN packs only 2-D and 3-D weights).
+What: `prepack(module)` swaps every `nn.Linear`, `nn.Conv2d`, `nn.Conv1d` and `nn.ConvTranspose1d`
+inside a module for a module that holds its weight already in oneDNN's layout and calls torch's own
+fused-op entry points (`torch.ops.mkldnn._linear_pointwise` / `_convolution_pointwise` /
+`_convolution_transpose_pointwise`, the ones inductor's freezing pass emits). 1-D convolutions run
+as 2-D ones of height 1 (oneDNN packs only 2-D and 3-D weights).
 
 Only for bf16 on a CPU: in fp32 the packed path was slower (1.3x, torch's MKL path wins there), and
 GPUs have their own libraries. The packed weight replaces the plain one (no second copy), so a
@@ -68,12 +69,39 @@ class PackedConv(nn.Module):
         return y.squeeze(2) if self.one_d else y
 
 
+class PackedConvTranspose1d(nn.Module):
+    """A ConvTranspose1d (the vocoder's upsamplers) run as a ConvTranspose2d of height 1."""
+
+    def __init__(self, conv: nn.ConvTranspose1d):
+        super().__init__()
+        self.padding, self.output_padding = [0, conv.padding[0]], [0, conv.output_padding[0]]
+        self.stride, self.dilation, self.groups = [1, conv.stride[0]], [1, conv.dilation[0]], conv.groups
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_convolution_transpose_weight(
+            conv.weight.detach().unsqueeze(2), self.padding, self.output_padding, self.stride, self.dilation,
+            self.groups, None))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            x.unsqueeze(2), self.weight, self.bias, self.padding, self.output_padding, self.stride, self.dilation,
+            self.groups, "none", [], "").squeeze(2)
+
+
+_PACKED = (PackedLinear, PackedConv, PackedConvTranspose1d)
+
+
+def _packed(child: nn.Module) -> nn.Module:
+    if type(child) is nn.Linear:
+        return PackedLinear(child)
+    return PackedConvTranspose1d(child) if type(child) is nn.ConvTranspose1d else PackedConv(child)
+
+
 def _packable(child: nn.Module) -> bool:
     if type(child) is nn.Linear:
         return True
     # Exact types only: subclasses may change forward; string padding ("same") and non-zero padding modes
     # are not what the packed op computes.
-    return (type(child) in (nn.Conv1d, nn.Conv2d) and isinstance(child.padding, tuple)
+    return (type(child) in (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d) and isinstance(child.padding, tuple)
             and child.padding_mode == "zeros")
 
 
@@ -82,7 +110,7 @@ def prepack(module: nn.Module) -> int:
     count = 0
     for name, child in list(module.named_children()):
         if _packable(child):
-            setattr(module, name, PackedLinear(child) if type(child) is nn.Linear else PackedConv(child))
+            setattr(module, name, _packed(child))
             count += 1
         else:
             count += prepack(child)
@@ -90,10 +118,10 @@ def prepack(module: nn.Module) -> int:
 
 
 def is_prepacked(module: nn.Module) -> bool:
-    return any(isinstance(m, (PackedLinear, PackedConv)) for m in module.modules())
+    return any(isinstance(m, _PACKED) for m in module.modules())
 
 
 def packed_numel(module: nn.Module) -> int:
     """Weights held by packed layers (buffers now, not parameters), for parameter counts."""
     return sum(m.weight.numel() + (0 if m.bias is None else m.bias.numel())
-               for m in module.modules() if isinstance(m, (PackedLinear, PackedConv)))
+               for m in module.modules() if isinstance(m, _PACKED))

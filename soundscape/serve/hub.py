@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..conditioning import PromptEncoder
 from ..errors import UsageError
+from ..memory import give_back_heap
 from ..generation_loop import BatchCost, GenerationLoop
 from ..scene import Scene, load_scene
 from ..stream import SceneStream
@@ -121,21 +122,7 @@ class Hub:
             gone = self.listeners.pop(listener.id, None)
         if gone is not None:
             listener.close()
-            _give_back_heap()
+            # Its ring, latents and decode windows were a few MB on several threads' arenas: without
+            # this, 300 listeners grew the server by 170 MB (fragmented free pages glibc keeps).
+            give_back_heap()
 
-
-def _give_back_heap() -> None:
-    """Hand the heaps' free pages back to the system once a listener's buffers are freed.
-
-    Why: every listener allocates buffers of a few MB (its ring, latents, decode windows) on several
-    threads; glibc keeps freed heap pages, fragmented across per-thread arenas, so 300 listeners grew
-    the server by 170 MB. malloc_trim returns them (flat). Not a fixed M_MMAP_THRESHOLD, which did
-    the same: every large tensor then came from a fresh mmap and its page faults made the generator
-    1.5x slower (docs/benchmarks.md, "Prepacked weights").
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to give back
