@@ -182,8 +182,12 @@ def test_quality_presets_and_explicit_values_win():
     assert balanced.generation.guidance_interval[1] < 1.0 and balanced.min_steps >= 10
     eco = resolve(Generation(quality="eco"))
     assert eco.generation.steps < balanced.generation.steps
-    assert resolve(Generation(), device_type="cpu").preset == "balanced"
+    auto_cpu = resolve(Generation(), device_type="cpu")
+    assert auto_cpu.preset == "balanced" and auto_cpu.generation.steps == balanced.generation.steps
+    # auto on a CPU may adapt down to eco's floor; an explicit balanced keeps its own floor.
+    assert auto_cpu.min_steps == eco.min_steps < balanced.min_steps and auto_cpu.max_steps == balanced.max_steps
     assert resolve(Generation(), device_type="cuda").preset == "best"
+    assert resolve(Generation(), device_type="cuda").min_steps == best.min_steps
     # The scene's own values win over the preset; explicit steps also fix play's steps.
     own = resolve(Generation(quality="eco", steps=12, chunk_seconds=5.12))
     assert own.generation.steps == 12 and own.generation.chunk_seconds == 5.12 and own.min_steps == own.max_steps == 12

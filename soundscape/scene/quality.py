@@ -4,7 +4,8 @@
     best       25               15..25               every step         10.24 s
     balanced   10               10..16               first half         10.24 s
     eco         6                4..8                first third        10.24 s
-`auto` is best on a GPU and balanced on a CPU. A value the scene sets itself (steps,
+`auto` is best on a GPU and balanced on a CPU, where play may still go down to eco's floor (4 steps)
+when balanced's cannot keep up (AUTO_CPU_FLOOR). A value the scene sets itself (steps,
 guidance_interval, chunk_seconds) wins over the preset; explicit steps (scene or --steps)
 also fix play's steps. Figures behind the choices: docs/benchmarks.md ("Presets").
 """
@@ -32,6 +33,11 @@ PRESETS = {
     "balanced": Preset(steps=10, min_steps=10, max_steps=16, guidance_interval=(0.0, 0.5), chunk_seconds=10.24),
     "eco": Preset(steps=6, min_steps=4, max_steps=8, guidance_interval=(0.0, 0.34), chunk_seconds=10.24),
 }
+# `auto` on a CPU: balanced's steps and guidance, but play adapts down to eco's floor rather than
+# cover with earlier material. Why: on a 2-core CPU balanced's floor (10 steps) ran at 0.6x real
+# time and eco's range at 1.1x (docs/benchmarks.md, "Five minutes of play"); a listener who chose
+# nothing wants fresh sound more than the last few steps. An explicit `balanced` keeps its floor.
+AUTO_CPU_FLOOR = PRESETS["eco"].min_steps
 # Fields a preset sets when the scene leaves them out.
 PRESET_FIELDS = ("steps", "guidance_interval", "chunk_seconds")
 
@@ -53,7 +59,8 @@ class Resolved:
 def resolve(g: Generation, quality: str | None = None, device_type: str = "cpu",
             steps: int | None = None) -> Resolved:
     """The generation settings a stream runs with: --quality, else the scene's, applied under its own values."""
-    name = preset_name(quality or g.quality, device_type)
+    chosen = quality or g.quality
+    name = preset_name(chosen, device_type)
     p = PRESETS[name]
     update = {f: getattr(p, f) for f in PRESET_FIELDS if f not in g.model_fields_set}
     if "chunk_seconds" in update and g.overlap_seconds > update["chunk_seconds"] / 2:
@@ -62,5 +69,6 @@ def resolve(g: Generation, quality: str | None = None, device_type: str = "cpu",
         update["steps"] = steps
     resolved = g.model_copy(update=update)
     fixed = steps is not None or "steps" in g.model_fields_set
-    lo, hi = (resolved.steps, resolved.steps) if fixed else (p.min_steps, p.max_steps)
+    floor = AUTO_CPU_FLOOR if chosen == "auto" and name == "balanced" else p.min_steps
+    lo, hi = (resolved.steps, resolved.steps) if fixed else (floor, p.max_steps)
     return Resolved(generation=resolved, preset=name, min_steps=lo, max_steps=hi)
