@@ -68,6 +68,9 @@ def test_load_prepacks_bf16_on_the_cpu_only(tiny_model_dir, monkeypatch):
     assert bf16.prepacked == ("unet", "vae", "vocoder")
     assert all(is_prepacked(m) for m in (bf16.pipe.unet, bf16.pipe.vae, bf16.pipe.vocoder))
     assert bf16.unet is bf16.pipe.unet and not bf16.packed  # in place: no second copy of the weights
+    # Still a parameter left to read a dtype and device from (the vocoder has nothing but convs).
+    assert next(bf16.pipe.vocoder.parameters()).dtype == torch.bfloat16
+    assert bf16.pipe.vocoder.dtype == bf16.pipe.unet.dtype == torch.bfloat16
     fp32 = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
     assert fp32.prepacked == () and not is_prepacked(fp32.pipe.unet)  # packed fp32 measured slower
     fp16 = load_model(str(tiny_model_dir), device="cpu", dtype="fp16", quiet=True)

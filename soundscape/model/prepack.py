@@ -37,12 +37,18 @@ def available(device: torch.device, dtype: torch.dtype) -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+def _bias(layer: nn.Module) -> nn.Parameter | None:
+    """The layer's own bias, still a parameter: library code reads a module's dtype and device from
+    `next(module.parameters())`, and the vocoder has no other parameters once packed."""
+    return None if layer.bias is None else nn.Parameter(layer.bias.detach(), requires_grad=False)
+
+
 class PackedLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _ROWS_HINT))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -60,7 +66,7 @@ class PackedConv(nn.Module):
         weight = conv.weight.detach().unsqueeze(2) if self.one_d else conv.weight.detach()
         self.register_buffer("weight", torch.ops.mkldnn._reorder_convolution_weight(
             weight, self.padding, self.stride, self.dilation, self.groups, None))
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        self.bias = _bias(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.mkldnn._convolution_pointwise(x.unsqueeze(2) if self.one_d else x, self.weight, self.bias,
@@ -79,7 +85,7 @@ class PackedConvTranspose1d(nn.Module):
         self.register_buffer("weight", torch.ops.mkldnn._reorder_convolution_transpose_weight(
             conv.weight.detach().unsqueeze(2), self.padding, self.output_padding, self.stride, self.dilation,
             self.groups, None))
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
+        self.bias = _bias(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._convolution_transpose_pointwise(
@@ -122,6 +128,5 @@ def is_prepacked(module: nn.Module) -> bool:
 
 
 def packed_numel(module: nn.Module) -> int:
-    """Weights held by packed layers (buffers now, not parameters), for parameter counts."""
-    return sum(m.weight.numel() + (0 if m.bias is None else m.bias.numel())
-               for m in module.modules() if isinstance(m, _PACKED))
+    """Weights held by packed layers (buffers now, not parameters; biases stay parameters), for counts."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, _PACKED))
