@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -35,16 +36,29 @@ class RenderResult:
 
 @contextmanager
 def _signals_deferred():
-    """Hold Ctrl-C / SIGTERM until the block is done (they are delivered right after)."""
-    signals = {signal.SIGINT, signal.SIGTERM}
+    """Hold Ctrl-C / SIGTERM until the block is done (they are delivered right after).
+
+    Why a Python handler and not a signal mask: with other threads running (the segmented render's
+    executor, the progress bar), the kernel hands a process signal to any thread that does not mask
+    it, and Python then runs the handler on the main thread mid-block: the audio was written but not
+    the state that resumes after it (seen as "nothing to resume yet" under load).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if held:
+            handler = old[held[0]]
+            if callable(handler):
+                handler(held[0], None)  # Python's default raises KeyboardInterrupt, as the signal would have
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), held[0])
 
 
 def state_path(out: Path) -> Path:

@@ -36,3 +36,28 @@ def test_sigint_stops_a_play_started_with_sigint_ignored(scene_file, tiny_model_
             proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "played " in err  # it stopped through its own fade-out path
+
+
+def test_a_signal_inside_a_deferred_block_waits_for_its_end():
+    """The audio and the state that resumes after it are written as one step, even with other threads
+    running (a segmented render's executor): the kernel may hand the signal to any of them."""
+    import os
+    import threading
+
+    from soundscape.render import _signals_deferred
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    steps = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(50):
+                    time.sleep(0.002)  # bytecode boundaries where a pending handler would run
+                steps.append("block finished")
+        assert steps == ["block finished"]
+    finally:
+        stop.set()
+        other.join()
