@@ -1,10 +1,13 @@
 """Probe: each bf16 network plain against prepacked (soundscape/model/prepack.py), calls interleaved.
 
-Used for docs/benchmarks.md ("Prepacked weights"):
+Used for docs/benchmarks.md ("Prepacked weights"); DTYPE=float32 measures packing in fp32 (not used:
+slower there):
     OMP_WAIT_POLICY=PASSIVE python scripts/probe_prepack.py
+    DTYPE=float32 OMP_WAIT_POLICY=PASSIVE python scripts/probe_prepack.py
 """
 
 import copy
+import os
 import time
 
 import torch
@@ -12,12 +15,13 @@ import torch
 from soundscape.model.architecture import _unet, _vae, _vocoder
 from soundscape.model.prepack import prepack
 
+DTYPE = getattr(torch, os.environ.get("DTYPE", "bfloat16"))
 torch.manual_seed(0)
-latents = torch.randn(2, 8, 256, 16, dtype=torch.bfloat16)
-gpt = torch.randn(2, 8, 768, dtype=torch.bfloat16)
-t5 = torch.randn(2, 32, 1024, dtype=torch.bfloat16)
+latents = torch.randn(2, 8, 256, 16, dtype=DTYPE)
+gpt = torch.randn(2, 8, 768, dtype=DTYPE)
+t5 = torch.randn(2, 32, 1024, dtype=DTYPE)
 mask = torch.ones(2, 32, dtype=torch.long)
-mel = torch.randn(1, 848, 64, dtype=torch.bfloat16)
+mel = torch.randn(1, 848, 64, dtype=DTYPE)
 
 
 def unet_call(batch):
@@ -32,7 +36,7 @@ with torch.inference_mode():
     built = {}
     for name, build, call in cases:
         if build not in built:
-            plain = build().eval().to(torch.bfloat16)
+            plain = build().eval().to(DTYPE)
             packed = copy.deepcopy(plain)
             prepack(packed)
             built[build] = (plain, packed)

@@ -103,6 +103,7 @@ class LoadedModel:
 
         from .prepack import available, is_prepacked, prepack
 
+        before = self.prepacked
         for stage in stages:
             module = getattr(self.pipe, stage)
             if (stage in self.prepacked or not available(self.device, getattr(self.precision, stage))
@@ -114,7 +115,8 @@ class LoadedModel:
             if keep_torch and stage == "vae":
                 self.pipe.vae.decode = module.decode  # denoise.latents_to_mel calls pipe.vae.decode
             self.prepacked += (stage,)
-            # The plain weights just freed stay in glibc's heap otherwise: +310 MB RSS for the full model.
+        if self.prepacked != before:
+            # The plain weights just freed stay in glibc's heap otherwise: 250-330 MB RSS for the full model.
             give_back_heap()
 
     def _unpack(self, stages) -> None:

@@ -1,10 +1,10 @@
 """Prepacked oneDNN weights for the bf16 CPU path: the same networks, without a weight reorder per call.
 
 Why: torch's eager `nn.Linear` and `nn.Conv2d` hand oneDNN plain weights, and oneDNN reorders them
-into its blocked (AMX/VNNI) layout on every call: 489 reorders per UNet call, and the bf16 linear
-layers run 2.3x slower than with the weights packed once. Measured on a 2-core Xeon with AMX
-(docs/benchmarks.md, "Prepacked weights"): the UNet 1.2x faster at batch 2 and 1.7x at batch 1,
-the VAE decoder 1.4x, the vocoder 1.3x, same numbers (the same kernels do the same sums).
+into its blocked (AMX/VNNI) layout on every call: 489 reorders per UNet call. Measured on a 2-core
+Xeon with AMX (scripts/probe_prepack.py; docs/benchmarks.md, "Prepacked weights"): the UNet 1.17x
+faster at batch 2 and 1.44x at batch 1, the VAE decoder 1.69x, the vocoder 1.64x, a balanced chunk
+1.21x. Same kernels: the vocoder's output is bit-identical, the UNet's and VAE's differ by bf16 rounding.
 
 What: `prepack(module)` swaps every `nn.Linear`, `nn.Conv2d`, `nn.Conv1d` and `nn.ConvTranspose1d`
 inside a module for a module that holds its weight already in oneDNN's layout and calls torch's own
@@ -12,8 +12,8 @@ fused-op entry points (`torch.ops.mkldnn._linear_pointwise` / `_convolution_poin
 `_convolution_transpose_pointwise`, the ones inductor's freezing pass emits). 1-D convolutions run
 as 2-D ones of height 1 (oneDNN packs only 2-D and 3-D weights).
 
-Only for bf16 on a CPU: in fp32 the packed path was slower (1.3x, torch's MKL path wins there), and
-GPUs have their own libraries. The packed weight replaces the plain one (no second copy), so a
+Only for bf16 on a CPU: in fp32 the packed UNet was 1.35-1.5x slower (torch's MKL path wins there),
+and GPUs have their own libraries. The packed weight replaces the plain one (no second copy), so a
 packed module cannot be cast, moved or converted again; `LoadedModel.use_runtime` packs copies when
 the plain modules must stay usable (diffusers' pipeline in `bench --compare-diffusers`).
 $SOUNDSCAPE_PREPACK=0 turns it off (to measure against, or if a torch build lacks the ops).

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..conditioning import PromptEncoder
 from ..errors import UsageError
-from ..memory import give_back_heap
 from ..generation_loop import BatchCost, GenerationLoop
+from ..memory import give_back_heap
 from ..scene import Scene, load_scene
 from ..stream import SceneStream
 from . import admission
@@ -125,4 +125,3 @@ class Hub:
             # Its ring, latents and decode windows were a few MB on several threads' arenas: without
             # this, 300 listeners grew the server by 170 MB (fragmented free pages glibc keeps).
             give_back_heap()
-
