@@ -11,7 +11,7 @@ import time
 
 from soundscape.model.loading import load_model
 from soundscape.scene import load_scene
-from soundscape.stream import SceneStream, next_segments
+from soundscape.stream.scene_stream import SceneStream, next_segments
 
 
 def main(model_dir: str, scene_path: str) -> None:

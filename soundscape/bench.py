@@ -239,7 +239,7 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
 
 def _measure(model, args, frames: int, overlap: int, gen) -> dict:
     from .audio.resample import ResamplerState, StreamResampler
-    from .conditioning import PromptEncoder, blend, with_negative
+    from .generator.conditioning import PromptEncoder, blend, with_negative
     from .generator.chunks import ChunkSpec, chunk_seed
     from .generator.denoise import DenoiseSpec
 

@@ -215,7 +215,7 @@ def cmd_devices(args) -> int:
 def _stream_from_args(args, **kw):
     from .model.loading import choose_model, load_model
     from .scene import load_scene
-    from .stream import SceneStream
+    from .stream.scene_stream import SceneStream
 
     scene = load_scene(args.scene)
     model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
@@ -225,19 +225,19 @@ def _stream_from_args(args, **kw):
 
 def cmd_render(args) -> int:
     from .audio.files import check_output_path
-    from .render import render, state_path
+    from .render.plain import render, state_path
 
     out = check_output_path(args.output)
     segmented = args.loop or args.workers or args.ray
     if args.resume and state_path(out).exists():
-        from .segmented import is_segmented_state
+        from .render.segmented import is_segmented_state
 
         if is_segmented_state(state_path(out)) and not segmented:
             raise UsageError(f"--resume: {out} was started with --loop, --workers or --ray; "
                              f"resume it with the same flags")
     try:
         if segmented:
-            from .segmented import render_from_args
+            from .render.segmented import render_from_args
 
             result = render_from_args(args, out)
         else:
@@ -266,7 +266,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_play(args) -> int:
-    from .engine import play
+    from .play.engine import play
 
     return play(args, _stream_from_args)
 
@@ -278,7 +278,7 @@ def _reply_or_fail(reply: dict) -> dict:
 
 
 def cmd_set(args) -> int:
-    from .control import request
+    from .play.control_socket import request
 
     if not args.weights and not args.prompt:
         raise UsageError("set: give LAYER=VALUE pairs (e.g. birds=0.2) or --prompt LAYER TEXT")
@@ -302,7 +302,7 @@ def cmd_set(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .control import request
+    from .play.control_socket import request
     import json
 
     status = _reply_or_fail(request(args.control, {"cmd": "status"}))["status"]

@@ -40,8 +40,8 @@ class SoakResult:
 def run_soak(model, scene, minutes: float, speed: float, rate: int = 16000, warmup: float = 0.1,
              timeline: str | None = None) -> SoakResult:
     from .audio.output import NULL_DEVICE, OutputConfig
-    from .engine import Engine
-    from .stream import SceneStream
+    from .play.engine import Engine
+    from .stream.scene_stream import SceneStream
 
     proc = psutil.Process()
     stream = SceneStream(model, scene, out_rate=rate, channels=1)

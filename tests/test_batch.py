@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from soundscape.scene import load_scene
-from soundscape.stream import SceneStream, next_segments
+from soundscape.stream.scene_stream import SceneStream, next_segments
 
 from conftest import SCENE
 

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from soundscape.conditioning import PromptEncoder, blend, slerp, with_negative
+from soundscape.generator.conditioning import PromptEncoder, blend, slerp, with_negative
 from soundscape.generator.denoise import DenoiseSpec, chunk_noise, decode, denoise
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from soundscape import controller
+from soundscape.stream import controller
 from soundscape.scene import parse_scene
 
 BASE = """\

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from soundscape.audio.output import NULL_DEVICE, OutputConfig
-from soundscape.engine import Engine
-from soundscape.stream import SceneStream
+from soundscape.play.engine import Engine
+from soundscape.stream.scene_stream import SceneStream
 
 from test_play import longest_silence
 
@@ -105,7 +105,7 @@ def test_other_users_cannot_reach_the_control_socket():
     import tempfile
     import threading
 
-    from soundscape.control import ControlServer, request
+    from soundscape.play.control_socket import ControlServer, request
 
     if os.getuid() != 0:
         pytest.skip("needs root to act as another user")

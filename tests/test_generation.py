@@ -8,7 +8,7 @@ from scipy.signal import resample_poly
 from soundscape.audio.crossfade import Joiner, JoinState, crossfade
 from soundscape.audio.resample import ResamplerState, StreamResampler
 from soundscape.generator.chunks import chunk_seed
-from soundscape.stream import SceneStream
+from soundscape.stream.scene_stream import SceneStream
 
 
 @pytest.fixture(scope="module")

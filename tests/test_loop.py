@@ -11,8 +11,8 @@ import torch
 
 from soundscape.cli import main
 from soundscape.generator.chunks import GeneratorState, generate_chunk
-from soundscape.loop import analyse_seams
-from soundscape.segments import SAMPLES_PER_FRAME, bridge_tail, plan_loop
+from soundscape.render.loop_file import analyse_seams
+from soundscape.render.plan import SAMPLES_PER_FRAME, bridge_tail, plan_loop
 
 LATENCY = 57  # the loudness controller's delay at 16 kHz (audio/loudness.py)
 
@@ -41,7 +41,7 @@ def _scene(text=MONO):
 
 @pytest.fixture(scope="module")
 def stream(tiny_model):
-    from soundscape.stream import SceneStream
+    from soundscape.stream.scene_stream import SceneStream
 
     return SceneStream(tiny_model, _scene(), out_rate=16000, channels=1)
 
@@ -101,10 +101,10 @@ def test_loop_wraps_as_smoothly_as_its_interior_seams(scene_file, tiny_model_dir
     assert rate == 16000 and audio.shape == (20 * 16000,)  # exactly the length asked for
     assert not (tmp_path / "loop.wav.state.npz").exists() and not (tmp_path / "loop.wav.segments").exists()
     # Played twice end to end: the wrap is one more seam, with the loop's x-sample crossfade before it.
-    from soundscape.segmented import make_plan
-    from soundscape.workers import Settings
+    from soundscape.render.segmented import make_plan
+    from soundscape.render.workers import Settings
     from soundscape.scene.quality import resolve
-    from soundscape.stream import chunk_spec
+    from soundscape.stream.scene_stream import chunk_spec
 
     scene = _scene()
     spec = chunk_spec(resolve(scene.generation, None, "cpu").generation)
@@ -132,8 +132,8 @@ def test_loop_wraps_as_smoothly_as_its_interior_seams(scene_file, tiny_model_dir
 
 
 def test_loop_weights_ease_back_to_the_start():
-    from soundscape import controller
-    from soundscape.loop import weights
+    from soundscape.stream import controller
+    from soundscape.render.loop_file import weights
 
     scene = _scene()
     loop_s, chunk_s = 20.0, 2.56
@@ -151,7 +151,7 @@ def test_loop_plans_are_exact_for_any_length():
     """The wrap bridge takes up whatever is left, so a loop is exactly as long as asked."""
     scene = _scene()
     from soundscape.scene.quality import resolve
-    from soundscape.stream import chunk_spec
+    from soundscape.stream.scene_stream import chunk_spec
 
     spec = chunk_spec(resolve(scene.generation, None, "cpu").generation)
     for frames in range(72, 1500, 37):

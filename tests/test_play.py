@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from soundscape.audio.output import NULL_DEVICE, OutputConfig
-from soundscape.engine import Engine
-from soundscape.stream import SceneStream
+from soundscape.play.engine import Engine
+from soundscape.stream.scene_stream import SceneStream
 
 
 def longest_silence(x: np.ndarray, rate: int) -> float:

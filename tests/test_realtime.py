@@ -10,7 +10,7 @@ import torch
 
 from soundscape.generator.chunks import ChunkSpec, GeneratorState, generate_chunk
 from soundscape.generator.denoise import DenoiseSpec, decode, denoise
-from soundscape.stream import SceneStream
+from soundscape.stream.scene_stream import SceneStream
 
 LONG_OVERLAP = """\
 name: Long overlap
@@ -229,7 +229,7 @@ def _run_slowed(tiny_model_dir, delay_per_step: float, seconds: float, timeline=
     import time
 
     from soundscape.audio.output import NULL_DEVICE, OutputConfig
-    from soundscape.engine import Engine
+    from soundscape.play.engine import Engine
     from soundscape.model.loading import load_model
 
     model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)  # its own: the hook stays here
@@ -264,7 +264,7 @@ def test_adaptive_steps_rise_when_there_is_time(tiny_model_dir):
 
 
 def test_render_does_not_adapt(tiny_model, tmp_path):
-    from soundscape.render import render
+    from soundscape.render.plain import render
 
     stream = SceneStream(tiny_model, _scene(ADAPTIVE))
     render(stream, tmp_path / "a.wav", 6.0, timeline=tmp_path / "t.jsonl", quiet=True)

@@ -96,8 +96,8 @@ def test_render_reports_loudness_near_the_target(tiny_model, tmp_path):
     import json
 
     from soundscape.scene import parse_scene
-    from soundscape.stream import SceneStream
-    from soundscape.render import render
+    from soundscape.stream.scene_stream import SceneStream
+    from soundscape.render.plain import render
     from conftest import SCENE
 
     scene = parse_scene(SCENE.replace("output: {", "output: {volume: 1.0, loudness_lufs: -26, "))

@@ -15,17 +15,17 @@ import soundfile as sf
 import torch
 
 from soundscape.cli import main
-from soundscape.loop import analyse_seams
-from soundscape.segments import SAMPLES_PER_FRAME, plan_render, segment_seed
-from soundscape.segmented import make_plan, render_segmented
-from soundscape.workers import LocalExecutor, Settings
+from soundscape.render.loop_file import analyse_seams
+from soundscape.render.plan import SAMPLES_PER_FRAME, plan_render, segment_seed
+from soundscape.render.segmented import make_plan, render_segmented
+from soundscape.render.workers import LocalExecutor, Settings
 
 DURATION = 20.0  # 11 pieces: 3 segments of up to 4 chunks and 2 bridges
 
 
 def _settings(scene, model_dir):
     from soundscape.scene.quality import resolve
-    from soundscape.stream import chunk_spec
+    from soundscape.stream.scene_stream import chunk_spec
 
     resolved = resolve(scene.generation, None, "cpu")
     return Settings(scene=scene, seed=scene.seed, model=str(model_dir), spec=chunk_spec(resolved.generation),
@@ -89,9 +89,9 @@ def test_any_number_of_workers_gives_the_same_bytes(reference, tmp_path, workers
 
 def test_segment_zero_is_the_plain_render_and_bridges_are_seamless(reference, module_scene, tiny_model, tmp_path):
     """A segmented render equals the plain one up to its first bridge, then differs; its seams all pass."""
-    from soundscape.render import render
+    from soundscape.render.plain import render
     from soundscape.scene import load_scene
-    from soundscape.stream import SceneStream
+    from soundscape.stream.scene_stream import SceneStream
 
     settings, want, _ = reference
     out = tmp_path / "seg.wav"
@@ -131,7 +131,7 @@ def ray_cluster():
 
 
 def test_ray_gives_the_same_bytes(reference, ray_cluster, tmp_path):
-    from soundscape.workers import RayExecutor
+    from soundscape.render.workers import RayExecutor
 
     settings, want, _ = reference
     out = tmp_path / "ray.wav"
@@ -193,7 +193,7 @@ def test_a_stopped_segmented_render_resumes_at_segment_granularity(module_scene,
     assert "is from a different render" in err and "resume it with the same flags" in err
     # Resume with another worker count: finished segments are reused, not made again.
     seen = []
-    import soundscape.segmented as segmented
+    import soundscape.render.segmented as segmented
 
     original = segmented.Driver._store
 

@@ -44,7 +44,7 @@ def test_a_signal_inside_a_deferred_block_waits_for_its_end():
     import os
     import threading
 
-    from soundscape.render import _signals_deferred
+    from soundscape.render.plain import _signals_deferred
 
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)

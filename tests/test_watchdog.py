@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from soundscape.errors import ChunkRejected
-from soundscape.stream import SceneStream
-from soundscape.watchdog import check
+from soundscape.stream.scene_stream import SceneStream
+from soundscape.stream.watchdog import check
 
 from test_play import longest_silence
 
@@ -43,7 +43,7 @@ class SkipStream(SceneStream):
 
 
 def _render(stream_cls, model, scene, path, timeline=None):
-    from soundscape.render import render
+    from soundscape.render.plain import render
 
     stream = stream_cls(model, scene, out_rate=16000, channels=1)
     render(stream, path, 12.0, timeline=timeline, quiet=True)
@@ -66,7 +66,7 @@ def test_bad_chunks_never_reach_the_output(tiny_model, scene, tmp_path):
 
 def test_play_covers_while_a_chunk_is_made_again(tiny_model, scene):
     from soundscape.audio.output import NULL_DEVICE, OutputConfig
-    from soundscape.engine import Engine
+    from soundscape.play.engine import Engine
 
     stream = BadStream(tiny_model, scene, out_rate=16000, channels=1)
     engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
@@ -81,7 +81,7 @@ def test_play_covers_while_a_chunk_is_made_again(tiny_model, scene):
 def test_a_chunk_that_always_fails_stops_render_with_a_message(tiny_model, scene, tmp_path):
     stream = BadStream(tiny_model, scene, out_rate=16000, channels=1)
     stream.always_bad = True
-    from soundscape.render import render
+    from soundscape.render.plain import render
 
     with pytest.raises(ChunkRejected, match="chunk 1 failed the quality check 3 times \\(silence\\)"):
         render(stream, tmp_path / "x.wav", 12.0, quiet=True)
@@ -107,7 +107,7 @@ def test_checks_on_synthetic_audio():
 
 
 def test_clap_score_uses_the_pipelines_own_clap(tiny_model):
-    from soundscape.watchdog import ClapScorer
+    from soundscape.stream.watchdog import ClapScorer
 
     scorer = ClapScorer(tiny_model)
     audio = np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32) * 0.1

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from soundscape.cli import main
-from soundscape.control import request as control
+from soundscape.play.control_socket import request as control
 from soundscape.scene import load_scene
 
 SCENE = """\

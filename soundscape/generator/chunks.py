@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..conditioning import Conditioning
+from .conditioning import Conditioning
 from ..model.loading import LoadedModel
 from .denoise import DenoiseSpec, decode_batch, denoise_batch
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..conditioning import Conditioning, stack_conditioning
+from .conditioning import Conditioning, stack_conditioning
 from ..model.loading import LoadedModel
 from .schedulers import make_scheduler
 

@@ -1,4 +1,7 @@
-"""Scene files: the typed model (schema) and the YAML reader (load)."""
+"""Scene files: the typed model (schema), the YAML reader (load), quality presets.
+
+May import: ground modules and model/geometry. Never generator/, audio/, stream/ or a command folder.
+"""
 
 from .load import load_scene, parse_scene
 from .schema import Scene

@@ -9,7 +9,7 @@ while  c(n) <= HEADROOM * hop.  With batches of one size only, the line goes thr
 
 from __future__ import annotations
 
-from ..generation_loop import BatchCost
+from ..stream.generation_loop import BatchCost
 
 HEADROOM = 0.8  # a batch may use 80 % of the hop: the rest is slack for jitter and a newcomer's first chunk
 

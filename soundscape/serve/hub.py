@@ -14,12 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-from ..conditioning import PromptEncoder
+from ..generator.conditioning import PromptEncoder
 from ..errors import UsageError
-from ..generation_loop import BatchCost, GenerationLoop
+from ..stream.generation_loop import BatchCost, GenerationLoop
 from ..memory import give_back_heap
 from ..scene import Scene, load_scene
-from ..stream import SceneStream
+from ..stream.scene_stream import SceneStream
 from . import admission
 from .listener import Listener
 
@@ -71,7 +71,7 @@ class Hub:
 
     def calibrate(self, quiet: bool = False) -> None:
         """Time a batch of each size in CALIBRATION_BATCHES (a first chunk each, so the worst case)."""
-        from ..stream import next_segments
+        from ..stream.scene_stream import next_segments
 
         name = next(iter(self.scenes))
         for n in CALIBRATION_BATCHES:

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..audio.feeder import Feeder
 from ..audio.ringbuffer import RingBuffer
-from ..generation_loop import MARGIN_S, XFADE_S, StreamSlot
-from ..live import LiveControl
+from ..stream.generation_loop import MARGIN_S, XFADE_S, StreamSlot
+from ..stream.live import LiveControl
 from .encode import StreamEncoder
 
 LEAD_S = 1.0  # audio sent ahead of the listener's clock: the browser's buffer against network jitter

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model.loading import LoadedModel
+from ..model.loading import LoadedModel
 
 
 @dataclass(frozen=True)

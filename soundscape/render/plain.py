@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio.files import GrowingAudioFile, check_output_path, copy_prefix
-from .errors import UsageError
-from .stream import SceneStream
+from ..audio.files import GrowingAudioFile, check_output_path, copy_prefix
+from ..errors import UsageError
+from ..stream.scene_stream import SceneStream
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _measure_file(path: Path) -> dict | None:
     """Integrated loudness, loudness range and true peak of the finished file (EBU R128 figures)."""
     import soundfile as sf
 
-    from .audio.loudness import measure
+    from ..audio.loudness import measure
 
     info = sf.info(str(path))
     if info.frames == 0 or info.frames > MEASURE_MAX_S * info.samplerate:

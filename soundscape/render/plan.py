@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
-from .generator.chunks import ChunkSpec
+from ..errors import UsageError
+from ..generator.chunks import ChunkSpec
 
 FRAME_S = 0.04  # one latent frame
 SAMPLES_PER_FRAME = 640  # at 16 kHz

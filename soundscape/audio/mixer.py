@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from ..audio.output import Player
-from ..audio.ringbuffer import RingBuffer
+from .output import Player
+from .ringbuffer import RingBuffer
 
 RAMP_S = 0.05  # a volume change glides over this long (no zipper noise)
 MAX_BLOCK = 1 << 15  # scratch size; a larger callback block just gets the target gain at once

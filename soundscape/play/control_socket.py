@@ -20,7 +20,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from .errors import NoPlayerError, UsageError
+from ..errors import NoPlayerError, UsageError
 
 MAX_REQUEST = 64 * 1024
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ..scene import Scene, parse_scene
+from ...scene import Scene, parse_scene
 
 
 def slug(name: str) -> str:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generator.adaptive import StepController
-from .generator.denoise import Cancelled
-from .stream import Segment, next_segments
+from .adaptive import StepController
+from ..generator.denoise import Cancelled
+from .scene_stream import Segment, next_segments
 
 XFADE_S = 0.25  # every cover-up seam
 MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer

@@ -35,15 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loop as loops
-from .audio.crossfade import JoinState, crossfade
-from .audio.files import GrowingAudioFile, check_output_path, copy_prefix
-from .audio.loudness import LoudnessState
-from .audio.resample import ResamplerState, StreamResampler
-from .errors import SoundscapeError, UsageError
-from .render import RenderResult, _measure_file, _progress, _signals_deferred, state_path
-from .segments import FRAME_S, SAMPLES_PER_FRAME, Piece, Plan, loop_frames_for, plan_loop, plan_render
-from .stream import (MODEL_RATE, fade_and_volume, joiner_for, loudness_for, output_state_arrays, output_state_from,
+from . import loop_file as loops
+from ..audio.crossfade import JoinState, crossfade
+from ..audio.files import GrowingAudioFile, check_output_path, copy_prefix
+from ..audio.loudness import LoudnessState
+from ..audio.resample import ResamplerState, StreamResampler
+from ..errors import SoundscapeError, UsageError
+from .plain import RenderResult, _measure_file, _progress, _signals_deferred, state_path
+from .plan import FRAME_S, SAMPLES_PER_FRAME, Piece, Plan, loop_frames_for, plan_loop, plan_render
+from ..stream.scene_stream import (MODEL_RATE, fade_and_volume, joiner_for, loudness_for, output_state_arrays, output_state_from,
                      to_channels)
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
@@ -461,10 +461,10 @@ def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f)
 
 def render_from_args(args, out: Path) -> RenderResult:
     """`render` with --loop, --workers or --ray: resolve the settings once, start the workers, render."""
-    from .model.loading import _looks_like_path, choose_device, choose_model, load_model, resolve_source
-    from .scene import load_scene
-    from .scene.quality import resolve
-    from .stream import chunk_spec
+    from ..model.loading import _looks_like_path, choose_device, choose_model, load_model, resolve_source
+    from ..scene import load_scene
+    from ..scene.quality import resolve
+    from ..stream.scene_stream import chunk_spec
     from .workers import InProcessExecutor, LocalExecutor, RayExecutor, use_model, worker_threads
 
     scene = load_scene(args.scene)

@@ -22,10 +22,10 @@ import math
 
 import numpy as np
 
-from . import controller
-from .audio.loudness import LoudnessController
-from .audio.resample import ResamplerState, StreamResampler
-from .scene import Scene
+from ..stream import controller
+from ..audio.loudness import LoudnessController
+from ..audio.resample import ResamplerState, StreamResampler
+from ..scene import Scene
 
 WARM_S = 150.0  # > 7 attack time constants of the level follower: what is left of its start is < 0.1 %
 

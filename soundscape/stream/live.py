@@ -30,10 +30,10 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import SceneError
-from .scene import Scene, load_scene
-from .scene.load import _describe
-from .scene.schema import Seconds, Weight
+from ..errors import SceneError
+from ..scene import Scene, load_scene
+from ..scene.load import _describe
+from ..scene.schema import Seconds, Weight
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts

@@ -32,9 +32,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..live import one_line
-from ..scene import Scene
-from .audio import Analyzer
+from ...stream.live import one_line
+from ...scene import Scene
+from ...audio.mixer import Analyzer
 from .bodies import (BadRequest, NewLayerBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody, WeightsBody,
                      read_body)
 from .save import new_file, scene_yaml, slug

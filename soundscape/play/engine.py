@@ -26,12 +26,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .audio.feeder import Feeder
-from .audio.output import OutputConfig, Player, resolve_output
-from .audio.ringbuffer import RingBuffer
-from .errors import EXIT_INTERRUPTED, AudioDeviceError
-from .generation_loop import MARGIN_S, XFADE_S, GenerationLoop, StreamSlot
-from .units import format_duration
+from ..audio.feeder import Feeder
+from ..audio.output import OutputConfig, Player, resolve_output
+from ..audio.ringbuffer import RingBuffer
+from ..errors import EXIT_INTERRUPTED, AudioDeviceError
+from ..stream.generation_loop import MARGIN_S, XFADE_S, GenerationLoop, StreamSlot
+from ..units import format_duration
 
 SIGNAL_FADE_S = 0.5
 
@@ -121,7 +121,7 @@ class Engine:
         rate = config.rate
         capacity = max(int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
         if mixer:  # the web mixer's master volume and audio tap (web/audio.py)
-            from .web.audio import MixerPlayer, TappedRing
+            from ..audio.mixer import MixerPlayer, TappedRing
 
             self.ring = TappedRing(capacity, config.channels, rate)
         else:
@@ -247,9 +247,9 @@ def _short_run_prefill(duration: float | None) -> float | None:
 
 
 def play(args, make_stream) -> int:
-    from .scene import load_scene
+    from ..scene import load_scene
 
-    from .model.loading import choose_model, resolve_source
+    from ..model.loading import choose_model, resolve_source
 
     scene = load_scene(args.scene)
     # --web-port, --open and --web-save-dir each imply --web.
@@ -264,8 +264,8 @@ def play(args, make_stream) -> int:
     engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
                     prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
                     mixer=web)
-    from .control import ControlServer
-    from .live import LiveControl
+    from .control_socket import ControlServer
+    from ..stream.live import LiveControl
 
     # --sleep is the live sleep timer, so the web mixer (a control request) can extend or cancel it.
     live = LiveControl(engine, args.scene, fade_s=args.fade_out if args.fade_out is not None else 30.0)

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 
-from ..live import STOP_FADE_S, one_line
-from ..scene import Scene
-from ..scene.schema import MAX_LAYERS, Layer, Seconds, Weight
+from ...stream.live import STOP_FADE_S, one_line
+from ...scene import Scene
+from ...scene.schema import MAX_LAYERS, Layer, Seconds, Weight
 
 MAX_BODY = 64 * 1024
 

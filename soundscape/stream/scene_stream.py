@@ -16,17 +16,17 @@ import numpy as np
 import torch
 
 from . import controller
-from .audio.crossfade import Joiner, JoinState
-from .audio.loudness import LoudnessController, LoudnessState
-from .audio.resample import ResamplerState, StreamResampler
+from ..audio.crossfade import Joiner, JoinState
+from ..audio.loudness import LoudnessController, LoudnessState
+from ..audio.resample import ResamplerState, StreamResampler
 from . import watchdog
-from .errors import ChunkRejected, UsageError
-from .conditioning import Conditioning, PromptEncoder, blend, with_negative
-from .generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks
-from .generator.denoise import DenoiseSpec
-from .model.loading import LoadedModel
-from .scene import Scene
-from .scene.quality import resolve
+from ..errors import ChunkRejected, UsageError
+from ..generator.conditioning import Conditioning, PromptEncoder, blend, with_negative
+from ..generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks
+from ..generator.denoise import DenoiseSpec
+from ..model.loading import LoadedModel
+from ..scene import Scene
+from ..scene.quality import resolve
 
 MODEL_RATE = 16000
 SAMPLES_PER_FRAME = 640  # one latent frame = 4 mel frames * 160 samples

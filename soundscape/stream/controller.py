@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import Scene
+from ..scene import Scene
 
 _DRIFT_PARTIALS = (1.0, 0.61, 0.37)  # period ratios: incommensurate, so it never repeats exactly
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import loop
-from .errors import SoundscapeError, UsageError
-from .generator.chunks import ChunkSpec, GeneratorState
-from .scene import Scene
-from .segments import FRAME_S, Bridge, Segment
+from . import loop_file as loop
+from ..errors import SoundscapeError, UsageError
+from ..generator.chunks import ChunkSpec, GeneratorState
+from ..scene import Scene
+from .plan import FRAME_S, Bridge, Segment
 
 
 class WorkerLost(RuntimeError):
@@ -125,7 +125,7 @@ _MAKERS: dict = {}
 
 
 def _model(settings: Settings):
-    from .model.loading import load_model
+    from ..model.loading import load_model
 
     key = settings.model_key()
     if key not in _MODELS:
@@ -147,7 +147,7 @@ class PieceMaker:
     """Chunks and bridges at given places of the timeline, through the stream's watchdog."""
 
     def __init__(self, model, settings: Settings):
-        from .stream import MODEL_RATE, SceneStream
+        from ..stream.scene_stream import MODEL_RATE, SceneStream
 
         self.settings = settings
         self.stream = SceneStream(model, settings.scene, steps=settings.spec.denoise.steps, seed=settings.seed,

@@ -1,8 +1,8 @@
 """The web mixer (`soundscape play SCENE --web`): sliders, prompts, volume, sleep timer and live status in a browser.
 
 bridge.py hands the page's requests to the player's main thread (the same LiveControl that serves
-`soundscape set`); server.py is the Starlette app on its own uvicorn thread; audio.py holds the
-master volume and the tap the meter and spectrogram read; static/ is the page (plain HTML, CSS, JS).
+`soundscape set`); server.py is the Starlette app on its own uvicorn thread; the master volume and the tap the
+meter and spectrogram read are audio classes (audio/mixer.py); static/ is the page (plain HTML, CSS, JS).
 Nothing here imports Starlette or uvicorn until a mixer is started.
 """
 
@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 
 def save_dir(args) -> Path | None:
