@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .model.geometry import MODEL_RATE
 from .model.loading import sync
 
 PROMPTS = ("birds singing in the forest", "gentle rain on a roof")
 NEGATIVE = "low quality"
 WARM_PROMPT = "distant thunder and wind in the leaves"
-MODEL_RATE, OUT_RATE = 16000, 48000
+OUT_RATE = 48000
 GUIDANCE_SCALE = 3.5  # the scene default
 
 

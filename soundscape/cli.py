@@ -18,7 +18,7 @@ import warnings
 
 from . import __version__
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError, UsageError
-from .units import parse_duration
+from .units import parse_duration, parse_seed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,12 +61,9 @@ def _port(text):
 
 def _seed(text):
     try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 4294967295, got {text!r}")
-    return v
+        return parse_seed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_model_args(p):

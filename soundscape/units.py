@@ -1,4 +1,4 @@
-"""Parsing of human durations: `90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`."""
+"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`) and seeds."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def format_duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and torch take any of these
+
+
+def parse_seed(text: str) -> int:
+    """A seed from text; raises ValueError saying what is expected (callers add which knob it is)."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}")
+    return value

@@ -12,7 +12,8 @@ import torch
 from soundscape.cli import main
 from soundscape.generator.chunks import GeneratorState, generate_chunk
 from soundscape.render.loop_file import analyse_seams
-from soundscape.render.plan import SAMPLES_PER_FRAME, bridge_tail, plan_loop
+from soundscape.model.geometry import SAMPLES_PER_FRAME
+from soundscape.render.plan import bridge_tail, plan_loop
 
 LATENCY = 57  # the loudness controller's delay at 16 kHz (audio/loudness.py)
 

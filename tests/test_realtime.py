@@ -138,9 +138,9 @@ def test_seams_stay_smooth_with_the_short_crossfade(tiny_model):
     legacy = SceneStream(tiny_model, scene)
     legacy.spec = ChunkSpec(frames=legacy.spec.frames, overlap=legacy.spec.overlap, denoise=legacy.spec.denoise,
                             edge=0, xfade=legacy.spec.overlap)
-    from soundscape.audio.crossfade import Joiner
+    from soundscape.stream.scene_stream import output_chain
 
-    legacy.joiner = Joiner(legacy.spec.xfade * 640, 0)
+    legacy.chain = output_chain(legacy.spec, legacy.scene, legacy.out_rate, legacy.channels)
     _, _, old_seams, old_inside = _seam_report(legacy)
     assert max(seams) / max(inside) <= max(1.0, max(old_seams) / max(old_inside)) + 0.05
 

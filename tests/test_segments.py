@@ -16,7 +16,8 @@ import torch
 
 from soundscape.cli import main
 from soundscape.render.loop_file import analyse_seams
-from soundscape.render.plan import SAMPLES_PER_FRAME, plan_render, segment_seed
+from soundscape.model.geometry import SAMPLES_PER_FRAME
+from soundscape.render.plan import plan_render, segment_seed
 from soundscape.render.segmented import make_plan, render_segmented
 from soundscape.render.workers import LocalExecutor, Settings
 

@@ -63,7 +63,7 @@ class Joiner:
         `audio` is the chunk's decode: from frame 0 for the first chunk, else from 2e + x before
         the end of the overlap.
         """
-        audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        audio = _finite(audio)
         x, e = self.x, self.e
         end = len(audio) - e - x  # the held tail starts here
         if state.tail is None:
@@ -71,3 +71,24 @@ class Joiner:
         else:
             new = np.concatenate([crossfade(state.tail, audio[e:e + x]), audio[e + x:end]])
         return new, JoinState(tail=audio[end:end + x].copy())
+
+    # A loop file is a cycle: its first chunk's seam is the wrap seam, made last. --------------------
+    def open_cycle(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, JoinState]:
+        """A loop's first chunk, decoded like a later one: (new audio, head, state).
+
+        The loop starts just after the wrap seam, so the chunk's crossfade region [e, e + x) is held
+        back as `head` for `close_cycle`, and its new audio starts after it.
+        """
+        audio = _finite(audio)
+        x, e = self.x, self.e
+        end = len(audio) - e - x
+        return audio[e + x:end], audio[e:e + x].copy(), JoinState(tail=audio[end:end + x].copy())
+
+    def close_cycle(self, state: JoinState, head: np.ndarray) -> np.ndarray:
+        """The wrap seam: the last chunk's held tail crossfaded into the first chunk's head (x samples)."""
+        return crossfade(state.tail, head)
+
+
+def _finite(audio) -> np.ndarray:
+    """float32, with NaN and infinities (a diverged decode) as silence."""
+    return np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)

@@ -113,7 +113,7 @@ def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState
     """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present.
 
     With `state.known_tail` too it is a bridge: inpainted from both sides, and decoded from
-    `decode_start` to `decode_end(O')`, with margins on both sides (see segments.py).
+    `decode_start` to `decode_end(O')`, with margins on both sides (see render/plan.py).
     """
     return generate_chunks(model, [ChunkJob(cond, state, scene_seed, attempt)], spec, should_stop)[0]
 

@@ -5,13 +5,13 @@ Threads and what each owns:
                   generator is late, into the ring buffer), the status line, the timers
                   (--duration, --sleep), signals (Ctrl-C / SIGTERM arrive here as
                   KeyboardInterrupt) and the control socket. It may start the fade-out.
-  generator       the GenerationLoop (generation_loop.py, shared with serve) with one StreamSlot:
+  generator       the GenerationLoop (stream/generation_loop.py, shared with serve) with one StreamSlot:
                   owns the SceneStream (model, conditioning, generator state). Produces one
                   Segment at a time into a queue of one; holds the next while the queue is full
                   (backpressure), so it runs at most one chunk ahead of what the buffer holds.
                   Writes the timeline. A failing chunk is logged and retried with backoff.
   PortAudio       the callback (audio/output.Player) only reads the ring buffer.
-  web (optional)  `play --web`: the mixer's server (web/). It hands requests to the main thread
+  web (optional)  `play --web`: the mixer's server (play/web/). It hands requests to the main thread
                   and reads a status snapshot and a copy of the audio written to the ring; nothing
                   here waits for it.
 Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes
@@ -120,7 +120,7 @@ class Engine:
         self.config = config
         rate = config.rate
         capacity = max(int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
-        if mixer:  # the web mixer's master volume and audio tap (web/audio.py)
+        if mixer:  # the web mixer's master volume and audio tap (audio/mixer.py)
             from ..audio.mixer import MixerPlayer, TappedRing
 
             self.ring = TappedRing(capacity, config.channels, rate)

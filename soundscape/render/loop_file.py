@@ -1,33 +1,21 @@
-"""Loops: weights that come back to the start, a cyclic finish, and the seam analyser.
+"""Loop files: weights that come back to the start, and the seam analyser.
 
-Weights over a loop of L seconds with chunks of c seconds (controller.py gives w(t)):
+Weights over a loop of L seconds with chunks of c seconds (stream/controller.py gives w(t)):
   s(t)      = ease((t - (L - c)) / c)          0 until the last chunk, 1 at the wrap
   w_loop(t) = (1 - s) w(t) + s w(t - L)        w(t - L): the scene just before its own start
 so the weights reach at the wrap exactly those the loop starts with, eased over the last chunk
 with zero slope at both ends; keyframes and drift meet themselves.
 
-Cyclic finish of the joined 16 kHz cycle y (its length P is a whole number of latent frames):
-  loudness   the controller runs over y until it has heard WARM_S (at least once), then once more
-             for the output: that pass starts from the state the cycle's end left, so the slow gain
-             and the limiter carry across the wrap as across any other block. The limiter's delay D
-             moves the content D samples later, cyclically (the first D come from the cycle's end).
-  resampling the polyphase resampler runs over y with y's end as its history and y's start as its
-             lookahead; P is a multiple of its `down`, so the result is exactly periodic, P·up/down long.
-No fade-in: a loop has no beginning.
+The cyclic finish of the joined audio (loudness around the loop, wrapping resampler) is the
+output chain's: audio/chain.py, `OutputChain.finish_cycle`.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..stream import controller
-from ..audio.loudness import LoudnessController
-from ..audio.resample import ResamplerState, StreamResampler
 from ..scene import Scene
-
-WARM_S = 150.0  # > 7 attack time constants of the level follower: what is left of its start is < 0.1 %
 
 
 def _blend(a: dict[str, float], b: dict[str, float], s: float) -> dict[str, float]:
@@ -57,42 +45,6 @@ def prompt_weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float)
     if s <= 0:
         return w
     return _blend(w, controller.prompt_weights(scene, t - loop_s), s)
-
-
-# Cyclic finish ----------------------------------------------------------------------------------
-
-def level_cycle(blocks: list[tuple[np.ndarray, float]], loudness: LoudnessController) -> list[np.ndarray]:
-    """The loudness controller over a cycle given as (16 kHz block, presence) pairs, warmed up on itself."""
-    total = sum(len(b) for b, _ in blocks)
-    passes = max(1, math.ceil(WARM_S * loudness.rate / max(total, 1)))
-    state = None
-    for _ in range(passes):
-        for block, presence in blocks:
-            _, state = loudness.process(block, state, presence)
-    out = []
-    for block, presence in blocks:
-        y, state = loudness.process(block, state, presence)
-        out.append(y)
-    return out
-
-
-def resample_cycle(cycle: np.ndarray, resampler: StreamResampler, block: int = 1 << 20) -> np.ndarray:
-    """Resample one period of a periodic signal to exactly len * up / down samples, periodic too."""
-    cycle = np.asarray(cycle, np.float32)
-    if resampler.up == resampler.down:
-        return cycle
-    if len(cycle) % resampler.down or len(cycle) < resampler.context + resampler.down:
-        raise ValueError(f"resample_cycle: expected a cycle of a multiple of {resampler.down} samples "
-                         f"and at least {resampler.context + resampler.down}, got {len(cycle)}")
-    want = len(cycle) * resampler.up // resampler.down
-    state = ResamplerState(history=cycle[-resampler.context:].copy())
-    out = []
-    for i in range(0, len(cycle), block):
-        y, state = resampler.push(cycle[i:i + block], state)
-        out.append(y)
-    y, state = resampler.push(cycle[: resampler.context + resampler.down], state)
-    out.append(y)
-    return np.concatenate(out)[:want]
 
 
 # The seam analyser ------------------------------------------------------------------------------

@@ -34,8 +34,7 @@ import numpy as np
 from ..errors import UsageError
 from ..generator.chunks import ChunkSpec
 
-FRAME_S = 0.04  # one latent frame
-SAMPLES_PER_FRAME = 640  # at 16 kHz
+from ..model.geometry import FRAME_S
 MIN_MIDDLE = 8  # a bridge generates at least this many new frames (the UNet's 8-frame quantum)
 MAX_SEGMENT_CHUNKS = 16
 
@@ -59,7 +58,7 @@ def segment_chunks(plain_chunks: int) -> int:
 
 
 @dataclass(frozen=True)
-class Segment:
+class PlannedSegment:
     index: int
     start: int  # G_s
     chunks: int  # K_s
@@ -67,7 +66,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class Bridge:
+class PlannedBridge:
     index: int  # the segment it follows
     start: int  # B_s
     frames: int  # T_b
@@ -93,8 +92,8 @@ class Piece:
 @dataclass(frozen=True)
 class Plan:
     spec: ChunkSpec
-    segments: tuple[Segment, ...]
-    bridges: tuple[Bridge, ...]  # bridges[s] follows segments[s]; a loop has one more (the wrap)
+    segments: tuple[PlannedSegment, ...]
+    bridges: tuple[PlannedBridge, ...]  # bridges[s] follows segments[s]; a loop has one more (the wrap)
     loop_frames: int | None  # L, or None for a render that ends
 
     @property
@@ -153,12 +152,12 @@ def _layout(spec: ChunkSpec, pieces: int, k: int, tail: int, seed: int) -> tuple
         # The last segment takes what is left (up to k + 1): a render never ends on a bridge.
         n = left if left <= k + 1 else k
         s = len(segments)
-        segments.append(Segment(s, start, n, segment_seed(seed, s)))
+        segments.append(PlannedSegment(s, start, n, segment_seed(seed, s)))
         left -= n
         b_start = start + n * h
         if not left:
             return segments, bridges, b_start
-        bridges.append(Bridge(s, b_start, T, tail, s + 1))
+        bridges.append(PlannedBridge(s, b_start, T, tail, s + 1))
         start = b_start + T - tail
         left -= 1
 
@@ -209,7 +208,7 @@ def plan_loop(spec: ChunkSpec, loop_frames: int, seed: int, k: int | None = None
         r = loop_frames - b_start  # = T_b - O_b
         if r - O >= m_lo:
             wrap_tail = tail + (-(r + tail)) % 8  # T_b = r + O_b, a multiple of 8
-            bridges.append(Bridge(len(segments) - 1, b_start, r + wrap_tail, wrap_tail, 0))
+            bridges.append(PlannedBridge(len(segments) - 1, b_start, r + wrap_tail, wrap_tail, 0))
             return Plan(spec, tuple(segments), tuple(bridges), loop_frames)
         pieces -= 1
     shortest = (h + O + m_lo) * FRAME_S

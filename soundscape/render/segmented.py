@@ -1,9 +1,9 @@
 """`render --workers N`, `--ray ADDRESS` and `--loop`: a render made of independently generated segments.
 
-The driver plans the timeline (segments.py), hands segment and bridge jobs to an executor
+The driver plans the timeline (plan.py), hands segment and bridge jobs to an executor
 (workers.py) and, as results come in, joins, levels, resamples and writes the pieces in
-timeline order: the same sequential chain stream.py runs for a plain render (Joiner, loudness,
-resampler, fade-in and volume), so the file does not depend on which worker made which piece, on
+timeline order through the same output chain a plain render runs (audio/chain.py: join,
+loudness, resampler, fade-in and volume), so the file does not depend on which worker made which piece, on
 how many there were, or on the order they finished in.
 
 Scheduling: a bridge as soon as both segments it joins are done (it unblocks writing), else
@@ -18,7 +18,7 @@ On disk beside OUT, while the render runs:
                    atomically as it arrives and removed once its pieces are in OUT and no bridge
                    still needs its latents
 --resume keeps OUT's prefix, reads the finished jobs back and makes only the rest. A loop is
-written in one go at the end (its start depends on its end: loop.py), so it resumes from the
+written in one go at the end (its start depends on its end: OutputChain.finish_cycle), so it resumes from the
 finished jobs alone.
 """
 
@@ -35,16 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loop_file as loops
-from ..audio.crossfade import JoinState, crossfade
+from ..audio.chain import ChainState, OutputChain
+from ..audio.crossfade import JoinState
 from ..audio.files import GrowingAudioFile, check_output_path, copy_prefix
-from ..audio.loudness import LoudnessState
-from ..audio.resample import ResamplerState, StreamResampler
+from ..audio.resample import StreamResampler
 from ..errors import SoundscapeError, UsageError
+from ..model.geometry import FRAME_S, MODEL_RATE, SAMPLES_PER_FRAME
+from ..stream.scene_stream import output_chain
 from .plain import RenderResult, _measure_file, _progress, _signals_deferred, state_path
-from .plan import FRAME_S, SAMPLES_PER_FRAME, Piece, Plan, loop_frames_for, plan_loop, plan_render
-from ..stream.scene_stream import (MODEL_RATE, fade_and_volume, joiner_for, loudness_for, output_state_arrays, output_state_from,
-                     to_channels)
+from .plan import Piece, Plan, loop_frames_for, plan_loop, plan_render
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
 STATE_VERSION = 1
@@ -67,34 +66,18 @@ def is_segmented_state(path: Path) -> bool:
 
 @dataclass
 class Chain:
-    """Joiner -> loudness -> resampler -> fade-in and volume, carried across pieces (as SceneStream)."""
+    """The output chain (audio/chain.py) and its state, carried across pieces in timeline order."""
 
-    settings: Settings
-    out_rate: int
-    channels: int
-    join: JoinState = field(default_factory=JoinState)
-    loud: LoudnessState | None = None
-    resample: ResamplerState = field(default_factory=ResamplerState)
-    samples_out: int = 0
+    chain: OutputChain
+    state: ChainState = field(default_factory=ChainState)
 
-    def __post_init__(self):
-        self.joiner = joiner_for(self.settings.spec)
-        self.loudness = loudness_for(self.settings.scene, self.channels)
-        self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
+    @classmethod
+    def of(cls, settings: Settings, out_rate: int, channels: int) -> "Chain":
+        return cls(output_chain(settings.spec, settings.scene, out_rate, channels))
 
     def push(self, audio: np.ndarray, presence: float) -> np.ndarray:
-        new16k, self.join = self.joiner.join(audio, self.join)
-        new16k, self.loud = self.loudness.process(new16k, self.loud, presence)
-        out, self.resample = self.resampler.push(new16k, self.resample)
-        out = fade_and_volume(out, self.samples_out, self.settings.scene, self.out_rate)
-        self.samples_out += len(out)
-        return to_channels(out, self.channels)
-
-    def to_arrays(self) -> dict:
-        return output_state_arrays(self.samples_out, self.join, self.resample, self.loud)
-
-    def load(self, f) -> None:
-        self.samples_out, self.join, self.resample, self.loud = output_state_from(f)
+        out, self.state = self.chain.push(audio, self.state, presence)
+        return out
 
 
 # Planning ---------------------------------------------------------------------------------------
@@ -265,14 +248,14 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
     finger = fingerprint(settings, plan, duration_s, out_rate, channels)
     state_file, cache = state_path(out), cache_dir(out)
     driver = Driver(settings, plan, out, executor, max_retries=max_retries)
-    chain = Chain(settings, out_rate, channels)
+    chain = Chain.of(settings, out_rate, channels)
     started = time.perf_counter()
     if resume:
         _check_resume(state_file, out, finger, loop)
         with np.load(state_file, allow_pickle=False) as f:
             driver.written = int(f["written"])
             if not loop:
-                chain.load(f)
+                chain.state = ChainState.from_arrays(f)
         driver.load_cache()
     else:
         state_file.unlink(missing_ok=True)
@@ -363,7 +346,7 @@ def _check_resume(state_file: Path, out: Path, finger: str, loop: bool) -> None:
 def _state(path: Path, finger: str, written: int, chain: Chain | None) -> None:
     arrays = {"fingerprint": np.array(finger), "written": np.array(written)}
     if chain is not None:
-        arrays.update(chain.to_arrays())
+        arrays.update(chain.state.to_arrays())
     tmp = Path(str(path) + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
@@ -380,11 +363,11 @@ def _row(plan: Plan, piece: Piece, row: dict) -> dict:
 def _write_stream(driver: Driver, chain: Chain, out: Path, total: int, state_file: Path, finger: str,
                   timeline_f, resume: bool) -> int:
     """Write pieces in timeline order as their jobs finish; save the chain's state after each."""
-    done = min(chain.samples_out, total) if resume else 0
+    done = min(chain.state.samples_out, total) if resume else 0
     partial = out.with_name(out.name + ".partial")
     if resume:
         out.replace(partial)
-    with GrowingAudioFile(out, chain.out_rate, chain.channels) as f:
+    with GrowingAudioFile(out, chain.chain.out_rate, chain.chain.channels) as f:
         if resume:
             copy_prefix(partial, f, done)
             partial.unlink()
@@ -421,9 +404,12 @@ def _write_stream(driver: Driver, chain: Chain, out: Path, total: int, state_fil
 
 
 def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f) -> int:
-    """Join the whole cycle, finish it cyclically (loop.py) and write it in one go."""
-    plan, joiner = driver.plan, chain.joiner
-    e, x = joiner.e, joiner.x
+    """Join the whole cycle, finish it cyclically (OutputChain.finish_cycle) and write it in one go.
+
+    The joins are the chain's joiner's; only the first piece is special: the loop starts after the
+    wrap seam, so segment 0's first crossfade waits for the cycle's end."""
+    plan, out_chain = driver.plan, chain.chain
+    joiner = out_chain.joiner
     blocks, join, head, rows = [], JoinState(), None, []
     results: dict = {}
     for piece in driver.pieces:
@@ -433,23 +419,20 @@ def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f)
             results[key] = driver.result(key)
         res = results[key]
         i = piece.chunk if not piece.bridge else 0
-        audio = np.nan_to_num(np.asarray(res.audio[i], np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if piece.index == 0:
-            # The loop starts after the wrap seam: segment 0's first crossfade waits for the end.
-            end = len(audio) - e - x
-            new, head, join = audio[e + x:end], audio[e:e + x].copy(), JoinState(tail=audio[end:end + x].copy())
+            new, head, join = joiner.open_cycle(res.audio[i])
         else:
-            new, join = joiner.join(audio, join)
+            new, join = joiner.join(res.audio[i], join)
         blocks.append((new, res.presence[i]))
         rows.append(_row(plan, piece, res.rows[i]))
-    blocks.append((crossfade(join.tail, head), blocks[-1][1]))  # the wrap seam, the file's last x samples
-    cycle = np.concatenate(loops.level_cycle(blocks, chain.loudness))
-    if len(cycle) != plan.loop_frames * SAMPLES_PER_FRAME:
-        raise RuntimeError(f"loop: joined {len(cycle)} samples for a cycle of {plan.loop_frames} frames (a bug)")
-    audio = loops.resample_cycle(cycle, chain.resampler) * np.float32(driver.settings.scene.output.volume)
-    with _signals_deferred(), GrowingAudioFile(out, chain.out_rate, chain.channels) as f:
+    blocks.append((joiner.close_cycle(join, head), blocks[-1][1]))  # the wrap seam, the file's last x samples
+    joined = sum(len(b) for b, _ in blocks)
+    if joined != plan.loop_frames * SAMPLES_PER_FRAME:
+        raise RuntimeError(f"loop: joined {joined} samples for a cycle of {plan.loop_frames} frames (a bug)")
+    audio = out_chain.finish_cycle(blocks)
+    with _signals_deferred(), GrowingAudioFile(out, out_chain.out_rate, out_chain.channels) as f:
         for i in range(0, total, 1 << 20):
-            f.write(to_channels(audio[i:i + (1 << 20)], chain.channels))
+            f.write(out_chain.to_channels(audio[i:i + (1 << 20)]))
         frames = f.frames
     if timeline_f:
         for row in rows:

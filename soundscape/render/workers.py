@@ -31,7 +31,8 @@ from . import loop_file as loop
 from ..errors import SoundscapeError, UsageError
 from ..generator.chunks import ChunkSpec, GeneratorState
 from ..scene import Scene
-from .plan import FRAME_S, Bridge, Segment
+from ..model.geometry import FRAME_S
+from .plan import PlannedBridge, PlannedSegment
 
 
 class WorkerLost(RuntimeError):
@@ -64,7 +65,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class SegmentJob:
-    segment: Segment
+    segment: PlannedSegment
     head: int  # latent frames of its first chunk a bridge will end on (0: none)
     tail: bool  # whether a bridge follows (return the last chunk's overlap latents)
 
@@ -75,7 +76,7 @@ class SegmentJob:
 
 @dataclass(frozen=True)
 class BridgeJob:
-    bridge: Bridge
+    bridge: PlannedBridge
     seed: int  # the seed family of the segment it follows; the bridge is that segment's next chunk
     chunk_index: int
     head: np.ndarray  # (1, 8, O, F): the end of the segment before

@@ -53,7 +53,7 @@ class _Loader(yaml.SafeLoader):
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             kind = _show_tag(node.tag).removeprefix("!!")
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_describe(node.value)} as {kind} ({exc})", node.start_mark) from None
+                None, None, f"cannot read {describe(node.value)} as {kind} ({exc})", node.start_mark) from None
 
 
 # YAML's own plain-data types: a fixed list, so a constructor some library registers on
@@ -102,7 +102,8 @@ def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) 
             _walk(item, path + (i,), lines, budget, fail)
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value as an error message shows it: text quoted and cut at 60 characters, containers by kind."""
     if isinstance(value, str):
         return f'"{value[:60]}..."' if len(value) > 60 else f'"{value}"'
     if isinstance(value, (dict, list)):
@@ -110,6 +111,19 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     return repr(value)
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line in the scene files' style: `key.path: what was expected, got what`."""
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if err["type"] == "missing":
+        return f"{key}: this key is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg}, got {describe(err['input'])}" if key and err["type"] != "value_error" or \
+        key and not msg.startswith(key) else msg
 
 
 def _message(err: dict, model_fields_at) -> tuple[tuple, str]:
@@ -129,16 +143,16 @@ def _message(err: dict, model_fields_at) -> tuple[tuple, str]:
     if kind == "missing":
         return loc, "this key is required; add it"
     if kind == "literal_error":
-        return loc, f"expected {err['ctx']['expected']}, got {_describe(err.get('input'))}"
+        return loc, f"expected {err['ctx']['expected']}, got {describe(err.get('input'))}"
     if kind in ("too_short", "too_long") and loc and loc[-1] == "layers":
         return loc, "expected between 1 and 16 layers, each `name: {prompt: ..., weight: ...}`"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return loc, f"expected a mapping of keys, got {_describe(err.get('input'))}"
+        return loc, f"expected a mapping of keys, got {describe(err.get('input'))}"
     if kind == "list_type":
-        return loc, f"expected a list, got {_describe(err.get('input'))}"
+        return loc, f"expected a list, got {describe(err.get('input'))}"
     if kind == "string_type":
-        return loc, f"expected text, got {_describe(err.get('input'))}"
-    return loc, f"{msg}, got {_describe(err.get('input'))}"
+        return loc, f"expected text, got {describe(err.get('input'))}"
+    return loc, f"{msg}, got {describe(err.get('input'))}"
 
 
 def _fields_at(path: tuple) -> list[str]:

@@ -15,8 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from ..units import parse_duration
 from ..errors import UsageError
 
-LATENT_FRAME_S = 0.04  # one AudioLDM2 latent frame: 640 samples at 16 kHz
-CHUNK_QUANTUM_S = 0.32  # chunks must be a multiple of 8 latent frames (the UNet downsamples 8x)
+from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S  # noqa: F401 (bench reads them here)
 MAX_PROMPT_CHARS = 1000
 MAX_LAYERS = 16
 MAX_KEYFRAMES = 1000
@@ -207,7 +206,7 @@ class Output(_Strict):
 
 
 class QualityCheck(_Strict):
-    """The watchdog (watchdog.py): checks every chunk before it is played; a failing one is made again."""
+    """The watchdog (stream/watchdog.py): checks every chunk before it is played; a failing one is made again."""
 
     enabled: bool = True
     max_tries: _number(1, 10, integer=True) = 3  # tries per chunk, the first included

@@ -16,7 +16,6 @@ X-Soundscape-Token header or the cookie the page sets; else 403.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import html
 import json
 import time
@@ -28,12 +27,13 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .encode import FORMATS
+from ..units import parse_seed
+from ..web_access import given_token, token_matches
 from .hub import Full, Hub
 from .listener import BLOCK_S, LEAD_S, Listener
 from .metrics import CONTENT_TYPE, registry_for, render
 
 STATIC = Path(__file__).parent / "static"
-TOKEN_HEADER = "x-soundscape-token"
 COOKIE = "soundscape_serve_token"
 COMMANDS = ("set", "prompt", "add", "remove", "status")
 
@@ -88,12 +88,9 @@ def _seed(text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise ValueError(f"seed: expected a whole number from 0 to 4294967295, got {text!r}")
-    return value
+        return parse_seed(text)
+    except ValueError as exc:
+        raise ValueError(f"seed: {exc}") from None
 
 
 def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None) -> Starlette:
@@ -189,10 +186,7 @@ def _guarded(app, token: str):
     async def guard(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        request = Request(scope)
-        given = (request.query_params.get("token") or request.headers.get(TOKEN_HEADER)
-                 or request.cookies.get(COOKIE) or "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(given_token(Request(scope), COOKIE, from_query=True), token):
             response = PlainTextResponse("403: open the URL `soundscape serve` printed; it carries the token\n",
                                          status_code=403)
             return await response(scope, receive, send)

@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import secrets
 import socket
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..web_access import is_loopback
+from .access import bind, check_access
 
 SHIPPED_SCENES = Path(__file__).resolve().parents[2] / "scenes"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_access(host: str, token: str | None) -> str | None:
-    """The token every request must carry, or None (loopback without --token).
-
-    Any host but loopback reaches other machines, so it needs --token; `--token auto` makes one up
-    (printed with the URL).
-    """
-    if token == "auto":
-        return secrets.token_urlsafe(18)
-    if token is not None and len(token) < 16:
-        raise UsageError(f"--token: expected at least 16 characters, got {len(token)}; "
-                         f"or --token auto to have one made up")
-    if token is None and not is_loopback(host):
-        raise UsageError(f"--host {host}: other machines can reach it, so it needs --token SECRET "
-                         f"(16+ characters), or --token auto to have one made up and printed")
-    return token
-
-
 def default_scenes() -> Path:
     return SHIPPED_SCENES if SHIPPED_SCENES.is_dir() else Path("scenes")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                         f"pick another --port") from None
-    return sock
 
 
 def serve(args) -> int:

@@ -19,7 +19,7 @@ import time
 import uuid
 
 from ..errors import UsageError
-from .main import bind
+from .access import bind
 
 DIRECTORY = "soundscape-listener-directory"
 NAMESPACE = "soundscape"

@@ -1,12 +1,12 @@
 """Live changes to a playing scene: `soundscape set` requests and scene-file hot reload.
 
 Both run on the engine's main thread. Each change is validated here, then handed to the
-generator thread (`GeneratorThread.request`), which applies it between chunks; the feeder
+generator thread (`StreamSlot.request`, stream/generation_loop.py), which applies it between chunks; the feeder
 then crossfades into the first audio made after it. Every change is written to the
 timeline when it arrives ({"event": "tweak", ...}) and when its audio starts
 ({"event": "tweak_heard", ...}).
 
-Commands (`handle`), shared by the control socket and the web mixer (web/):
+Commands (`handle`), shared by play's control socket and web mixer (play/web/) and serve's listeners:
   status                          what `soundscape status` shows, plus the mix, volume and sleep timer
   set {weights}                   layer weights, eased in over transition_seconds
   prompt {layer, prompt}          change a layer's prompt, or add a layer at weight 1
@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errors import SceneError
 from ..scene import Scene, load_scene
-from ..scene.load import _describe
+from ..scene.load import describe as _describe, one_line
 from ..scene.schema import Seconds, Weight
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
@@ -40,19 +40,6 @@ TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long befo
 STOP_FADE_S = 5.0  # "fade out and stop"
 LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
 MAX_TIMER_S = 24 * 3600.0
-
-
-def one_line(exc: ValidationError) -> str:
-    """A pydantic error as one line in the scene files' style: `key.path: what was expected, got what`."""
-    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
-    if err["type"] == "missing":
-        return f"{key}: this key is required"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{key}: {msg}, got {_describe(err['input'])}" if key and err["type"] != "value_error" or \
-        key and not msg.startswith(key) else msg
 
 
 class LiveControl:

@@ -1,9 +1,10 @@
-"""A scene as an endless stream of output audio: controller -> conditioning -> generator -> joiner.
+"""A scene as an endless stream of output audio: controller -> conditioning -> generator -> output chain.
 
 `SceneStream.next_segment()` returns the next piece of finished audio at the
 output rate (fade-in and volume applied) plus what the timeline records about it.
 `render` writes these segments to a file and `play` feeds them to the ring buffer,
-so streaming equals rendering by construction.
+so streaming equals rendering by construction. `next_segments` makes the next segment of many
+streams in one batch (the generation loop's call, for play and serve).
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import numpy as np
 import torch
 
 from . import controller
-from ..audio.crossfade import Joiner, JoinState
-from ..audio.loudness import LoudnessController, LoudnessState
-from ..audio.resample import ResamplerState, StreamResampler
+from ..audio.chain import ChainState, OutputChain
 from . import watchdog
 from ..errors import ChunkRejected, UsageError
 from ..generator.conditioning import Conditioning, PromptEncoder, blend, with_negative
 from ..generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks
 from ..generator.denoise import DenoiseSpec
+from ..model.geometry import MODEL_RATE, SAMPLES_PER_FRAME
 from ..model.loading import LoadedModel
 from ..scene import Scene
 from ..scene.quality import resolve
-
-MODEL_RATE = 16000
-SAMPLES_PER_FRAME = 640  # one latent frame = 4 mel frames * 160 samples
 
 
 def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
@@ -42,14 +39,12 @@ def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
     )
 
 
-def joiner_for(spec: ChunkSpec) -> Joiner:
-    return Joiner(spec.xfade * SAMPLES_PER_FRAME, spec.edge * SAMPLES_PER_FRAME)
-
-
-def loudness_for(scene: Scene, channels: int) -> LoudnessController:
-    # BS.1770 sums the channels' power: dual-mono stereo measures 3 dB above its mono source.
-    mono_target = scene.output.loudness_lufs - 10 * np.log10(channels)
-    return LoudnessController(MODEL_RATE, target_lufs=float(mono_target))
+def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int) -> OutputChain:
+    """The after-model chain of a scene: its seam geometry, loudness, volume and fade-in as numbers."""
+    return OutputChain(xfade=spec.xfade * SAMPLES_PER_FRAME, edge=spec.edge * SAMPLES_PER_FRAME,
+                       loudness_lufs=scene.output.loudness_lufs, volume=scene.output.volume,
+                       fade_in_s=scene.output.fade_in_seconds, model_rate=MODEL_RATE, out_rate=out_rate,
+                       channels=channels)
 
 
 def presence_of(by_prompt: dict[str, float]) -> float:
@@ -57,49 +52,14 @@ def presence_of(by_prompt: dict[str, float]) -> float:
     return min(1.0, sum(by_prompt.values()) / 0.05)
 
 
-def to_channels(out: np.ndarray, channels: int) -> np.ndarray:
-    """Mono output -> (n, channels) float32 (the model is mono; stereo is the same signal twice)."""
-    out = np.asarray(out, np.float32)
-    return np.ascontiguousarray(np.repeat(out[:, None], channels, axis=1) if channels > 1 else out[:, None])
-
-
-def output_state_arrays(samples_out: int, join: JoinState, resample: ResamplerState,
-                        loud: LoudnessState | None) -> dict:
-    """The joiner, loudness and resampler state after the model, as plain arrays (npz, no pickle)."""
-    arrays = {"samples_out": np.array(samples_out), "pending": resample.pending}
-    if join.tail is not None:
-        arrays["join_tail"] = join.tail
-    if resample.history is not None:
-        arrays["history"] = resample.history
-    if loud is not None:
-        arrays.update(loud.to_arrays(prefix="loud_"))
-    return arrays
-
-
-def output_state_from(f) -> tuple[int, JoinState, ResamplerState, LoudnessState | None]:
-    """The inverse of output_state_arrays, from an open npz."""
-    return (int(f["samples_out"]), JoinState(tail=f["join_tail"] if "join_tail" in f else None),
-            ResamplerState(history=f["history"] if "history" in f else None, pending=f["pending"]),
-            LoudnessState.from_arrays(f, prefix="loud_") if "loud_level" in f else None)
-
-
-def fade_and_volume(out: np.ndarray, offset: int, scene: Scene, rate: int) -> np.ndarray:
-    """The scene's volume, and its fade-in over the first fade_in_seconds (`offset`: samples already out)."""
-    gain = np.full(len(out), scene.output.volume, np.float32)
-    fade = int(scene.output.fade_in_seconds * rate)
-    if offset < fade:
-        n = np.arange(offset, offset + len(out), dtype=np.float64)
-        gain *= (0.5 - 0.5 * np.cos(np.pi * np.clip(n / fade, 0, 1))).astype(np.float32)
-    return out * gain
-
-
 @dataclass
 class StreamState:
-    gen: GeneratorState = field(default_factory=GeneratorState)
-    join: JoinState = field(default_factory=JoinState)
-    resample: ResamplerState = field(default_factory=ResamplerState)
-    loud: LoudnessState | None = None  # None until the first chunk primes it
-    samples_out: int = 0  # output-rate samples emitted so far (drives the fade-in)
+    gen: GeneratorState = field(default_factory=GeneratorState)  # before the model: the chunk index, tail latents
+    out: ChainState = field(default_factory=ChainState)  # after it: join, loudness, resampler, samples out
+
+    @property
+    def samples_out(self) -> int:
+        return self.out.samples_out
 
 
 @dataclass
@@ -148,7 +108,6 @@ class SceneStream:
         self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
         self._clap: watchdog.ClapScorer | None = None
         self.set_scene(scene)
-        self.resampler = StreamResampler(MODEL_RATE, self.out_rate)
 
     def reduce_memory(self) -> str | None:
         """After an out-of-memory error: the next smaller setting, or None when there is none left.
@@ -176,8 +135,7 @@ class SceneStream:
         self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
         self.scene = scene
         self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
-        self.joiner = joiner_for(self.spec)
-        self.loudness = loudness_for(scene, self.channels)
+        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels)
         self._cond_cache = None
 
     # Time geometry ---------------------------------------------------------
@@ -212,7 +170,7 @@ class SceneStream:
 
     # Conditioning ----------------------------------------------------------
     def conditioning(self, weights: dict[str, float]) -> Conditioning:
-        """One conditioning from prompt -> weight (see conditioning.py for the blend)."""
+        """One conditioning from prompt -> weight (see generator/conditioning.py for the blend)."""
         key = (self.scene.negative_prompt, tuple(sorted(weights.items())))
         if self._cond_cache and self._cond_cache[0] == key:
             return self._cond_cache[1]
@@ -272,18 +230,12 @@ class SceneStream:
         return watchdog.check(result.audio.numpy(), p.presence, qc, score)
 
     def _finish(self, p: _Prepared, result: ChunkResult, verdict) -> Segment:
-        """Join the chunk to the stream (crossfade, loudness, resampling, fade-in) and advance the state."""
-        st = self.state
+        """Join the chunk to the stream (the output chain) and advance the state."""
         self._attempts.pop(p.index, None)
-        new16k, join = self.joiner.join(result.audio.numpy(), st.join)
-        # The loudness controller carries its gain across seams, so no gain ever steps at one.
-        new16k, loud = self.loudness.process(new16k, st.loud, p.presence)
-        out, rs = self.resampler.push(new16k, st.resample)
-        out = self._fade_and_volume(out, st.samples_out)
-        self.state = StreamState(gen=result.state, join=join, resample=rs, loud=loud,
-                                 samples_out=st.samples_out + len(out))
+        audio, out = self.chain.push(result.audio.numpy(), self.state.out, p.presence)
+        self.state = StreamState(gen=result.state, out=out)
         start_s, end_s = self.output_span(p.index)
-        return Segment(audio=to_channels(out, self.channels), chunk=p.index, start_s=start_s, end_s=end_s,
+        return Segment(audio=audio, chunk=p.index, start_s=start_s, end_s=end_s,
                        weights=p.weights, seed=result.seed, gen_s=time.perf_counter() - p.started,
                        steps=p.spec.denoise.steps, denoise_s=result.denoise_s,
                        quality=verdict.scores if verdict else None, rejected=p.rejected or None)
@@ -291,7 +243,7 @@ class SceneStream:
     def checked_chunk(self, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
         """One chunk from an explicit generator state and seed, passed by the watchdog.
 
-        For segmented renders (workers.py): the caller places the chunk; returns
+        For segmented renders (render/workers.py): the caller places the chunk; returns
         (ChunkResult, Verdict or None, rejected tries, presence).
         """
         self.seed = seed
@@ -305,15 +257,12 @@ class SceneStream:
                     raise out
                 return result, out[1], p.rejected, p.presence
 
-    def _fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
-        return fade_and_volume(out, offset, self.scene, self.out_rate)
-
     # State -----------------------------------------------------------------
     def save_state(self, path: str | Path) -> None:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
         st = self.state
         arrays = {"chunk_index": np.array(st.gen.chunk_index), "out_rate": np.array(self.out_rate),
-                  "seed": np.array(self.seed), **output_state_arrays(st.samples_out, st.join, st.resample, st.loud)}
+                  "seed": np.array(self.seed), **st.out.to_arrays()}
         if st.gen.tail_latents is not None:
             arrays["tail_latents"] = st.gen.tail_latents.numpy()
         tmp = Path(str(path) + ".tmp.npz")
@@ -327,9 +276,8 @@ class SceneStream:
                                  f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
-            samples_out, join, resample, loud = output_state_from(f)
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
-                                     join=join, resample=resample, samples_out=samples_out, loud=loud)
+                                     out=ChainState.from_arrays(f))
 
 
 @dataclass

@@ -8,7 +8,7 @@ Checks on a chunk's decoded 16 kHz audio x (before joining and loudness), given 
   dc         |mean(x)| <= dc_offset
   clap       cos(CLAP_audio(x), CLAP_text(blend)) >= min_clap   (optional: the pipeline's own CLAP,
              its audio branch and feature extractor, as diffusers' score_waveforms uses it)
-A failing chunk is generated again with the next seed of its chunk (see stream.py); the scores go
+A failing chunk is generated again with the next seed of its chunk (see scene_stream.py); the scores go
 to the timeline. Everything here depends only on the audio, so a render stays deterministic.
 """
 

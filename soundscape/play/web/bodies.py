@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 
-from ...stream.live import STOP_FADE_S, one_line
+from ...scene.load import one_line
+from ...stream.live import STOP_FADE_S
 from ...scene import Scene
 from ...scene.schema import MAX_LAYERS, Layer, Seconds, Weight
 

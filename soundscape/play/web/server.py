@@ -16,7 +16,6 @@ form from another site cannot send that).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import secrets
 import socket
@@ -32,7 +31,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ...stream.live import one_line
+from ...scene.load import one_line
+from ...web_access import given_token, token_matches
 from ...scene import Scene
 from ...audio.mixer import Analyzer
 from .bodies import (BadRequest, NewLayerBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody, WeightsBody,
@@ -41,7 +41,6 @@ from .save import new_file, scene_yaml, slug
 
 STATIC = Path(__file__).parent / "static"
 FRAME_S = 1 / 15  # audio frames (meter, spectrogram) per second on the event stream
-TOKEN_HEADER = "x-soundscape-token"
 
 
 class WebMixer:
@@ -244,10 +243,8 @@ class WebMixer:
         origin = request.headers.get("origin")
         if origin is not None and origin not in (f"http://{host}",):
             return PlainTextResponse("403: requests from other sites are refused\n", status_code=403)
-        given = request.headers.get(TOKEN_HEADER) or request.cookies.get(self.cookie)
-        if request.url.path == "/" and request.method == "GET" and request.query_params.get("token"):
-            given = request.query_params["token"]
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+        link = request.url.path == "/" and request.method == "GET"  # only the printed link carries it in the URL
+        if not token_matches(given_token(request, self.cookie, from_query=link), self.token):
             return PlainTextResponse("403: open the link that `soundscape play --web` printed; it carries "
                                      "the token this mixer needs\n", status_code=403)
         return None

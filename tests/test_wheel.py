@@ -1,0 +1,125 @@
+"""What a user installs: a wheel built from the checkout, in a fresh virtual environment, run from
+a folder outside the checkout. Every other test runs on the editable checkout, which hides files a
+wheel leaves out (the pages' static folders were missing once: `serve` could not serve its page).
+
+The environment sees the system's packages (torch, diffusers: reinstalling them would take minutes
+and test pip, not us) but gets soundscape itself only from the wheel, with no editable path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from conftest import SCENE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wheel")
+    dist = folder / "dist"
+    # No build isolation: the build uses this machine's setuptools instead of fetching one.
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(ROOT)], check=True, capture_output=True, text=True, timeout=300)
+    wheel = next(dist.glob("soundscape-*.whl"))
+    env_dir = folder / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
+                    str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    work = folder / "elsewhere"  # not the checkout: nothing may be read from it
+    work.mkdir()
+    where = subprocess.run([str(python), "-c", "import soundscape; print(soundscape.__file__)"], cwd=work,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert where.startswith(str(env_dir)), f"soundscape came from {where}, not the wheel"
+    return {"python": python, "bin": env_dir / "bin", "work": work}
+
+
+def _start(cmd, cwd: Path, log_path: Path, pattern: str):
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log_path.read_text())
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"{cmd[0]} exited {proc.returncode}:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"did not start:\n{log_path.read_text()}")
+
+
+def _get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body, dict(r.getheaders())
+
+
+def _assets(page: str) -> list[str]:
+    """Every local asset a page references (scripts, styles, icons)."""
+    return sorted(set(re.findall(r'(?:src|href)="(/[^"]*)"', page)))
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_serve_from_a_wheel_serves_its_page_and_every_asset(venv, tiny_model_dir, tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    (scenes / "test.yaml").write_text(SCENE)
+    proc, url = _start([str(venv["bin"] / "soundscape"), "serve", "--model", str(tiny_model_dir), "--port", "0",
+                        "--scenes", str(scenes), "--max-listeners", "1"], venv["work"], tmp_path / "serve.log",
+                       r"serve: listening on (http://\S+)")
+    try:
+        status, body, _ = _get(url, "/")
+        assert status == 200, body[:300]
+        assets = _assets(body.decode())
+        assert assets, "the page references no asset"
+        for asset in assets:
+            status, body, _ = _get(url, asset)
+            assert status == 200 and body, f"GET {asset}: {status}"
+    finally:
+        _stop(proc)
+
+
+def test_play_web_from_a_wheel_serves_the_mixer_and_every_asset(venv, tiny_model_dir, tmp_path):
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(SCENE)
+    proc, url = _start([str(venv["bin"] / "soundscape"), "play", str(scene), "--model", str(tiny_model_dir),
+                        "--output-device", "null", "--web", "--quiet", "--duration", "120"], venv["work"],
+                       tmp_path / "play.log", r"web: (http://\S+)")
+    try:
+        u = urllib.parse.urlsplit(url)
+        status, body, headers = _get(url, f"/?{u.query}")
+        if status in (302, 303, 307):  # the link's token becomes a cookie
+            cookie = headers.get("set-cookie", headers.get("Set-Cookie", "")).split(";")[0]
+            status, body, _ = _get(url, "/", {"Cookie": cookie})
+        else:
+            cookie = headers.get("set-cookie", headers.get("Set-Cookie", "")).split(";")[0]
+        assert status == 200, body[:300]
+        assets = _assets(body.decode())
+        assert {"/static/app.js", "/static/style.css"} <= set(assets), assets
+        for asset in assets:
+            status, body, _ = _get(url, asset, {"Cookie": cookie})
+            assert status == 200 and body, f"GET {asset}: {status}"
+    finally:
+        _stop(proc)
