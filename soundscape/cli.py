@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     play = sub.add_parser("play", help="stream a scene to the sound card until stopped",
                           description="Stream a scene to the sound card: endless, evolving, tweakable while it plays.")
-    play.add_argument("scene", help="scene file, e.g. scenes/forest.yaml")
+    play.add_argument("scene", help="a scene file, or a shipped scene's name (e.g. forest; `soundscape scenes` "
+                                    "lists them)")
     _add_model_args(play)
     play.add_argument("--output-device", dest="audio_device", help="output device name or index (see `soundscape devices`), or `null` to play silently")
     play.add_argument("--duration", type=_duration("--duration"), help="stop after this long, e.g. 20, 90s, 10m, 1h")
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="render a scene to a WAV/FLAC/OGG file of an exact length",
                             description="Render a scene to a file. Written as it goes: a stopped render leaves a "
                                         "valid file and can continue with --resume.")
-    render.add_argument("scene")
+    render.add_argument("scene", help="a scene file, or a shipped scene's name")
     render.add_argument("-o", "--output", required=True, help="output file (.wav, .flac or .ogg)")
     render.add_argument("--duration", required=True, type=_duration("--duration"), help="length, e.g. 90, 90s, 10m, 1h")
     _add_model_args(render)
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check scene files; exit 0 if all are valid, 2 if not",
                               description="Check scene files and report every problem as FILE:LINE: KEY: message.")
     validate.add_argument("scenes", nargs="+", metavar="SCENE")
+
+    sub.add_parser("scenes", help="list the shipped scenes (play them by name: soundscape play forest)",
+                   description="List the scenes that ship with soundscape, with their descriptions.")
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
 
@@ -201,6 +205,19 @@ def cmd_validate(args) -> int:
     return EXIT_USAGE if bad else 0
 
 
+def cmd_scenes(args) -> int:
+    from .scene import load_scene
+    from .scene.shipped import SHIPPED_DIR, shipped_scenes
+
+    found = shipped_scenes()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
+        scene = load_scene(path)
+        print(f"{name:<{width}}  {scene.name}" + (f": {scene.description}" if scene.description else ""))
+    print(f"\nplay one with `soundscape play NAME`; the files are in {SHIPPED_DIR}", file=sys.stderr)
+    return 0
+
+
 def cmd_devices(args) -> int:
     from .audio.output import list_output_devices
 
@@ -221,10 +238,15 @@ def _stream_from_args(args, **kw):
 
 
 def cmd_render(args) -> int:
-    from .audio.files import check_output_path
+    from .audio.files import RESUMABLE, check_output_path
     from .render.plain import render, state_path
 
     out = check_output_path(args.output)
+    resumable = out.suffix.lower() in RESUMABLE
+    if args.resume and not resumable:
+        raise UsageError(f"--resume: {out} is an Ogg Vorbis stream, which cannot be continued without "
+                         f"re-encoding what it holds; render to .wav or .flac to be able to resume "
+                         f"(and convert at the end)")
     segmented = args.loop or args.workers or args.ray
     if args.resume and state_path(out).exists():
         from .render.segmented import is_segmented_state
@@ -247,7 +269,8 @@ def cmd_render(args) -> int:
         flags = "".join([" --loop" if args.loop else "", f" --workers {args.workers}" if args.workers else "",
                          f" --ray {args.ray}" if args.ray else ""])
         resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g}{flags} --resume"
-                  if state_path(out).exists() else "nothing to resume yet")
+                  if state_path(out).exists() and resumable else "nothing to resume yet" if resumable
+                  else "an .ogg render cannot be resumed (.wav and .flac can)")
         held = info.frames / info.samplerate if info else 0.0
         print(f"\ninterrupted: {out} holds {held:.1f} s of audio; {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -329,7 +352,7 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
-COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
+COMMANDS = {"validate": cmd_validate, "scenes": cmd_scenes, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
             "bench": cmd_bench, "set": cmd_set, "status": cmd_status, "serve": cmd_serve}
 
 
@@ -341,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    from .scene.shipped import find_scene
+
+    # A shipped scene's name stands for its file; a path that exists wins (scene/shipped.py).
+    if getattr(args, "scene", None) is not None:
+        args.scene = str(find_scene(args.scene))
+    if args.command == "validate":
+        args.scenes = [str(find_scene(s)) for s in args.scenes]
     # Library chatter (deprecations, HF progress bars) is not for our users; our own messages are.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)

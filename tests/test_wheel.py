@@ -70,8 +70,9 @@ def _get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes, 
 
 
 def _assets(page: str) -> list[str]:
-    """Every local asset a page references (scripts, styles, icons)."""
-    return sorted(set(re.findall(r'(?:src|href)="(/[^"]*)"', page)))
+    """Every local file a page loads: scripts, style sheets, icons, images (not its audio streams)."""
+    tags = re.findall(r"<(?:script|link|img)\b[^>]*>", page)
+    return sorted({m for tag in tags for m in re.findall(r'(?:src|href)="(/[^"]*)"', tag)})
 
 
 def _stop(proc):
@@ -82,23 +83,40 @@ def _stop(proc):
         proc.kill()
 
 
-def test_serve_from_a_wheel_serves_its_page_and_every_asset(venv, tiny_model_dir, tmp_path):
-    scenes = tmp_path / "scenes"
-    scenes.mkdir()
-    (scenes / "test.yaml").write_text(SCENE)
+def test_serve_from_a_wheel_serves_the_shipped_scenes_its_page_and_every_asset(venv, tiny_model_dir, tmp_path):
+    # No --scenes: the scenes that ship inside the package, wherever it is installed.
     proc, url = _start([str(venv["bin"] / "soundscape"), "serve", "--model", str(tiny_model_dir), "--port", "0",
-                        "--scenes", str(scenes), "--max-listeners", "1"], venv["work"], tmp_path / "serve.log",
+                        "--max-listeners", "1"], venv["work"], tmp_path / "serve.log",
                        r"serve: listening on (http://\S+)")
     try:
         status, body, _ = _get(url, "/")
         assert status == 200, body[:300]
-        assets = _assets(body.decode())
+        page = body.decode()
+        for name in ("forest", "rain", "night", "thunderstorm"):
+            assert f'data-scene="{name}"' in page, f"{name} is not on the page"
+        assets = _assets(page)
         assert assets, "the page references no asset"
         for asset in assets:
             status, body, _ = _get(url, asset)
             assert status == 200 and body, f"GET {asset}: {status}"
     finally:
         _stop(proc)
+
+
+def test_a_wheel_lists_and_plays_the_shipped_scenes_by_name(venv, tiny_model_dir):
+    scenes = subprocess.run([str(venv["bin"] / "soundscape"), "scenes"], cwd=venv["work"], capture_output=True,
+                            text=True, timeout=60)
+    assert scenes.returncode == 0, scenes.stderr
+    names = [line.split()[0] for line in scenes.stdout.splitlines() if line.strip()]
+    assert {"forest", "rain", "cafe", "ocean", "night", "thunderstorm", "fireplace"} <= set(names), scenes.stdout
+    assert "Forest at dawn" in scenes.stdout
+    play = subprocess.run([str(venv["bin"] / "soundscape"), "play", "forest", "--model", str(tiny_model_dir),
+                           "--output-device", "null", "--duration", "5", "--quiet", "--steps", "2"],
+                          cwd=venv["work"], capture_output=True, text=True, timeout=300)
+    assert play.returncode == 0, play.stderr
+    missing = subprocess.run([str(venv["bin"] / "soundscape"), "play", "no-such-scene"], cwd=venv["work"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "soundscape scenes" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_play_web_from_a_wheel_serves_the_mixer_and_every_asset(venv, tiny_model_dir, tmp_path):

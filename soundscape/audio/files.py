@@ -1,8 +1,15 @@
 """Audio files written as they grow, always readable.
 
-The WAV/FLAC header is rewritten after every write (libsndfile's
+WAV and FLAC: the header is rewritten after every write (libsndfile's
 SFC_SET_UPDATE_HEADER_AUTO) and the data synced, so a crash, Ctrl-C or
 SIGTERM at any moment leaves a valid file holding all audio written so far.
+
+Ogg Vorbis: one continuous stream, never the header update. Why: for Ogg, libsndfile's header
+update ends the logical stream and starts a new one at every write, and each restart drops the
+encoder's tail (about 0.3 s lost at every chunk; players disagree about the length). The pages are
+flushed after every write, so a stopped render is a valid file up to its last page, and closing it
+(Ctrl-C, SIGTERM, the end) writes the end of the stream. An Ogg file cannot be continued without
+decoding and re-encoding it, so `--resume` is refused for it (`RESUMABLE`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import soundfile as sf
 from ..errors import UsageError
 
 FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24"), ".ogg": ("OGG", "VORBIS")}
+RESUMABLE = (".wav", ".flac")  # an uncompressed or lossless file can take more audio after a stop
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061
 
 
@@ -37,8 +45,9 @@ class GrowingAudioFile:
             self._f = sf.SoundFile(path, "w", samplerate=rate, channels=channels, format=fmt, subtype=subtype)
         except (sf.LibsndfileError, OSError) as exc:
             raise UsageError(f"-o {path}: cannot write the file: {exc}") from None
-        # Why: keep the header's length fields current after every write.
-        sf._snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, sf._snd.SF_TRUE)
+        if fmt != "OGG":  # why not for Ogg: see the module's docstring
+            # Keep the header's length fields current after every write.
+            sf._snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, sf._snd.SF_TRUE)
         self.path = path
         self.frames = 0
 

@@ -75,6 +75,13 @@ def _progress(total_s: float, quiet: bool):
                            "[{elapsed}<{remaining}{postfix}]")
 
 
+def advance(bar, seconds: float) -> None:
+    """Show `seconds` of audio done. Set, not added: a float sum of many small steps overshoots the
+    total, and tqdm then warns and shows a negative ETA."""
+    bar.n = min(round(seconds, 2), bar.total)
+    bar.refresh()
+
+
 def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline: str | Path | None = None,
            resume: bool = False, quiet: bool = False) -> RenderResult:
     out = check_output_path(out)
@@ -102,7 +109,7 @@ def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline:
                 copy_prefix(partial, f, done)
                 partial.unlink()
             if bar:
-                bar.update(round(done / rate, 2))
+                advance(bar, done / rate)
             while f.frames < total:
                 seg = stream.next_segment()
                 take = seg.audio[: total - f.frames]
@@ -116,8 +123,8 @@ def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline:
                     timeline_f.flush()
                 if bar:
                     rtf = generated / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix_str(f"{rtf:.2f}x real time")
-                    bar.update(round(len(take) / rate, 2))
+                    bar.set_postfix_str(f"{rtf:.2f}x real time", refresh=False)
+                    advance(bar, f.frames / rate)
             frames = f.frames
         interrupted = False
         state_file.unlink(missing_ok=True)

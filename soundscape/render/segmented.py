@@ -42,7 +42,7 @@ from ..audio.resample import StreamResampler
 from ..errors import SoundscapeError, UsageError
 from ..model.geometry import FRAME_S, MODEL_RATE, SAMPLES_PER_FRAME
 from ..stream.scene_stream import output_chain
-from .plain import RenderResult, _measure_file, _progress, _signals_deferred, state_path
+from .plain import RenderResult, _measure_file, _progress, _signals_deferred, advance, state_path
 from .plan import Piece, Plan, loop_frames_for, plan_loop, plan_render
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
@@ -311,6 +311,7 @@ class _Progress:
         self.scale = duration_s / max(sum(map(sum, self.piece_s.values())), 1e-9)
         self.counted: set = set()
         self.generated = 0.0  # seconds made by this run (the real-time factor)
+        self.shown = 0.0  # seconds of the file the bar shows done
         self.started = time.perf_counter()
 
     def piece(self, key, k: int, made_now: bool = True) -> None:
@@ -323,7 +324,8 @@ class _Progress:
             rtf = self.generated / max(time.perf_counter() - self.started, 1e-9)
             self.bar.set_postfix_str(f"{self.workers} worker{'s' if self.workers > 1 else ''}, "
                                      f"{rtf:.2f}x real time", refresh=False)
-            self.bar.update(round(seconds * self.scale, 2))
+            self.shown += seconds * self.scale
+            advance(self.bar, self.shown)
 
     def job(self, key) -> None:
         for k in range(len(self.piece_s[key])):

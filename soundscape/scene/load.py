@@ -232,11 +232,12 @@ def load_scene(path: str | Path) -> Scene:
     path = Path(path)
     label = str(path)
     if path.is_dir():
-        raise SceneError(f"{label}: is a directory; pass a scene file such as scenes/forest.yaml")
+        raise SceneError(f"{label}: is a directory; pass a scene file, or a shipped scene's name such as forest")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise SceneError(f"{label}: no such file; see scenes/ for examples") from None
+        raise SceneError(f"{label}: no such file, and no shipped scene of that name; "
+                         f"`soundscape scenes` lists the shipped ones") from None
     except OSError as exc:
         raise SceneError(f"{label}: cannot read the file: {exc.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:

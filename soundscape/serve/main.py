@@ -10,11 +10,12 @@ from pathlib import Path
 from ..web_access import is_loopback
 from .access import bind, check_access
 
-SHIPPED_SCENES = Path(__file__).resolve().parents[2] / "scenes"
 
 
 def default_scenes() -> Path:
-    return SHIPPED_SCENES if SHIPPED_SCENES.is_dir() else Path("scenes")
+    from ..scene.shipped import SHIPPED_DIR
+
+    return SHIPPED_DIR
 
 
 def serve(args) -> int:

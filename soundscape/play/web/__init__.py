@@ -19,7 +19,11 @@ def save_dir(args) -> Path | None:
     """--web-save-dir DIR, or beside the scene when given without a folder; checked before the model loads."""
     if getattr(args, "web_save_dir", None) is None:
         return None
+    from ...scene.shipped import SHIPPED_DIR
+
     folder = Path(args.web_save_dir) if args.web_save_dir else Path(args.scene).resolve().parent
+    if not args.web_save_dir and folder == SHIPPED_DIR:
+        folder = Path.cwd()  # a shipped scene lives inside the installed package: save where the user is
     if not folder.is_dir():
         raise UsageError(f"--web-save-dir {folder}: no such folder; create it or pass another")
     return folder
