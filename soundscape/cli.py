@@ -83,12 +83,16 @@ def _add_model_args(p):
                         "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")
     g.add_argument("--steps", type=_positive_int("--steps", 500), help="denoising steps per chunk, fixed (default: the quality preset's; play adapts within its range)")
     g.add_argument("--seed", type=_seed, help="scene seed override")
+    g.add_argument("--keep-encoders", action="store_true",
+                   help="keep the text encoders (CLAP, Flan-T5, GPT-2: 1.2 GB in bf16) loaded; by default they "
+                        "load when a new prompt must be encoded and are released after, and prompts already "
+                        "encoded come from the prompt cache (`soundscape cache`); serve always keeps them")
     g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
                         "compile; off by default: it did not pay on CPU, see docs/benchmarks.md)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(bench: bool = True) -> argparse.ArgumentParser:
     p = _Parser(prog="soundscape", description="Endless, seamless AI soundscapes from scene files (AudioLDM2).")
     p.add_argument("--version", action="version", version=f"soundscape {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -150,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
 
+    cache = sub.add_parser("cache", help="show what soundscape's caches hold; `cache clear` empties them",
+                           description="The caches under $XDG_CACHE_HOME/soundscape (~/.cache/soundscape): "
+                                       "encoded prompts, and OpenVINO's converted models.")
+    cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
+
     set_ = sub.add_parser("set", help="change a running player: LAYER=VALUE weights, or a layer's prompt",
                           description="Change a running `soundscape play`: weights take effect within one chunk "
                                       "and ease in over the scene's transition_seconds.")
@@ -185,10 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
                        help="GPUs each replica holds (default: 1 when the cluster has GPUs, else 0)")
 
-    from .bench import add_bench_parser
+    if bench:
+        from .bench import add_bench_parser
 
-    add_bench_parser(sub, _add_model_args)
+        add_bench_parser(sub, _add_model_args)
+    else:
+        # bench.py imports torch (seconds); `play` must reach the sound card without it (play/instant.py).
+        sub.add_parser("bench", help=BENCH_HELP, add_help=False)
     return p
+
+
+BENCH_HELP = "measure generation speed (per stage, real-time factor, memory)"
 
 
 def cmd_validate(args) -> int:
@@ -218,6 +234,25 @@ def cmd_scenes(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    import shutil
+
+    from .generator.prompt_cache import cache_root
+
+    root = cache_root()
+    names = {"prompts": "encoded prompts", "openvino": "OpenVINO's converted and compiled models"}
+    for name, what in names.items():
+        folder = root / name
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        size = sum(p.stat().st_size for p in files)
+        if args.action == "clear":
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"{folder}: removed {len(files)} files, {size / 2**20:.1f} MiB ({what})")
+        else:
+            print(f"{folder}: {len(files)} files, {size / 2**20:.1f} MiB ({what})")
+    return 0
+
+
 def cmd_devices(args) -> int:
     from .audio.output import list_output_devices
 
@@ -233,7 +268,8 @@ def _stream_from_args(args, **kw):
 
     scene = load_scene(args.scene)
     model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
-                       quiet=getattr(args, "quiet", False), compile_mode=args.compile, runtime=args.runtime)
+                       quiet=getattr(args, "quiet", False), compile_mode=args.compile, runtime=args.runtime,
+                       keep_encoders=args.keep_encoders)
     return SceneStream(model, scene, steps=args.steps, seed=args.seed, quality=args.quality, **kw)
 
 
@@ -352,13 +388,14 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
-COMMANDS = {"validate": cmd_validate, "scenes": cmd_scenes, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
+COMMANDS = {"validate": cmd_validate, "scenes": cmd_scenes, "cache": cmd_cache, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
             "bench": cmd_bench, "set": cmd_set, "status": cmd_status, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     global _command
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(bench=bool(argv) and argv[0] == "bench")
     args = parser.parse_args(argv)
     _command = args.command
     if not args.command:

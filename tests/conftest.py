@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Any Ray cluster a test starts is one node on loopback (Ray reads this when it is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# play records what it plays for the next start (play/instant.py): tests that compare a play with a
+# render must start cold, so recording is off unless a test turns it on (tests/test_instant.py).
+os.environ.setdefault("SOUNDSCAPE_INSTANT_S", "0")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 SCENE = """\
@@ -38,7 +41,8 @@ def tiny_model(tiny_model_dir):
     from soundscape.model.loading import load_model
 
     # fp32: the parity tests compare with diffusers to 1e-4; the half-precision paths have their own tests.
-    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
+    # Encoders resident: those tests run diffusers' own pipeline, which needs them (on demand: test_prompt_cache).
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, keep_encoders=True)
 
 
 @pytest.fixture()

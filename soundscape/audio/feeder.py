@@ -25,6 +25,9 @@ import numpy as np
 from .crossfade import crossfade
 from .ringbuffer import RingBuffer
 
+XFADE_S = 0.25  # every cover-up seam
+MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
+
 
 class CoverPool:
     """Earlier fresh audio, replayed as one continuous stream whose pieces are joined by crossfades."""
@@ -34,6 +37,7 @@ class CoverPool:
         self.segments: deque[np.ndarray] = deque(maxlen=max_segments)
         self._rng = np.random.default_rng(seed)
         self._buf: np.ndarray | None = None  # upcoming cover frames; always > xfade once started
+        self._fade: tuple[int, int] | None = None  # (frames taken, fade length): a warm start's fade-in
 
     def add(self, audio: np.ndarray) -> None:
         if len(audio) > 4 * self.xfade:
@@ -55,7 +59,17 @@ class CoverPool:
             nxt, x = self._piece(), self.xfade
             self._buf = np.concatenate([self._buf[:-x], crossfade(self._buf[-x:], nxt[:x]), nxt[x:]])
         out, self._buf = self._buf[:n], self._buf[n:]
+        if self._fade is not None:
+            done, length = self._fade
+            k = np.arange(done, done + len(out), dtype=np.float64)
+            ramp = (0.5 - 0.5 * np.cos(np.pi * np.clip(k / max(length, 1), 0.0, 1.0))).astype(np.float32)
+            out = out * (ramp[:, None] if out.ndim == 2 else ramp)
+            self._fade = (done + len(out), length) if done + len(out) < length else None
         return out
+
+    def fade_in(self, frames: int) -> None:
+        """The next `frames` taken rise from silence (the scene's fade-in, on a warm start)."""
+        self._fade = (0, frames)
 
 
 class Feeder:
@@ -76,6 +90,8 @@ class Feeder:
         self.epoch = 0  # the live-change epoch of the audio being written
         self.epoch_wanted = 0  # set by the engine: the generator has applied changes up to this epoch
         self.switches: list[tuple[int, int]] = []  # (epoch, ring position where its audio starts)
+        self.on_fresh = None  # called with every fresh segment received (play records them: play/instant.py)
+        self.warm = False  # playing a warm start's recording until the first fresh audio
 
     def _receive(self) -> None:
         """Move any ready fresh segments into the pending buffer."""
@@ -88,6 +104,8 @@ class Feeder:
             except queue.Empty:
                 return
             audio = seg.audio
+            if self.on_fresh is not None:
+                self.on_fresh(seg)
             if self._skip_pool < len(audio):
                 self.pool.add(audio[self._skip_pool:])
             self._skip_pool = max(0, self._skip_pool - len(audio))
@@ -97,6 +115,7 @@ class Feeder:
             if seg.epoch > self.epoch:
                 self._switch(seg.epoch, audio)
                 continue
+            self.warm = False
             if self.covering:
                 # Back to fresh audio: crossfade the cover stream into the new segment's head.
                 head = audio[: self.xfade]
@@ -154,6 +173,14 @@ class Feeder:
             if need > 0:
                 n = self.ring.write(self.pool.take(need))
                 self.cover_frames += n
+
+    def start_warm(self, audio: np.ndarray, fade_in: int, piece: int) -> None:
+        """Play `audio` (an earlier run's recording) from now on, rising over `fade_in` frames, until fresh
+        audio arrives and is crossfaded in: a cover-up that starts the stream (not counted as one)."""
+        for start in range(0, len(audio) - piece // 2, piece):
+            self.pool.add(audio[start:start + piece])
+        self.pool.fade_in(fade_in)
+        self.covering = self.warm = True
 
     def buffered_fresh(self) -> int:
         return len(self._pending)

@@ -146,14 +146,16 @@ class Player:
                     self.done = True
         self.frames_played += frames
 
-    def open_stream(self, config: OutputConfig, capture: list | None = None, speed: float = 1.0):
+    def open_stream(self, config: OutputConfig, capture: list | None = None, speed: float = 1.0,
+                    min_latency_s: float = 0.0):
         if config.device == NULL_DEVICE:
             return ClockedSink(self, config, capture=capture, speed=speed)
         sd = _sd()
         try:
             high = sd.query_devices(config.device)["default_high_output_latency"]
             stream = sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,
-                                     dtype="float32", latency=max(MIN_LATENCY_S, high), callback=self.callback)
+                                     dtype="float32", latency=max(MIN_LATENCY_S, high, min_latency_s),
+                                     callback=self.callback)
         except sd.PortAudioError as exc:
             raise AudioDeviceError(f"cannot open audio device {config.name!r}: {exc}; "
                                    f"choose another with --output-device (see `soundscape devices`)") from None

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model import text_encoders
 from ..model.loading import LoadedModel
+from .prompt_cache import PromptCache, text_fingerprint
 
 
 @dataclass(frozen=True)
@@ -48,31 +50,79 @@ class Conditioning:
 class PromptEncoder:
     """Encodes prompts with the pipeline's own encoders, cached by (model, prompt).
 
+    Where an encoding comes from, first hit wins: this process's memory, the prompt cache on disk
+    (generator/prompt_cache.py, when the model came from files), the text encoders, loaded for
+    the purpose when they are out (model/text_encoders.py) and released after `encode_all`.
     Thread-safe: the generator thread and a background re-encoder may share it.
     """
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, disk: bool = True):
         self.model = model
         self._cache: dict[tuple[str, str], PromptEmbedding] = {}
         self._lock = threading.Lock()
+        self._disk = _disk_cache(model) if disk else None
+        self.encoded = 0  # prompts run through the text encoders (not found in a cache)
+        self.encoding = False  # the status line: "encoding a new prompt"
 
     def encode(self, prompt: str) -> PromptEmbedding:
-        key = (self.model.model_id, prompt)
+        """One prompt; text encoders loaded for it are released again at once."""
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                return hit
+            loaded_here = False
+            try:
+                emb, loaded_here = self._encode(prompt)
+            finally:
+                if loaded_here:
+                    text_encoders.release(self.model)
+            return emb
+
+    def encode_all(self, prompts) -> None:
+        """Every prompt of a scene in one go: the text encoders are loaded at most once, then released."""
+        with self._lock:
+            loaded_here = False
+            try:
+                for prompt in dict.fromkeys(prompts):
+                    loaded_here = self._encode(prompt)[1] or loaded_here
+            finally:
+                if loaded_here:
+                    text_encoders.release(self.model)
+
+    def _encode(self, prompt: str) -> tuple[PromptEmbedding, bool]:
+        key = (self.model.model_id, prompt)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit, False
+        stored = self._disk.get(prompt) if self._disk else None
+        if stored is not None:
+            emb = PromptEmbedding(**{k: v.to(self.model.device) for k, v in stored.items()})
+            self._cache[key] = emb
+            return emb, False
+        self.encoding = True
+        try:
+            loaded_here = text_encoders.load(self.model)
             pipe = self.model.pipe
             with torch.inference_mode():
                 t5, mask, gpt = pipe.encode_prompt(
                     prompt, self.model.device, num_waveforms_per_prompt=1, do_classifier_free_guidance=False
                 )
-            emb = PromptEmbedding(t5=t5.detach(), mask=mask.detach(), gpt=gpt.detach())
-            self._cache[key] = emb
-            return emb
+        finally:
+            self.encoding = False
+        emb = PromptEmbedding(t5=t5.detach(), mask=mask.detach(), gpt=gpt.detach())
+        self._cache[key] = emb
+        self.encoded += 1
+        if self._disk:
+            self._disk.put(prompt, {"t5": emb.t5, "mask": emb.mask, "gpt": emb.gpt})
+        return emb, loaded_here
 
     def cached(self, prompt: str) -> bool:
         return (self.model.model_id, prompt) in self._cache
+
+
+def _disk_cache(model: LoadedModel) -> PromptCache | None:
+    """The prompt cache on disk for a model loaded from files; None for one built in memory."""
+    fingerprint = text_fingerprint(model.source)
+    if fingerprint is None:
+        return None
+    return PromptCache(fingerprint, {"dtype": str(model.precision.text), "device": model.device.type})
 
 
 def _pad(x: torch.Tensor, length: int) -> torch.Tensor:

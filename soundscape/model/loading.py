@@ -6,7 +6,6 @@ cvssp/audioldm2) names a hub id or a local diffusers-format folder.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,10 @@ import torch
 from ..errors import ModelError, UsageError
 from ..memory import give_back_heap
 from .precision import Precision, apply as apply_precision, cpu_has_native_bf16
+from .source import (DEFAULT_MODEL, _check_folder, _hub_reachable, _looks_like_path,  # noqa: F401 (callers import them here)
+                     _resolve_hub_id, choose_model, resolve_source)
 
-DEFAULT_MODEL = "cvssp/audioldm2"
+TEXT_STAGES = ("text_encoder", "text_encoder_2", "projection_model", "language_model")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -35,6 +36,12 @@ class LoadedModel:
     # `packed` when the plain modules must stay usable (keep_torch).
     prepacked: tuple[str, ...] = ()
     packed: dict = field(default_factory=dict)
+    # Where the text encoders come from when a prompt must be encoded (model/text_encoders.py): the
+    # weights' folder or hub id; None when they stay resident (built in memory, or --keep-encoders).
+    text_source: object = None
+    source: object = None  # the weights' folder or hub id; None for a model built in memory
+    text_loads: int = 0  # times the text encoders were loaded on demand (the status line, tests)
+    keep_clap: bool = False  # the watchdog's CLAP score needs CLAP resident
 
     def __post_init__(self):
         if self.precision is None:
@@ -128,10 +135,6 @@ class LoadedModel:
                 self.prepacked = tuple(s for s in self.prepacked if s != stage)
 
 
-def choose_model(flag: str | None, scene_model: str | None = None) -> str:
-    return flag or scene_model or os.environ.get("SOUNDSCAPE_MODEL") or DEFAULT_MODEL
-
-
 def choose_device(name: str = "auto") -> torch.device:
     """`auto` picks cuda, then mps, then cpu."""
     if name == "auto":
@@ -172,62 +175,15 @@ def choose_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def _looks_like_path(model: str) -> bool:
-    """A hub id is `org/name`; anything that exists here or starts like a path is a folder."""
-    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).expanduser().exists()
-
-
-def _check_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise ModelError(f"--model {folder}: no such folder; pass a diffusers-format AudioLDM2 folder "
-                         f"or a hub id such as {DEFAULT_MODEL}")
-    if not (folder / "model_index.json").is_file():
-        raise ModelError(f"--model {folder}: not a diffusers pipeline folder (no model_index.json); "
-                         f"download one with `huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _resolve_hub_id(model: str) -> str | Path:
-    """The cached snapshot of a hub id, else the id itself if the hub answers."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-        raise ModelError(
-            f"--model {model}: the weights are not in the local cache and the hub cannot be reached. "
-            f"On a connected machine run `huggingface-cli download {model} --local-dir DIR` "
-            f"(about 4.5 GB), copy DIR here and pass --model DIR")
-    return model
-
-
-def resolve_source(model: str) -> str | Path:
-    """Where the weights will come from: a checked local folder, a cached snapshot, or the hub.
-
-    Cheap, so `play` can fail on a bad --model before it touches the audio device.
-    """
-    if _looks_like_path(model):
-        folder = Path(model).expanduser()
-        _check_folder(folder)
-        return folder
-    return _resolve_hub_id(model)
-
-
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
-               compile_mode: str | None = None, runtime: str = "torch", keep_torch: bool = False) -> LoadedModel:
-    """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't."""
+               compile_mode: str | None = None, runtime: str = "torch", keep_torch: bool = False,
+               keep_encoders: bool = False) -> LoadedModel:
+    """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't.
+
+    Without `keep_encoders`, the text encoders (CLAP, Flan-T5, projection, GPT-2: 57 % of the
+    weights, used once per new prompt) are not loaded now but when a prompt must be encoded, and
+    released after (model/text_encoders.py). The VAE's encoder is never kept: nothing encodes audio.
+    """
     import warnings
 
     from diffusers import AudioLDM2Pipeline
@@ -247,10 +203,13 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
     try:
         # The hub's model_index.json names GPT2Model, whose missing generation helpers break
         # the pipeline with current transformers (diffusers issue 12630): load the LM head model.
-        language_model = GPT2LMHeadModel.from_pretrained(source, subfolder="language_model",
-                                                         torch_dtype=torch_dtype)
-        pipe = AudioLDM2Pipeline.from_pretrained(source, language_model=language_model,
-                                                 torch_dtype=torch_dtype)
+        if keep_encoders:
+            language_model = GPT2LMHeadModel.from_pretrained(source, subfolder="language_model",
+                                                             torch_dtype=torch_dtype)
+            text = {"language_model": language_model}
+        else:
+            text = dict.fromkeys(TEXT_STAGES)  # loaded when a prompt needs them
+        pipe = AudioLDM2Pipeline.from_pretrained(source, torch_dtype=torch_dtype, **text)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(source, Path):
@@ -264,13 +223,15 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         raise ModelError(f"--model {model}: could not load the pipeline: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     pipe.set_progress_bar_config(disable=True)
+    pipe.vae.encoder = pipe.vae.quant_conv = None  # never used: we only decode (55 M parameters of the VAE are the encoder's half)
     pipe = pipe.to(dev)
     precision = Precision.of(torch_dtype)
     apply_precision(pipe, precision)
     if compile_mode:
         # Chunks have one fixed shape, so the UNet compiles once (CUDA graphs with reduce-overhead).
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
-    loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision)
+    loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision,
+                         text_source=None if keep_encoders else source, source=source)
     if runtime != "torch":
         from .openvino_runtime import choose_runtime
 

@@ -73,6 +73,8 @@ def apply(pipe, precision: Precision):
     text = [pipe.text_encoder, pipe.text_encoder_2, pipe.projection_model, pipe.language_model]
     for module, dtype in [(m, precision.text) for m in text] + [
             (pipe.unet, precision.unet), (pipe.vae, precision.vae), (pipe.vocoder, precision.vocoder)]:
+        if module is None:  # a text encoder not loaded yet (model/text_encoders.py)
+            continue
         if next(module.parameters()).dtype != dtype:  # loaded in it already: no cast (and no warning)
             module.to(dtype=dtype)
     return pipe

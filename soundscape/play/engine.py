@@ -14,6 +14,8 @@ Threads and what each owns:
   web (optional)  `play --web`: the mixer's server (play/web/). It hands requests to the main thread
                   and reads a status snapshot and a copy of the audio written to the ring; nothing
                   here waits for it.
+  loader (warm start only) loads the model while the main thread already plays the scene's recording
+                  from its last run (play/instant.py); the generator starts once it is done.
 Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes
 the stream and sets `stop`; the generator notices between chunks (it is a daemon thread, so a
 chunk in progress never delays exit).
@@ -23,17 +25,24 @@ from __future__ import annotations
 
 import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..audio.feeder import Feeder
+import numpy as np
+
+from ..audio.feeder import MARGIN_S, XFADE_S, Feeder
 from ..audio.output import OutputConfig, Player, resolve_output
 from ..audio.ringbuffer import RingBuffer
 from ..errors import EXIT_INTERRUPTED, AudioDeviceError
-from ..stream.generation_loop import MARGIN_S, XFADE_S, GenerationLoop, StreamSlot
 from ..units import format_duration
 
+if TYPE_CHECKING:
+    from ..stream.generation_loop import StreamSlot
+
 SIGNAL_FADE_S = 0.5
+WARM_LATENCY_S = 1.0  # the device buffer of an instant start (see Engine.start_warm)
 
 
 class StatusLine:
@@ -74,8 +83,13 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSl
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
     if rtf and rtf < 1.0:
         text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco, --runtime openvino or a GPU)"
+    elif feeder.warm:
+        text += "  (playing the last run's recording until fresh audio is ready)"
     elif feeder.covering:
         text += "  (playing earlier material until fresh audio is ready)"
+    encoder = getattr(gen.stream, "encoder", None)
+    if encoder is not None and encoder.encoding:
+        text += "  (encoding a new prompt)"
     return text
 
 
@@ -114,12 +128,15 @@ class Engine:
     """Wires stream -> generator thread -> feeder -> ring buffer -> Player for one `play` run."""
 
     def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
-                 quiet: bool = False, prefill_s: float | None = None, mixer: bool = False):
+                 quiet: bool = False, prefill_s: float | None = None, mixer: bool = False, hop_s: float | None = None):
+        """`stream` may come later (`attach`), after a warm start (`start_warm`); `hop_s` sizes the buffer then."""
         self.stream = stream
         self.prefill_s = prefill_s
         self.config = config
+        self.timeline = timeline
         rate = config.rate
-        capacity = max(int(max(buffer_s or 2 * stream.hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
+        hop_s = stream.hop_s if stream is not None else hop_s
+        capacity = max(int(max(buffer_s or 2 * hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
         if mixer:  # the web mixer's master volume and audio tap (audio/mixer.py)
             from ..audio.mixer import MixerPlayer, TappedRing
 
@@ -127,18 +144,74 @@ class Engine:
         else:
             self.ring = RingBuffer(capacity, config.channels)
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
-        self.gen = StreamSlot(stream, self.fresh, timeline)
-        self.loop = GenerationLoop([self.gen])  # the same loop serve runs, with a batch of one
-        self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
-                             skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
+        self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate))
         self.player = MixerPlayer(self.ring, rate) if mixer else Player(self.ring, rate)
-        self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate + self.fresh.qsize() * stream.hop_s
         self.status = StatusLine(quiet)
+        self._early = None  # the device stream a warm start opened before the model loaded
+        self._sound_t0: float | None = None  # when the device started playing
+        if stream is not None:
+            self.attach(stream)
         self.on_tick: list = []  # the control server's poll and the live-change checks, when present
         self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
         self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
         self.started_playing_after = 0.0  # seconds of buffering before sound started
         self._clock_warned = False
+
+    def attach(self, stream) -> None:
+        """The scene stream, once its model is loaded: the generator's side of the engine."""
+        # Imported here, not at the top: torch and diffusers take seconds to import, and an instant
+        # start sounds before they are needed (play/instant.py).
+        from ..stream.generation_loop import GenerationLoop, StreamSlot
+
+        rate = self.config.rate
+        self.stream = stream
+        self.gen = StreamSlot(stream, self.fresh, self.timeline)
+        self.loop = GenerationLoop([self.gen])  # the same loop serve runs, with a batch of one
+        self.feeder._skip_pool = int(stream.chain.fade_in_s * rate)  # the fade-in is no cover material
+        self.feeder.pool._rng = np.random.default_rng(stream.seed)
+        self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate + self.fresh.qsize() * stream.hop_s
+
+    def start_warm(self, audio: np.ndarray, fade_in_s: float, load):
+        """Instant start: play `audio` (the scene's last recording) now, and return `load()` (the stream,
+        made on a thread meanwhile). Sound starts within the device's latency, not after the model."""
+        rate = self.config.rate
+        self.feeder.start_warm(audio, int(fade_in_s * rate), piece=max(len(audio) // 8, int(10 * rate)))
+        self.feeder.pump()
+        # A deep device buffer: the model loads on a thread, and its imports hold Python's lock for
+        # stretches the callback must ride out (measured: underruns at the default 0.2 s).
+        self._early = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed,
+                                              min_latency_s=WARM_LATENCY_S)
+        self._early.__enter__()  # starts it
+        self._sound_t0 = time.monotonic()
+        done: dict = {}
+
+        def run():
+            try:
+                done["value"] = load()
+            except BaseException as exc:  # handed to the main thread, which reports it
+                done["error"] = exc
+
+        loader = threading.Thread(target=run, name="soundscape-load", daemon=True)
+        loader.start()
+        try:
+            while loader.is_alive():
+                self.feeder.pump()
+                self.status.show(f"{format_duration(self.player.frames_played / rate)}  playing the last run's "
+                                 f"recording while the model loads", every=0.25)
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            self._fade_and_close_after_signal()
+            self._close_early()
+            raise
+        if "error" in done:
+            self._close_early()
+            raise done["error"]
+        return done["value"]
+
+    def _close_early(self) -> None:
+        if self._early is not None:
+            self._early.__exit__(None, None, None)
+            self._early = None
 
     def status_dict(self) -> dict:
         return _status_dict(self)
@@ -188,23 +261,34 @@ class Engine:
         run_started = time.monotonic()
         self.loop.start()
         try:
-            self._prefill()
-            self.started_playing_after = time.monotonic() - run_started
+            if self._early is None:
+                self._prefill()
+                self.started_playing_after = time.monotonic() - run_started
             if stop_at != float("inf"):
                 self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
-            stream = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed)
-            with stream:
+            if self._early is not None:  # a warm start: the device plays already
+                stream, self._early = self._early, None
+            else:
+                stream = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed)
+                stream.__enter__()
+                self._sound_t0 = time.monotonic()
+            try:
                 while not self.player.done:
                     self.feeder.epoch_wanted = self.gen.epoch
                     self.feeder.pump()
                     for tick in self.on_tick:
                         tick()
                     self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
-                    self._check_device_clock(time.monotonic() - self.started_playing_after - run_started)
+                    self._check_device_clock(time.monotonic() - self._sound_t0)
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
                                                f"by another program?); see `soundscape devices` and start again")
                     time.sleep(0.01)
+            except KeyboardInterrupt:
+                interrupted = True
+                self._fade_and_close_after_signal()
+            finally:
+                stream.__exit__(None, None, None)
         except KeyboardInterrupt:
             interrupted = True
             self._fade_and_close_after_signal()
@@ -249,7 +333,7 @@ def _short_run_prefill(duration: float | None) -> float | None:
 def play(args, make_stream) -> int:
     from ..scene import load_scene
 
-    from ..model.loading import choose_model, resolve_source
+    from ..model.source import choose_model, resolve_source
 
     scene = load_scene(args.scene)
     # --web-port, --open and --web-save-dir each imply --web.
@@ -258,12 +342,29 @@ def play(args, make_stream) -> int:
         from . import web as web_mixer
 
         web_mixer.save_dir(args)  # a bad --web-save-dir fails before the model loads
-    resolve_source(choose_model(args.model, scene.model))  # a bad --model fails before the audio device is touched
+    model_id = choose_model(args.model, scene.model)
+    resolve_source(model_id)  # a bad --model fails before the audio device is touched
     config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
-    stream = make_stream(args, out_rate=config.rate, channels=config.channels)
-    engine = Engine(stream, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
+    from . import instant
+
+    key = instant.key_for(scene, model_id, config.rate, config.channels)
+    warm = instant.cached_audio(key, config.rate, config.channels)
+    engine = Engine(None, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
                     prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
-                    mixer=web)
+                    mixer=web, hop_s=scene.generation.chunk_seconds - scene.generation.overlap_seconds)
+    if warm is not None:
+        # The recording plays with the scene's fade-in; the stream then starts without one, so the
+        # handover to fresh audio is one crossfade between two full-level signals.
+        engine.prefill_s = None
+        stream = engine.start_warm(warm, scene.output.fade_in_seconds, lambda: make_stream(
+            args, out_rate=config.rate, channels=config.channels, fade_in=False))
+    else:
+        stream = make_stream(args, out_rate=config.rate, channels=config.channels)
+    engine.attach(stream)
+    recorder = instant.Recorder(key, config.rate, config.channels,
+                                skip_frames=0 if warm is not None else int(scene.output.fade_in_seconds * config.rate))
+    # Only the scene file's own sound is recorded: a live change (epoch > 0) ends the recording.
+    engine.feeder.on_fresh = lambda seg: recorder.add(seg.audio) if seg.epoch == 0 else recorder.stop()
     from .control_socket import ControlServer
     from ..stream.live import LiveControl
 
@@ -280,6 +381,7 @@ def play(args, make_stream) -> int:
     try:
         result = engine.run(duration=args.duration, fade_out=args.fade_out)
     finally:
+        recorder.stop()
         server.close()
         if mixer is not None:
             mixer.close()

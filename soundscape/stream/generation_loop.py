@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..audio.feeder import MARGIN_S, XFADE_S  # noqa: F401 (the feeder's; serve's listener reads them here)
 from .adaptive import StepController
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
 
-XFADE_S = 0.25  # every cover-up seam
-MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
 JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
 

@@ -39,12 +39,12 @@ def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
     )
 
 
-def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int) -> OutputChain:
+def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fade_in: bool = True) -> OutputChain:
     """The after-model chain of a scene: its seam geometry, loudness, volume and fade-in as numbers."""
     return OutputChain(xfade=spec.xfade * SAMPLES_PER_FRAME, edge=spec.edge * SAMPLES_PER_FRAME,
                        loudness_lufs=scene.output.loudness_lufs, volume=scene.output.volume,
-                       fade_in_s=scene.output.fade_in_seconds, model_rate=MODEL_RATE, out_rate=out_rate,
-                       channels=channels)
+                       fade_in_s=scene.output.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
+                       out_rate=out_rate, channels=channels)
 
 
 def presence_of(by_prompt: dict[str, float]) -> float:
@@ -90,7 +90,7 @@ class Segment:
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
                  out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
-                 quality: str | None = None):
+                 quality: str | None = None, fade_in: bool = True):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -107,6 +107,7 @@ class SceneStream:
         self.next_steps: int | None = None  # play's adaptive choice for the next chunk (min_steps..max_steps)
         self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
         self._clap: watchdog.ClapScorer | None = None
+        self._fade_in = fade_in  # False after an instant start: the recording played the fade-in (play/instant.py)
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -135,8 +136,14 @@ class SceneStream:
         self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
         self.scene = scene
         self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
-        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels)
+        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in)
         self._cond_cache = None
+        try:
+            # Every prompt of the scene at once: the text encoders are loaded at most once and released
+            # after (model/text_encoders.py), so no chunk waits for them unless a prompt changes.
+            self.encoder.encode_all([scene.negative_prompt, "", *(layer.prompt for layer in scene.layers.values())])
+        except Exception:  # noqa: BLE001 - the chunk that needs the prompt reports it, as it always has
+            pass
 
     # Time geometry ---------------------------------------------------------
     @property

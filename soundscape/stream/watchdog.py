@@ -59,8 +59,11 @@ class ClapScorer:
     """CLAP similarity between a chunk and its blended prompts, with the pipeline's own CLAP model."""
 
     def __init__(self, model):
+        from ..model import text_encoders
+
         self.model = model
         self._text: dict[str, torch.Tensor] = {}
+        text_encoders.need_clap(model)  # CLAP, audio tower included, stays loaded while we score
 
     @torch.inference_mode()
     def _text_embedding(self, prompt: str) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""Instant start (issue 23): a scene played before starts sounding from its recording within two
+seconds, into a real-time PulseAudio null sink, and hands over to fresh audio without a click."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import SCENE
+
+RATE = 16000  # what parec records the sink's monitor at
+MISSING = [p for p in ("pulseaudio", "parec") if not shutil.which(p)]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING} (apt: pulseaudio pulseaudio-utils)")
+
+
+@pytest.fixture()
+def env(tmp_path):
+    run, home = tmp_path / "run", tmp_path / "home"
+    run.mkdir(mode=0o700)
+    home.mkdir()
+    asound = tmp_path / "asound.conf"
+    asound.write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), HOME=str(home), PULSE_SERVER=f"unix:{run}/pulse/native",
+               ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{asound}", XDG_CACHE_HOME=str(tmp_path / "cache"),
+               SOUNDSCAPE_INSTANT_S="8")
+    subprocess.run(["pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
+                    "--load=module-null-sink sink_name=cap rate=48000 channels=2"], env=env, check=True,
+                   capture_output=True, timeout=30)
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+def _play_captured(env, scene, model_dir, seconds: float) -> tuple[np.ndarray, float]:
+    """Play into the sink while recording its monitor; returns (mono audio, seconds from the player's
+    start to the recording's first sample)."""
+    raw = open(scene.with_suffix(".raw"), "wb")  # a file, not a pipe: parec must never wait for a reader
+    rec = subprocess.Popen(["parec", "-d", "cap.monitor", "--raw", "--format=float32le", "--channels=1",
+                            f"--rate={RATE}", "--latency-msec=20"], env=env, stdout=raw)
+    time.sleep(1.0)  # parec is recording silence now
+    rec_start = time.monotonic() - 1.0
+    started = time.monotonic()
+    play = subprocess.run([sys.executable, "-m", "soundscape", "play", str(scene), "--model", str(model_dir),
+                           "--duration", str(seconds), "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    time.sleep(0.5)
+    rec.terminate()
+    rec.wait(timeout=10)
+    raw.close()
+    assert play.returncode == 0, play.stderr
+    return np.fromfile(scene.with_suffix(".raw"), np.float32), started - rec_start
+
+
+def _first_sound_s(audio: np.ndarray, offset: float) -> float:
+    loud = np.flatnonzero(np.abs(audio) > 10 ** (-50 / 20))
+    assert len(loud), "the sink heard nothing"
+    return loud[0] / RATE - offset
+
+
+def test_a_scene_played_before_sounds_within_two_seconds_and_hands_over_cleanly(env, tmp_path, tiny_model_dir):
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(SCENE.replace("steps: 3", "steps: 12"))
+    # 1. A cold start: nothing recorded yet. It records what it plays (8 s kept).
+    cold, offset = _play_captured(env, scene, tiny_model_dir, 14)
+    cold_first = _first_sound_s(cold, offset)
+    assert list((tmp_path / "cache" / "soundscape" / "audio").glob("*.flac")), "nothing was recorded"
+    # 2. The same scene again: sound from the recording, long before the model is loaded.
+    warm, offset = _play_captured(env, scene, tiny_model_dir, 14)
+    warm_first = _first_sound_s(warm, offset)
+    assert warm_first <= 2.0, (warm_first, cold_first)
+    assert warm_first < cold_first - 0.5, (warm_first, cold_first)
+    # 3. No click and no level jump anywhere after the fade-in, the handover to fresh audio included.
+    start = int((offset + warm_first + 1.0) * RATE)
+    body = warm[start: start + 10 * RATE]
+    steps = np.abs(np.diff(body))
+    assert steps.max() <= 6 * np.percentile(steps, 99.9), "a click"
+    rms = np.sqrt(np.mean(body[: len(body) // 4000 * 4000].reshape(-1, 4000) ** 2, axis=1))  # 0.25 s windows
+    jumps = np.abs(20 * np.log10(rms[1:] / rms[:-1]))
+    assert jumps.max() < 6.0, jumps.max()
+
+
+def test_an_edited_scene_never_plays_the_old_recording(tmp_path, monkeypatch):
+    from soundscape.play import instant
+    from soundscape.scene import parse_scene
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("SOUNDSCAPE_INSTANT_S", "4")
+    scene = parse_scene(SCENE)
+    key = instant.key_for(scene, "model-a", 48000, 2)
+    rec = instant.Recorder(key, 48000, 2)
+    rec.add(np.full((5 * 48000, 2), 0.1, np.float32))
+    rec.stop()
+    assert instant.cached_audio(key, 48000, 2) is not None
+    edited = parse_scene(SCENE.replace("a stream of water", "rain on a tin roof"))
+    for other in (instant.key_for(edited, "model-a", 48000, 2), instant.key_for(scene, "model-b", 48000, 2),
+                  instant.key_for(scene, "model-a", 44100, 2)):
+        assert other != key and instant.cached_audio(other, 48000, 2) is None
