@@ -109,6 +109,9 @@ def _status_dict(engine) -> dict:
         "layers": {k: v.prompt for k, v in engine.stream.scene.layers.items()},
         "coverups": feeder.coverups,
         "underruns": player.underruns,
+        # What the listener hears and what the generator does (issue 23's start-up states).
+        "audio": "recording" if feeder.warm else "earlier material" if feeder.covering else "fresh",
+        "encoding": bool(getattr(engine.stream.encoder, "encoding", False)),
         "generator_errors": gen.stats.errors,
         "device": engine.config.name,
         "sample_rate": rate,
