@@ -7,7 +7,8 @@ MODEL_DIR: a diffusers folder, e.g. the full architecture with random weights sa
   python -c "import torch; from soundscape.model.architecture import build_random_audioldm2 as b; \\
              b(dtype=torch.bfloat16).pipe.save_pretrained('/tmp/full')"
 Prints one JSON line per variant: load_s, first_chunk_s (prompts encoded included), text_loads,
-RSS after load and peak RSS while making the chunks (psutil, sampled every 20 ms).
+RSS after load and peak RSS while making the chunks, whole and less file-backed pages (psutil, every
+20 ms).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import json, sys, threading, time
 import psutil
 args = json.loads(sys.argv[1])
 proc = psutil.Process()
-peak = [0]
+peak = [0, 0]  # RSS, and RSS less file-backed pages (mapped weights the kernel can drop and read again)
 def sample():
     while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
+        info = proc.memory_info()
+        peak[0], peak[1] = max(peak[0], info.rss), max(peak[1], info.rss - info.shared)
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 from soundscape.model.loading import load_model
@@ -46,7 +48,8 @@ for i in range(args["chunks"]):
     first = first or time.perf_counter() - t1
 print(json.dumps({"variant": args["variant"], "load_s": round(load_s, 2), "first_chunk_s": round(first, 2),
                   "text_loads": model.text_loads, "encoded": stream.encoder.encoded,
-                  "rss_after_load_mib": round(rss_loaded / 2**20), "peak_rss_mib": round(peak[0] / 2**20)}))
+                  "rss_after_load_mib": round(rss_loaded / 2**20), "peak_rss_mib": round(peak[0] / 2**20),
+                  "peak_rss_not_file_backed_mib": round(peak[1] / 2**20)}))
 """
 
 SCENE = """\
@@ -69,8 +72,9 @@ def main() -> None:
     a = p.parse_args()
     cache = tempfile.mkdtemp(prefix="probe-start-")
     env = {**os.environ, "XDG_CACHE_HOME": cache}
-    for variant, keep in (("resident (--keep-encoders)", True), ("on demand, cold prompt cache", False),
-                          ("on demand, warm prompt cache", False)):
+    # Cold first: every variant writes the prompt cache they share.
+    for variant, keep in (("on demand, cold prompt cache", False), ("on demand, warm prompt cache", False),
+                          ("resident (--keep-encoders)", True)):
         args = {"model": a.model, "keep": keep, "scene": SCENE, "quality": a.quality, "chunks": a.chunks,
                 "variant": variant}
         out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True,
