@@ -190,15 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_validate(args) -> int:
     from .scene import load_scene
 
-    bad = 0
-    for path in args.scenes:
+    bad = broken = 0
+    for path in args.scenes:  # every file is checked, whatever the ones before it held
         try:
             scene = load_scene(path)
             print(f"{path}: ok ({scene.name}: {len(scene.layers)} layers)")
         except SoundscapeError as exc:
             print(exc, file=sys.stderr)
             bad += 1
-    return EXIT_USAGE if bad else 0
+        except Exception as exc:  # a bug in the reader: say so for this file, and go on to the next
+            print(f"{path}: internal error: {type(exc).__name__} (run with SOUNDSCAPE_DEBUG=1 for the traceback, "
+                  f"and please report it)", file=sys.stderr)
+            if os.environ.get("SOUNDSCAPE_DEBUG"):
+                raise
+            broken += 1
+    return EXIT_FAILURE if broken else EXIT_USAGE if bad else 0
 
 
 def cmd_devices(args) -> int:
