@@ -7,7 +7,8 @@ import re
 
 from .errors import UsageError
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?")
+# `ms` before `m`: the regex takes the first alternative that matches, and `1ms` is not `1m` then `s`.
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?")
 _SCALE = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 
 
@@ -23,7 +24,7 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
         while pos < len(s):
             m = _PART.match(s, pos)
             if not m or m.end() == pos:
-                raise UsageError(f"{what}: expected a duration like 90, 90s, 10m or 1h, got {text!r}")
+                raise UsageError(f"{what}: expected a duration like 90, 90s, 10m, 1h or 500ms, got {text!r}")
             seconds += float(m.group(1)) * _SCALE[m.group(2)]
             pos = m.end()
             while pos < len(s) and s[pos] == " ":
