@@ -1,4 +1,5 @@
-"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`) and seeds."""
+"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`, `500ms`), seeds,
+and cluster addresses (`host:port`)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,19 @@ def parse_seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise ValueError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}")
     return value
+
+
+def unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why `host:port` (or `ray://host:port`) takes no connection, or None: it does, or it is no such
+    address (`auto`). Why: ray.init() given an address with nothing behind it retries for minutes,
+    printing its own log lines; a TCP connect says the same in a few seconds."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None

@@ -55,7 +55,7 @@ def run_http(hub, sock: socket.socket, token: str | None, quiet: bool = False) -
             hub.stopping = True  # streams end by themselves (a complete response) within 0.05 s
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(build_app(hub, token), log_config=None, log_level="warning", access_log=False,
+    config = uvicorn.Config(build_app(hub, token, port=port), log_config=None, log_level="warning", access_log=False,
                             lifespan="off", ws="none", http="h11", loop="asyncio", server_header=False,
                             timeout_graceful_shutdown=3, proxy_headers=False)
     server = Server(config)

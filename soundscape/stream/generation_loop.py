@@ -192,6 +192,7 @@ class GenerationLoop(threading.Thread):
         self.stop = threading.Event()
         self.costs: deque[BatchCost] = deque(maxlen=64)  # recent batches, for admission control
         self.batches = 0
+        self.chunks = 0  # chunks handed to streams since start: only ever rises (serve's metrics)
         self._lock = threading.Lock()
 
     def add(self, slot: StreamSlot) -> None:
@@ -267,4 +268,5 @@ class GenerationLoop(threading.Thread):
             if isinstance(out, BaseException):
                 slot.fail(out)
             else:
+                self.chunks += 1
                 slot.accept(out)
