@@ -133,3 +133,73 @@ def parse_json_object(raw: bytes) -> dict:
     if not isinstance(data, dict):
         raise BadBody("expected a JSON object")
     return data
+
+
+# Connections ---------------------------------------------------------------------------------------
+
+HEADER_TIMEOUT_S = 10.0  # from a connection (or the end of its last response) to a whole request head
+
+
+def guarded_protocol(max_connections: int, header_timeout_s: float = HEADER_TIMEOUT_S):
+    """uvicorn's h11 protocol with two limits it lacks: at most `max_connections` open at once (more get
+    503 and are closed), and a request head must arrive whole within `header_timeout_s` (a client that
+    trickles its headers, or opens a connection and says nothing, is cut off). uvicorn already caps a
+    head's size (h11, 16 KiB) and closes idle keep-alive connections (5 s)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer = None
+        _last_cycle = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n"
+                                b"Connection: close\r\n\r\n")
+                transport.close()
+                return
+            self._wait_for_head()
+
+        def _wait_for_head(self) -> None:
+            self._last_cycle = self.cycle
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(header_timeout_s, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            # No new request head since the timer started (a response in progress is not ours to cut).
+            if self.cycle is self._last_cycle and not self.transport.is_closing() \
+                    and self.conn.their_state in (h11.IDLE, h11.DONE):
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._wait_for_head()
+
+        def connection_lost(self, exc) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+async def serve_sockets(server, sockets, who: str) -> None:
+    """Run a uvicorn server whose event loop reports its own trouble in one line. Why: out of file
+    descriptors, asyncio's accept logs a traceback for every try (it retries by itself, which is right)."""
+    import asyncio as _asyncio
+    import sys
+
+    said: set[str] = set()
+
+    def one_line(loop, context) -> None:
+        exc = context.get("exception")
+        text = f"{context.get('message', 'error')}" + (f" ({type(exc).__name__}: {exc})" if exc else "")
+        if text not in said:  # once each: a flood must not flood the terminal too
+            said.add(text)
+            print(f"\n{who}: {text}; carrying on", file=sys.stderr, flush=True)
+
+    _asyncio.get_running_loop().set_exception_handler(one_line)
+    await server.serve(sockets=sockets)

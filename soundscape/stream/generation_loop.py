@@ -97,6 +97,8 @@ class StreamSlot:
         """Apply `change(stream)` before this stream's next chunk, abandoning the one in progress if alone."""
         self.changes.put(change)
         self.interrupt.set()
+        # A change applies at once, even while a failing chunk waits out its backoff (up to 30 s).
+        self._retry_at, self._backoff = 0.0, 0.5
 
     def log(self, row: dict) -> None:
         """Timeline rows come from the loop (chunks) and the owner (tweaks)."""
