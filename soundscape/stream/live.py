@@ -34,7 +34,7 @@ from ..errors import SceneError
 from ..scene import Scene, load_scene
 from ..scene.load import describe as _describe, one_line
 from ..scene.schema import Seconds, Weight
-from .control_requests import STOP_FADE_S, parse_request
+from .control_requests import parse_request
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from starlette.requests import Request
 
 from ...scene.load import one_line
 from ...web_access import MAX_BODY, BadBody, read_json_body
-from ...stream.live import STOP_FADE_S
+from ...stream.control_requests import STOP_FADE_S, LayerRef
 from ...scene import Scene
 from ...scene.schema import MAX_LAYERS, Layer, Seconds, Weight
 
@@ -39,7 +39,7 @@ class WeightsBody(_Body):
 
 
 class NewLayerBody(Layer):  # a scene file's layer (prompt, weight) and its name
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: LayerRef
 
 
 class PromptBody(_Body):
