@@ -288,8 +288,8 @@ def cmd_render(args) -> int:
             raise
         # Why not "internal error": the file is valid up to its last whole chunk and --resume continues it.
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rstrip(".")
-        print(f"\nsoundscape: cannot write the output ({why}: is the disk full?); {_held_and_resume(args, out)} "
-              f"once there is room", file=sys.stderr)
+        print(f"\nsoundscape: cannot write the output ({why}: is the disk full?); make room, then "
+              f"{_held_and_resume(args, out).replace('nothing to resume yet', 'render it again')}", file=sys.stderr)
         return EXIT_WRITE
     rtf = result.seconds_generated / max(result.wall_s, 1e-9)
     print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "
@@ -381,10 +381,19 @@ COMMANDS = {"validate": cmd_validate, "devices": cmd_devices, "render": cmd_rend
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _command
     # SIGTERM stops like Ctrl-C (files are finalised, the stream fades out), and so does SIGINT when a
-    # shell script started us with it ignored; both from the first moment, loading included.
+    # shell script started us with it ignored; both from the first moment, building the parser included
+    # (it imports torch, which takes a second).
     interrupts.install()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    global _command
     parser = build_parser()
     args = parser.parse_args(argv)
     _command = args.command
