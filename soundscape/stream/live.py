@@ -315,6 +315,10 @@ class LiveControl:
         except SceneError as exc:
             print(f"\n{exc} (keeping the last good scene)", file=sys.stderr)
             return
+        except Exception as exc:  # a bug in the reader must not end a playing player either
+            print(f"\n{self.path}: cannot be read ({type(exc).__name__}: {exc}); keeping the last good scene",
+                  file=sys.stderr)
+            return
         old = self.scene
         changed = [k for k in _GEOMETRY if getattr(new.generation, k) != getattr(old.generation, k)]
         if changed or new.output != old.output or new.seed != old.seed:
