@@ -111,10 +111,10 @@ class Hub:
                            f"machine, and all are listening", 30)
             # The id is the listener's key to its own stream's controls: 128 random bits, shown to it alone.
             # Its number is public (the metrics' label).
-            self.joined += 1
             listener = Listener(secrets.token_urlsafe(16), scene_name, self._stream(scene_name, seed), fmt,
-                                number=self.joined)
+                                number=self.joined + 1)
             self.listeners[listener.id] = listener
+            self.joined += 1
         self.loop.add(listener.gen)
         return listener
 
