@@ -5,11 +5,11 @@
                                 its id is in the X-Listener-Id header; 503 + Retry-After when full
   POST /listeners/{id}/set      JSON {"weights": {LAYER: 0..1}} (or the weights alone), applied through
                                 the same LiveControl as `play`; also {"cmd": "prompt"|"add"|"remove"|"status", ...}
+  HEAD /stream/{scene}          the stream's headers; admits and counts no listener
   GET  /metrics                 Prometheus text
   GET  /healthz                 200 "ok" while the generator runs
 Pace: a listener gets LEAD_S of audio at once, then audio as its clock advances (real time), so
 the browser's buffer stays about LEAD_S deep and the server never runs far ahead of what is heard.
-  HEAD /stream/{scene}          the stream's headers; admits and counts no listener
 Doors (the web mixer's, shared through web_access.py):
   - with a token (any host but loopback needs one), every request carries it as ?token=, the
     X-Soundscape-Token header or the cookie the page sets; else 403;
