@@ -1,7 +1,8 @@
 """The `soundscape` command: argument parsing and exit codes. The work lives in the modules it calls.
 
 Exit codes: 0 ok, 1 internal error, 2 bad scene or argument, 3 model cannot be
-loaded, 4 audio device problem, 5 no running player, 130 interrupted.
+loaded, 4 audio device problem, 5 no running player (of yours), 6 render output cannot be
+written (disk full; --resume continues), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import os
 # Why: on a small CPU OpenMP's busy-waiting threads starve the audio and control threads
 # (measured: a 3.5x slower UNet step on a busy 2-core machine, docs/benchmarks.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import signal
 import sys
 import warnings
 
-from . import __version__
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError, UsageError
+from . import __version__, interrupts
+from .errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WRITE, SceneError, SoundscapeError,
+                     UsageError)
 from .units import parse_duration, parse_seed
 
 
@@ -210,15 +211,21 @@ BENCH_HELP = "measure generation speed (per stage, real-time factor, memory)"
 def cmd_validate(args) -> int:
     from .scene import load_scene
 
-    bad = 0
-    for path in args.scenes:
+    bad = broken = 0
+    for path in args.scenes:  # every file is checked, whatever the ones before it held
         try:
             scene = load_scene(path)
             print(f"{path}: ok ({scene.name}: {len(scene.layers)} layers)")
         except SoundscapeError as exc:
             print(exc, file=sys.stderr)
             bad += 1
-    return EXIT_USAGE if bad else 0
+        except Exception as exc:  # a bug in the reader: say so for this file, and go on to the next
+            print(f"{path}: internal error: {type(exc).__name__} (run with SOUNDSCAPE_DEBUG=1 for the traceback, "
+                  f"and please report it)", file=sys.stderr)
+            if os.environ.get("SOUNDSCAPE_DEBUG"):
+                raise
+            broken += 1
+    return EXIT_FAILURE if broken else EXIT_USAGE if bad else 0
 
 
 def cmd_scenes(args) -> int:
@@ -270,12 +277,46 @@ def _stream_from_args(args, **kw):
     model = load_model(choose_model(args.model, scene.model), device=args.device, dtype=args.dtype,
                        quiet=getattr(args, "quiet", False), compile_mode=args.compile, runtime=args.runtime,
                        keep_encoders=args.keep_encoders)
+    interrupts.check()  # a signal swallowed while the model's objects were built and freed
     return SceneStream(model, scene, steps=args.steps, seed=args.seed, quality=args.quality, **kw)
+
+
+def _held_and_resume(args, out) -> str:
+    """What a stopped render leaves: `OUT holds N s of audio; continue with: soundscape render ... --resume`."""
+    import soundfile as sf
+
+    from .audio.files import RESUMABLE
+    from .render.plain import state_path
+
+    try:
+        info = sf.info(str(out)) if out.exists() else None
+    except RuntimeError:  # a file cut off mid-header
+        info = None
+    flags = "".join([" --loop" if args.loop else "", f" --workers {args.workers}" if args.workers else "",
+                     f" --ray {args.ray}" if args.ray else ""])
+    resumable = out.suffix.lower() in RESUMABLE
+    resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g}{flags} --resume"
+              if state_path(out).exists() and resumable else "nothing to resume yet" if resumable
+              else "an .ogg render cannot be resumed (.wav and .flac can)")
+    held = info.frames / info.samplerate if info else 0.0
+    return f"{out} holds {held:.1f} s of audio; {resume}"
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    """A full disk or a file-size limit, as the OS (ENOSPC, EDQUOT, EFBIG) or libsndfile ("System error") says it."""
+    import errno
+
+    import soundfile as sf
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return isinstance(exc, sf.LibsndfileError)
 
 
 def cmd_render(args) -> int:
     from .audio.files import RESUMABLE, check_output_path
     from .render.plain import render, state_path
+    from .stream.generation_loop import check_timeline_path
 
     out = check_output_path(args.output)
     resumable = out.suffix.lower() in RESUMABLE
@@ -283,6 +324,7 @@ def cmd_render(args) -> int:
         raise UsageError(f"--resume: {out} is an Ogg Vorbis stream, which cannot be continued without "
                          f"re-encoding what it holds; render to .wav or .flac to be able to resume "
                          f"(and convert at the end)")
+    check_timeline_path(args.timeline)
     segmented = args.loop or args.workers or args.ray
     if args.resume and state_path(out).exists():
         from .render.segmented import is_segmented_state
@@ -299,17 +341,17 @@ def cmd_render(args) -> int:
             stream = _stream_from_args(args)
             result = render(stream, out, args.duration, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
     except KeyboardInterrupt:
-        import soundfile as sf
-
-        info = sf.info(str(out)) if out.exists() else None
-        flags = "".join([" --loop" if args.loop else "", f" --workers {args.workers}" if args.workers else "",
-                         f" --ray {args.ray}" if args.ray else ""])
-        resume = (f"continue with: soundscape render {args.scene} -o {out} --duration {args.duration:g}{flags} --resume"
-                  if state_path(out).exists() and resumable else "nothing to resume yet" if resumable
-                  else "an .ogg render cannot be resumed (.wav and .flac can)")
-        held = info.frames / info.samplerate if info else 0.0
-        print(f"\ninterrupted: {out} holds {held:.1f} s of audio; {resume}", file=sys.stderr)
+        interrupts.clear()
+        print(f"\ninterrupted: {_held_and_resume(args, out)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (OSError, RuntimeError) as exc:
+        if not _cannot_write(exc):
+            raise
+        # Why not "internal error": the file is valid up to its last whole chunk and --resume continues it.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rstrip(".")
+        print(f"\nsoundscape: cannot write the output ({why}: is the disk full?); make room, then "
+              f"{_held_and_resume(args, out).replace('nothing to resume yet', 'render it again')}", file=sys.stderr)
+        return EXIT_WRITE
     rtf = result.seconds_generated / max(result.wall_s, 1e-9)
     print(f"wrote {result.path}: {result.frames / result.rate:.2f} s at {result.rate} Hz "
           f"({rtf:.2f}x real time)", file=sys.stderr)
@@ -336,8 +378,15 @@ def _reply_or_fail(reply: dict) -> dict:
 def cmd_set(args) -> int:
     from .play.control_socket import request
 
+    from .scene.schema import bad_text
+
     if not args.weights and not args.prompt:
         raise UsageError("set: give LAYER=VALUE pairs (e.g. birds=0.2) or --prompt LAYER TEXT")
+    for text in [*args.weights, *(args.prompt or ())]:
+        if bad_text(text):
+            # A byte that is not UTF-8 (a Latin-1 terminal's é) reaches us as a lone surrogate.
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(f'set: "{shown}": {bad_text(text)}; is your terminal set to UTF-8?')
     if args.weights:
         weights = {}
         for pair in args.weights:
@@ -393,6 +442,18 @@ COMMANDS = {"validate": cmd_validate, "scenes": cmd_scenes, "cache": cmd_cache, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM stops like Ctrl-C (files are finalised, the stream fades out), and so does SIGINT when a
+    # shell script started us with it ignored; both from the first moment, building the parser included
+    # (it imports torch, which takes a second).
+    interrupts.install()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     global _command
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(bench=bool(argv) and argv[0] == "bench")
@@ -414,10 +475,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") if getattr(args, "quiet", False) else None
-    # SIGTERM stops like Ctrl-C: files are finalised and the stream fades out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # Started in the background by a shell script, SIGINT arrives ignored; `kill -INT` must still stop us.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return COMMANDS[args.command](args)
     except SoundscapeError as exc:
@@ -428,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
+        if interrupts.pending():  # a library turned our KeyboardInterrupt into its own error
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if os.environ.get("SOUNDSCAPE_DEBUG"):
             raise
         print(f"soundscape: internal error: {type(exc).__name__}: {exc} (run with SOUNDSCAPE_DEBUG=1 for "

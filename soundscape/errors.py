@@ -7,7 +7,8 @@ EXIT_FAILURE = 1  # unexpected internal error (a bug: report it)
 EXIT_USAGE = 2  # bad scene file or bad command-line value
 EXIT_MODEL = 3  # model weights missing, unreachable or corrupt
 EXIT_AUDIO = 4  # audio device missing or failing
-EXIT_NO_PLAYER = 5  # `set`/`status`: no player listening on the control socket
+EXIT_NO_PLAYER = 5  # `set`/`status`: no player (of this user's) listening on the control socket
+EXIT_WRITE = 6  # `render`: the output could not be written (disk full, file-size limit); --resume continues
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM before finishing
 
 

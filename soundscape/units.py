@@ -1,4 +1,5 @@
-"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`) and seeds."""
+"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`, `500ms`), seeds,
+and cluster addresses (`host:port`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import re
 
 from .errors import UsageError
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?")
+# `ms` before `m`: the regex takes the first alternative that matches, and `1ms` is not `1m` then `s`.
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?")
 _SCALE = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 
 
@@ -23,7 +25,7 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
         while pos < len(s):
             m = _PART.match(s, pos)
             if not m or m.end() == pos:
-                raise UsageError(f"{what}: expected a duration like 90, 90s, 10m or 1h, got {text!r}")
+                raise UsageError(f"{what}: expected a duration like 90, 90s, 10m, 1h or 500ms, got {text!r}")
             seconds += float(m.group(1)) * _SCALE[m.group(2)]
             pos = m.end()
             while pos < len(s) and s[pos] == " ":
@@ -54,3 +56,19 @@ def parse_seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise ValueError(f"expected a whole number from 0 to {MAX_SEED}, got {text!r}")
     return value
+
+
+def unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why `host:port` (or `ray://host:port`) takes no connection, or None: it does, or it is no such
+    address (`auto`). Why: ray.init() given an address with nothing behind it retries for minutes,
+    printing its own log lines; a TCP connect says the same in a few seconds."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None

@@ -138,3 +138,192 @@ def test_other_users_cannot_reach_the_control_socket():
         poller.join()
         server.close()
         shutil.rmtree(base)
+
+
+# Careless values and faults (issue 22) --------------------------------------------------------------
+
+@pytest.mark.parametrize("args,message", [
+    (["play", "{scene}", "--model", "{model}", "--output-device", "null", "--buffer", "1000h"],
+     "--buffer: expected at most 600 s"),
+    (["play", "{scene}", "--model", "{model}", "--output-device", "null", "--prefill", "2h"],
+     "--prefill: expected at most 600 s"),
+    (["play", "{scene}", "--model", "{model}", "--output-device", "null", "--timeline", "{tmp}/nodir/t.jsonl"],
+     "the folder {tmp}/nodir does not exist"),
+    (["play", "{scene}", "--model", "{model}", "--output-device", "null", "--control", "{scene}/ctl.sock"],
+     "is not a folder"),
+    (["render", "{scene}", "-o", "{tmp}/x.wav", "--duration", "5", "--timeline", "{tmp}/nodir/t.jsonl"],
+     "the folder {tmp}/nodir does not exist"),
+])
+def test_bad_values_exit_2_before_the_model_loads(args, message, scene_file, tmp_path, tiny_model_dir):
+    args = [a.format(scene=scene_file, tmp=tmp_path, model=tiny_model_dir) for a in args]
+    proc = cli(*args, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1  # nothing else ran: no model loading line
+
+
+def test_ms_is_a_unit():
+    from soundscape.units import parse_duration
+
+    assert parse_duration("1ms") == 0.001 and parse_duration("1m30s") == 90 and parse_duration("250 ms") == 0.25
+
+
+def test_set_refuses_text_that_is_not_utf8(tmp_path):
+    # A Latin-1 terminal's é: Python hands it to us as a lone surrogate (surrogateescape).
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"soundscape", b"set", b"--control",
+                           str(tmp_path / "none.sock").encode(), b"--prompt", b"birds", b"caf\xe9"],
+                          capture_output=True, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "lone surrogate" in err and "UTF-8" in err and len(err.splitlines()) == 1
+
+
+def test_unreachable_ray_address_fails_fast_in_one_line(scene_file, tmp_path, tiny_model_dir):
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip('needs pip install -e ".[ray]"')
+    started = time.monotonic()
+    proc = cli("render", str(scene_file), "-o", str(tmp_path / "x.wav"), "--duration", "5", "--model",
+               str(tiny_model_dir), "--ray", "127.0.0.1:1", timeout=60)
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 2, proc.stderr
+    assert "--ray 127.0.0.1:1: nothing answers there" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_full_disk_ends_render_with_the_resume_command(scene_file, tmp_path, tiny_model_dir):
+    """A file-size limit stands in for a full disk: the write fails the same way (libsndfile 'System error')."""
+    import resource
+    import signal
+
+    import soundfile as sf
+
+    out = tmp_path / "x.wav"
+    limit = 1_200_000  # about 4 s of 48 kHz stereo 24-bit: the render stops in its third chunk
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not death by signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    args = [sys.executable, "-m", "soundscape", "render", str(scene_file), "-o", str(out), "--duration", "8",
+            "--model", str(tiny_model_dir), "--quiet"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=small_disk)
+    assert proc.returncode == 6, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cannot write the output" in last and "is the disk full?" in last and "--resume" in last
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert 0 < sf.info(str(out)).frames < 8 * 48000  # a valid file, holding what was written
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(out)).frames == 8 * 48000
+
+
+def test_sigterm_at_any_moment_of_start_up_exits_130_promptly(scene_file, tiny_model_dir, tmp_path):
+    import random
+    import signal
+    import time
+
+    rng = random.Random(22)
+    for k in range(5):
+        timeline = tmp_path / f"t{k}.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "soundscape", "play", str(scene_file), "--model",
+                                 str(tiny_model_dir), "--output-device", "null", "--timeline", str(timeline),
+                                 "--control", str(tmp_path / f"c{k}.sock"), "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # From the moment our handler is in place (SigCgt has SIGTERM) to a little after the first chunk.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            caught = [line for line in open(f"/proc/{proc.pid}/status") if line.startswith("SigCgt:")]
+            if caught and int(caught[0].split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 4.0))
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"run {k}: SIGTERM did not stop it within 15 s")
+        assert proc.returncode == 130, f"run {k}: exit {proc.returncode}: {err}"
+        assert time.monotonic() - sent < 10 and "Traceback" not in err
+
+
+def test_set_and_status_refuse_a_socket_another_user_owns(tmp_path):
+    """Another user's folder, or another user's process behind the socket: `set` and `status` will not talk."""
+    import shutil
+    import tempfile
+    import threading
+    import time
+
+    from soundscape.cli import main
+    from soundscape.play.control_socket import ControlServer
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    base = tempfile.mkdtemp(dir="/tmp")
+    try:
+        server = ControlServer(os.path.join(base, "ctl", "s.sock"), lambda req: {"ok": True, "status": {}})
+        stop = threading.Event()
+        poller = threading.Thread(target=lambda: [server.poll() or stop.wait(0.02) for _ in iter(stop.is_set, True)])
+        poller.start()
+        try:
+            os.chown(server.path.parent, 65534, 65534)  # a folder someone else made in the shared temp folder
+            proc = cli("status", "--control", str(server.path), timeout=60)
+            assert proc.returncode == 5 and "belongs to user 65534" in proc.stderr, proc.stderr
+            os.chown(server.path.parent, 0, 0)
+            assert main(["status", "--json", "--control", str(server.path)]) == 0
+        finally:
+            stop.set()
+            poller.join()
+            server.close()
+        # Our own folder, but the process listening there is another user's.
+        os.chmod(base, 0o755)
+        folder = os.path.join(base, "open")
+        os.mkdir(folder)
+        os.chmod(folder, 0o777)
+        path = os.path.join(folder, "s.sock")
+        fake = textwrap.dedent(f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            s.bind({path!r}); s.listen(1)
+            c, _ = s.accept(); c.recv(100); c.sendall(b'{{"ok": true, "status": {{}}}}\\n')
+        """)
+        other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                  fake])
+        for _ in range(100):
+            if os.path.exists(path):
+                break
+            time.sleep(0.05)
+        proc = cli("status", "--control", path, timeout=60)
+        other.kill()
+        other.wait()
+        assert proc.returncode == 5 and "the process listening there is user 65534's" in proc.stderr, proc.stderr
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_prompt_the_encoder_cannot_take_falls_back_and_never_stalls_the_batch(tiny_model, scene, capsys):
+    """A lone surrogate got past no door now, but a prompt the tokenizer refuses must still not stop the music:
+    model_copy skips validation, so the real tokenizer meets it here."""
+    from soundscape.stream.scene_stream import next_segments
+
+    def with_prompt(text):
+        return scene.model_copy(update={"layers": {**scene.layers,
+                                                   "birds": scene.layers["birds"].model_copy(update={"prompt": text})}})
+
+    bad, other = SceneStream(tiny_model, scene, seed=1), SceneStream(tiny_model, scene, seed=2)
+    assert all(not isinstance(x, BaseException) for x in next_segments([bad, other]))
+    bad.replace_scene(with_prompt("caf\udce9"))
+    outs = [next_segments([bad, other]) for _ in range(3)]
+    # The other stream in the batch never notices; the bad one fails once, then plays on from what worked.
+    assert all(not isinstance(o[1], BaseException) for o in outs)
+    assert isinstance(outs[0][0], BaseException) and not isinstance(outs[1][0], BaseException)
+    assert bad.falling_back and capsys.readouterr().err.count("cannot be encoded") == 1
+    # A valid change applies at once, easing from the last scene that worked (not the broken one).
+    bad.replace_scene(with_prompt("owls hooting"))
+    assert bad.change.before.layers["birds"].prompt == "birds singing in a forest"
+    seg = next_segments([bad, other])[0]
+    assert not isinstance(seg, BaseException) and not bad.falling_back
+    assert "owls hooting" in bad._prepare().by_prompt

@@ -169,11 +169,13 @@ def test_a_fifth_listener_gets_503_and_a_leaving_one_frees_its_slot(server):
         r.read(2000)  # audio is flowing
     m = _metrics(base)
     assert m["soundscape_listeners"] == 4
-    # Each listener's own metrics are there, by id.
-    ids = {r.getheader("X-Listener-Id") for r in streams}
+    # Each listener's own metrics are there, by its number (its id is its secret: never in /metrics).
+    numbers = {r.getheader("X-Listener-Number") for r in streams}
     assert {k for k in m if k.startswith("soundscape_listener_underruns_total")} == {
-        f'soundscape_listener_underruns_total{json.dumps({"listener": i, "scene": "test"}, sort_keys=True)}'
-        for i in ids}
+        f'soundscape_listener_underruns_total{json.dumps({"listener": n, "scene": "test"}, sort_keys=True)}'
+        for n in numbers}
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    assert not [r for r in streams if r.getheader("X-Listener-Id") in text]
     fifth = _connect(base, "/stream/test")
     assert fifth.status == 503 and int(fifth.getheader("Retry-After")) > 0
     fifth.conn.close()
@@ -189,7 +191,8 @@ def test_a_fifth_listener_gets_503_and_a_leaving_one_frees_its_slot(server):
                                  method="POST", headers={"Content-Type": "application/json"})
     reply = json.loads(urllib.request.urlopen(req, timeout=10).read())
     assert reply["ok"] and reply["applied"] == {"birds": 0.1}
-    bad = urllib.request.Request(f"{base}/listeners/{lid}/set", data=json.dumps({"owls": 2}).encode(), method="POST")
+    bad = urllib.request.Request(f"{base}/listeners/{lid}/set", data=json.dumps({"owls": 2}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=10)
     assert err.value.code == 400 and "no layer 'owls'" in err.value.read().decode()

@@ -45,7 +45,8 @@ def test_two_replicas_feed_four_listeners(tiny_model_dir, tmp_path):
         # A live change reaches its listener whichever replica the request lands on.
         for c in clients[:2]:
             req = urllib.request.Request(f"{base}/listeners/{c.headers['X-Listener-Id']}/set", method="POST",
-                                         data=json.dumps({"birds": 0.3}).encode())
+                                         data=json.dumps({"birds": 0.3}).encode(),
+                                         headers={"Content-Type": "application/json"})
             reply = json.loads(urllib.request.urlopen(req, timeout=30).read())
             assert reply["ok"] and reply["applied"] == {"birds": 0.3}
         for c in clients:

@@ -35,7 +35,8 @@ import numpy as np
 from ..audio.feeder import MARGIN_S, XFADE_S, Feeder
 from ..audio.output import OutputConfig, Player, resolve_output
 from ..audio.ringbuffer import RingBuffer
-from ..errors import EXIT_INTERRUPTED, AudioDeviceError
+from .. import interrupts
+from ..errors import EXIT_INTERRUPTED, AudioDeviceError, UsageError
 from ..units import format_duration
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ class Engine:
         target = int(min(self.ring.capacity, wanted))
         started = time.monotonic()
         while self.ring.level() < target:
+            interrupts.check()
             self.feeder.pump()
             for tick in self.on_tick:
                 tick()
@@ -277,6 +279,7 @@ class Engine:
                 self._sound_t0 = time.monotonic()
             try:
                 while not self.player.done:
+                    interrupts.check()
                     self.feeder.epoch_wanted = self.gen.epoch
                     self.feeder.pump()
                     for tick in self.on_tick:
@@ -294,6 +297,7 @@ class Engine:
                 stream.__exit__(None, None, None)
         except KeyboardInterrupt:
             interrupted = True
+            interrupts.clear()
             self._fade_and_close_after_signal()
         finally:
             self.loop.stop.set()
@@ -326,6 +330,19 @@ class Engine:
 
 
 SHORT_RUN_S = 60.0
+MAX_BUFFER_S = 600.0  # 10 minutes of 48 kHz stereo float32 is 220 MB: past that, a typo (`1000h`)
+
+
+def check_args(args) -> None:
+    """Values that would fail only once the model is loaded: refused now, exit 2, one line each."""
+    from ..stream.generation_loop import check_timeline_path
+    from .control_socket import check_socket_path
+
+    for flag, value in (("--buffer", args.buffer), ("--prefill", args.prefill)):
+        if value is not None and value > MAX_BUFFER_S:
+            raise UsageError(f"{flag}: expected at most {MAX_BUFFER_S:g} s (10m), got {value:g} s")
+    check_timeline_path(args.timeline)
+    check_socket_path(args.control)
 
 
 def _short_run_prefill(duration: float | None) -> float | None:
@@ -339,6 +356,7 @@ def play(args, make_stream) -> int:
     from ..model.source import choose_model, resolve_source
 
     scene = load_scene(args.scene)
+    check_args(args)
     # --web-port, --open and --web-save-dir each imply --web.
     web = any(getattr(args, k, None) not in (None, False) for k in ("web", "web_port", "open", "web_save_dir"))
     if web:

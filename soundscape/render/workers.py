@@ -29,6 +29,7 @@ import torch
 
 from . import loop_file as loop
 from ..errors import SoundscapeError, UsageError
+from ..units import unreachable
 from ..generator.chunks import ChunkSpec, GeneratorState
 from ..scene import Scene
 from ..model.geometry import FRAME_S
@@ -445,6 +446,10 @@ class RayExecutor:
             raise UsageError('--ray needs Ray, an optional extra: pip install -e ".[ray]"') from None
         self.ray = ray
         if not ray.is_initialized():
+            why = unreachable(address) if address else None
+            if why:
+                raise UsageError(f"--ray {address}: nothing answers there ({why}); start a cluster with "
+                                 f"`ray start --head` and pass the address it prints, or --ray auto")
             try:
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, ValueError, RuntimeError) as exc:

@@ -6,7 +6,9 @@ Every problem becomes one SceneError line of the form
 
 Scene files are data: yaml.SafeLoader only (no Python objects), a size cap,
 a cap on the nodes that aliases may expand to (YAML bombs), no duplicate keys,
-no tags beyond YAML's plain types (`!!python/...` is refused with a line, not a crash).
+no tags beyond YAML's plain types (`!!python/...` is refused with a line, not a crash), nesting at
+most MAX_DEPTH deep, and no text a terminal or the tokenizer cannot hold (lone surrogates, NUL and
+other control characters), wherever it sits: a value, a key, a name.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import SceneError
-from .schema import Scene
+from .schema import Scene, bad_text
 
 MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 20_000  # far above any real scene, far below a billion laughs
+
+MAX_DEPTH = 32  # real scenes nest 5 deep; PyYAML's composer recurses, and 500 levels hit RecursionError
 
 _PATH_PREFIX = re.compile(r"^([A-Za-z0-9_.\-]+): (.*)$", re.S)
 
@@ -40,6 +44,33 @@ class _Lines:
                 return self.lines[path]
             path = path[:-1]
         return self.lines.get(())
+
+
+def printable(text: str) -> str:
+    """`text` safe to print and to send as UTF-8: lone surrogates and control characters (but newlines
+    and tabs) become backslash escapes. Error messages quote what was given, and that may be anything."""
+    if not bad_text(text):
+        return text
+    return "".join(ch if not bad_text(ch) else ascii(ch)[1:-1] for ch in text)
+
+
+class _TooDeep(Exception):
+    """Nesting past MAX_DEPTH, at this line."""
+
+
+class _Composer(yaml.SafeLoader):
+    """SafeLoader's composer with a depth limit: deep nesting is refused with its line, not a RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Loader(yaml.SafeLoader):
@@ -85,12 +116,16 @@ def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) 
         fail(path, "the document expands to too many values (YAML aliases?); write it out plainly")
     _check_tag(node, path, fail)
     lines.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) and bad_text(node.value):
+        fail(path, bad_text(node.value), line=node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             line = key_node.start_mark.line + 1
             _check_tag(key_node, path, fail, key=True)
+            if isinstance(key, str) and bad_text(key):
+                fail(path, f"a key: {bad_text(key)}", line=line)
             if key in seen:
                 fail(path + (key,), f"duplicate key {key!r} (first at line {seen[key]}); "
                      f"give each key once", line=line)
@@ -105,23 +140,25 @@ def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) 
 def describe(value: Any) -> str:
     """A value as an error message shows it: text quoted and cut at 60 characters, containers by kind."""
     if isinstance(value, str):
-        return f'"{value[:60]}..."' if len(value) > 60 else f'"{value}"'
+        return printable(f'"{value[:60]}..."' if len(value) > 60 else f'"{value}"')
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"a number of {len(str(abs(value)))} digits"
     return repr(value)
 
 
 def one_line(exc: ValidationError) -> str:
     """A pydantic error as one line in the scene files' style: `key.path: what was expected, got what`."""
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    key = ".".join(str(p) for p in err["loc"])
+    key = printable(".".join(str(p) for p in err["loc"]))
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if err["type"] == "missing":
         return f"{key}: this key is required"
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = printable(err["msg"].removeprefix("Value error, "))
     return f"{key}: {msg}, got {describe(err['input'])}" if key and err["type"] != "value_error" or \
         key and not msg.startswith(key) else msg
 
@@ -181,7 +218,7 @@ def _fields_at(path: tuple) -> list[str]:
 def _format(label: str, line: int | None, path: tuple, text: str) -> str:
     where = f"{label}:{line}" if line else label
     key = ".".join(str(p) for p in path)
-    return f"{where}: {key}: {text}" if key else f"{where}: {text}"
+    return printable(f"{where}: {key}: {text}" if key else f"{where}: {text}")
 
 
 def parse_scene(text: str, label: str = "<scene>") -> Scene:
@@ -192,7 +229,15 @@ def parse_scene(text: str, label: str = "<scene>") -> Scene:
 
     lines = _Lines()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Composer)
+    except _TooDeep as exc:
+        raise SceneError(_format(label, exc.args[0], (), f"lists or mappings nested more than {MAX_DEPTH} levels "
+                                                          f"deep; a scene needs at most 5")) from None
+    except yaml.reader.ReaderError as exc:  # NUL or another character YAML does not allow in a file
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SceneError(_format(label, line, (), f"character U+{code:04X} is not allowed in a scene file; "
+                                                  f"remove it")) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

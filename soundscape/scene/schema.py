@@ -8,6 +8,7 @@ Number checks raise messages of the form "expected a number from 0 to 1";
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -19,24 +20,37 @@ from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S  # noqa:
 MAX_PROMPT_CHARS = 1000
 MAX_LAYERS = 16
 MAX_KEYFRAMES = 1000
+MAX_NAME_CHARS = 64  # a layer's name
+# Why a bound on whole numbers: a 400-digit integer is valid YAML and JSON, but float() of it raises
+# OverflowError, which no check expects. Nothing in a scene is anywhere near 10**18.
+MAX_MAGNITUDE = 10**18
+
+
+def finite(v) -> float | None:
+    """`v` as a finite float, or None: a bool, a non-number, inf, nan or a number too large to hold."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, int) and abs(v) > MAX_MAGNITUDE:
+        return None
+    return float(v) if math.isfinite(v) else None
 
 
 def _number(lo: float | None, hi: float | None, *, integer: bool = False, lo_open: bool = False):
     """An annotated number type whose error says the whole expected range."""
     kind = "a whole number" if integer else "a number"
+    show = (lambda x: str(int(x))) if integer else (lambda x: f"{x:g}")
     if lo is not None and hi is not None:
-        expect = f"{kind} from {lo:g} to {hi:g}"
+        expect = f"{kind} from {show(lo)} to {show(hi)}"
     elif lo is not None:
-        expect = f"{kind} greater than {lo:g}" if lo_open else f"{kind} of at least {lo:g}"
+        expect = f"{kind} greater than {show(lo)}" if lo_open else f"{kind} of at least {show(lo)}"
     else:
         expect = kind
 
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        # Finite first: int() of inf raises OverflowError, and float() of a huge integer too.
+        if finite(v) is None:
             raise ValueError(f"expected {expect}")
         if integer and float(v) != int(v):
-            raise ValueError(f"expected {expect}")
-        if not math.isfinite(v):
             raise ValueError(f"expected {expect}")
         if lo is not None and (v < lo or (lo_open and v == lo)):
             raise ValueError(f"expected {expect}")
@@ -52,10 +66,12 @@ def _seconds(v):
     if isinstance(v, bool):
         raise ValueError("expected seconds as a number or a duration like 90s or 5m")
     if isinstance(v, (int, float)):
-        if not math.isfinite(v) or v < 0:
+        if finite(v) is None or v < 0:
             raise ValueError("expected seconds of at least 0")
         return float(v)
     if isinstance(v, str):
+        if bad_text(v) or len(v) > 100:
+            raise ValueError("expected seconds as a number or a duration like 90s or 5m")
         try:
             return parse_duration(v)
         except UsageError:
@@ -63,10 +79,26 @@ def _seconds(v):
     raise ValueError("expected seconds as a number or a duration like 90s or 5m")
 
 
+def bad_text(v: str) -> str | None:
+    """Why `v` cannot be a prompt or a name, or None: text the tokenizer, a terminal and a UTF-8 file can
+    all hold. A lone surrogate (`"\\ud800"` in JSON or YAML, or a Latin-1 byte that Python decoded with
+    surrogateescape) passed every check once and then failed every chunk in the tokenizer."""
+    for i, ch in enumerate(v):
+        kind = unicodedata.category(ch)
+        if kind == "Cs":
+            return f"expected UTF-8 text, got a lone surrogate (U+{ord(ch):04X}) at character {i + 1}"
+        if kind == "Cc" and not ch.isspace():
+            return f"expected text without control characters, got U+{ord(ch):04X} at character {i + 1}"
+    return None
+
+
 def _text(max_chars: int, *, allow_empty: bool):
     def check(v):
         if not isinstance(v, str):
             raise ValueError("expected text in quotes")
+        why = bad_text(v)
+        if why:
+            raise ValueError(why)
         v = " ".join(v.split())
         if not v and not allow_empty:
             raise ValueError("expected a non-empty description of the sound")
@@ -77,10 +109,33 @@ def _text(max_chars: int, *, allow_empty: bool):
     return Annotated[str, BeforeValidator(check)]
 
 
+def _layer_name(v):
+    if not isinstance(v, str):
+        raise ValueError("expected a layer name in quotes")
+    if not v.replace("_", "").replace("-", "").isalnum() or not v.isprintable():
+        raise ValueError("expected a layer name of letters, digits, '-' or '_'")
+    if len(v) > MAX_NAME_CHARS:
+        raise ValueError(f"expected a layer name of at most {MAX_NAME_CHARS} characters")
+    return v
+
+
 Weight = _number(0, 1)
+LayerName = Annotated[str, BeforeValidator(_layer_name)]
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 Prompt = _text(MAX_PROMPT_CHARS, allow_empty=False)
 OptionalText = _text(MAX_PROMPT_CHARS, allow_empty=True)
+
+
+def _model_source(v):
+    """A hub id or a folder: any text a file name may hold, but not a surrogate or control character."""
+    if v is None:
+        return v
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("expected a hub id or a folder, in quotes")
+    why = bad_text(v)
+    if why or "\n" in v:
+        raise ValueError(why or "expected a hub id or a folder on one line")
+    return v
 
 
 class _Strict(BaseModel):
@@ -97,7 +152,7 @@ def _interval(v):
     expect = "expected [start, end] with 0 <= start < end <= 1, e.g. [0, 0.5]"
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise ValueError(expect)
-    if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in v):
+    if any(finite(x) is None for x in v):
         raise ValueError(expect)
     lo, hi = float(v[0]), float(v[1])
     if not 0 <= lo < hi <= 1:
@@ -221,7 +276,7 @@ class QualityCheck(_Strict):
 class Scene(_Strict):
     name: _text(200, allow_empty=False)
     description: OptionalText = ""
-    model: str | None = None
+    model: Annotated[str | None, BeforeValidator(_model_source)] = None
     seed: _number(0, 2**32 - 1, integer=True) = 0
     negative_prompt: OptionalText = "low quality, distorted, music, speech"
     layers: dict[str, Layer] = Field(min_length=1, max_length=MAX_LAYERS)
@@ -241,8 +296,8 @@ class Scene(_Strict):
                         f"got {name!r}"
                     )
         for name in self.layers:
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ValueError(
-                    f"layers.{name}: expected a layer name of letters, digits, '-' or '_', got {name!r}"
-                )
+            try:
+                _layer_name(name)
+            except ValueError as exc:
+                raise ValueError(f"layers.{name}: {exc}, got {name!r}") from None
         return self

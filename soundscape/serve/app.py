@@ -5,19 +5,28 @@
                                 its id is in the X-Listener-Id header; 503 + Retry-After when full
   POST /listeners/{id}/set      JSON {"weights": {LAYER: 0..1}} (or the weights alone), applied through
                                 the same LiveControl as `play`; also {"cmd": "prompt"|"add"|"remove"|"status", ...}
+  HEAD /stream/{scene}          the stream's headers; admits and counts no listener
   GET  /metrics                 Prometheus text
   GET  /healthz                 200 "ok" while the generator runs
 Pace: a listener gets LEAD_S of audio at once, then audio as its clock advances (real time), so
 the browser's buffer stays about LEAD_S deep and the server never runs far ahead of what is heard.
-Access: with a token (any host but loopback needs one), every request carries it as ?token=, the
-X-Soundscape-Token header or the cookie the page sets; else 403.
+Doors (the web mixer's, shared through web_access.py):
+  - with a token (any host but loopback needs one), every request carries it as ?token=, the
+    X-Soundscape-Token header or the cookie the page sets; else 403;
+  - without one (loopback), a Host other than 127.0.0.1:PORT, localhost:PORT or [::1]:PORT gets 421,
+    so a web page that rebinds its own name to 127.0.0.1 cannot read or change anything;
+  - a POST whose Origin is another site gets 403; a control body must be application/json (a page
+    on another site can send text/plain without asking, never JSON), at most 64 KiB, whole within 10 s;
+  - a listener's id is its secret: only its own stream's X-Listener-Id header carries it (128 random
+    bits); /metrics labels listeners by their number (X-Listener-Number), never by id;
+  - any error in a request is a one-line reply and one line in the log, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +37,8 @@ from starlette.routing import Route
 
 from .encode import FORMATS
 from ..units import parse_seed
-from ..web_access import given_token, token_matches
+from ..web_access import (BadBody, changes_state, foreign_origin, given_token, local_hosts, read_json_body,
+                          token_matches)
 from .hub import Full, Hub
 from .listener import BLOCK_S, LEAD_S, Listener
 from .metrics import CONTENT_TYPE, registry_for, render
@@ -93,8 +103,10 @@ def _seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {exc}") from None
 
 
-def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None) -> Starlette:
-    """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py)."""
+def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None,
+              port: int | None = None) -> Starlette:
+    """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py).
+    `port` is the one clients reach (the Host header names it); default: the socket's own."""
     registry = registry_for(hub)
 
     async def index(request: Request) -> Response:
@@ -129,12 +141,15 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
             seed = _seed(request.query_params.get("seed"))
         except ValueError as exc:
             return PlainTextResponse(f"400: {exc}\n", status_code=400)
+        if request.method == "HEAD":  # what a stream would be, without admitting (or counting) a listener
+            return Response(headers={"Content-Type": FORMATS[fmt].content_type, "Cache-Control": "no-store"})
         try:
             listener = hub.join(name, seed, fmt)
         except Full as exc:
             return PlainTextResponse(f"503: {exc}; try again later\n", status_code=503,
                                      headers={"Retry-After": str(exc.retry_after)})
-        headers = {"X-Listener-Id": listener.id, "X-Seed": str(listener.stream.seed), "Cache-Control": "no-store"}
+        headers = {"X-Listener-Id": listener.id, "X-Listener-Number": str(listener.number),
+                   "X-Seed": str(listener.stream.seed), "Cache-Control": "no-store"}
         if replica:
             headers["X-Replica"] = replica
         if remote is not None:
@@ -149,11 +164,9 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
         if listener is None and remote is None:
             return JSONResponse({"ok": False, "error": "no such listener (it has disconnected?)"}, status_code=404)
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return JSONResponse({"ok": False, "error": "expected a JSON body"}, status_code=400)
-        if not isinstance(body, dict):
-            return JSONResponse({"ok": False, "error": "expected a JSON object"}, status_code=400)
+            body = await read_json_body(request)
+        except BadBody as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         cmd = body.get("cmd", "set")
         if cmd not in COMMANDS:
             return JSONResponse({"ok": False, "error": f"cmd: expected one of {', '.join(COMMANDS)}, got {cmd!r}"},
@@ -178,18 +191,36 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
         Route("/listeners/{listener}/set", control, methods=["POST"]),
         Route("/metrics", metrics), Route("/healthz", healthz),
     ])
-    return _guarded(app, token) if token else app
+    return _guarded(app, token, port)
 
 
-def _guarded(app, token: str):
-    """Every request must carry the token (query, header or cookie); else 403."""
+def _refusal(request: Request, token: str | None, port: int | None) -> Response | None:
+    """The doors, in order: Host (loopback without a token), Origin (anything that changes state), token."""
+    port = port or (request.scope.get("server") or ("", 0))[1]
+    if token is None and request.headers.get("host", "") not in local_hosts(port):
+        return PlainTextResponse(f"421: this server answers only at http://127.0.0.1:{port}/ (or start it with "
+                                 f"--token to reach it by another name)\n", status_code=421)
+    if changes_state(request) and foreign_origin(request):
+        return PlainTextResponse("403: requests from other sites are refused\n", status_code=403)
+    if token is not None and not token_matches(given_token(request, COOKIE, from_query=True), token):
+        return PlainTextResponse("403: open the URL `soundscape serve` printed; it carries the token\n",
+                                 status_code=403)
+    return None
+
+
+def _guarded(app, token: str | None, port: int | None):
+    """Every request passes the doors first; an error inside the app is one line in the log, not a traceback
+    (Starlette has already answered 500 when it re-raises)."""
     async def guard(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        if not token_matches(given_token(Request(scope), COOKIE, from_query=True), token):
-            response = PlainTextResponse("403: open the URL `soundscape serve` printed; it carries the token\n",
-                                         status_code=403)
-            return await response(scope, receive, send)
-        return await app(scope, receive, send)
+        refusal = _refusal(Request(scope), token, port)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        try:
+            return await app(scope, receive, send)
+        except Exception as exc:
+            print(f"serve: {scope.get('method')} {scope.get('path')!r} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
 
     return guard

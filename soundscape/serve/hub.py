@@ -109,7 +109,10 @@ class Hub:
                 self.refused += 1
                 raise Full(f"the generator keeps {cap} listener{'s' if cap != 1 else ''} in real time on this "
                            f"machine, and all are listening", 30)
-            listener = Listener(secrets.token_hex(8), scene_name, self._stream(scene_name, seed), fmt)
+            # The id is the listener's key to its own stream's controls: 128 random bits, shown to it alone.
+            # Its number is public (the metrics' label).
+            listener = Listener(secrets.token_urlsafe(16), scene_name, self._stream(scene_name, seed), fmt,
+                                number=self.joined + 1)
             self.listeners[listener.id] = listener
             self.joined += 1
         self.loop.add(listener.gen)

@@ -43,8 +43,9 @@ class _Config:
 
 
 class Listener:
-    def __init__(self, listener_id: str, scene_name: str, stream, fmt: str):
-        self.id = listener_id
+    def __init__(self, listener_id: str, scene_name: str, stream, fmt: str, number: int = 0):
+        self.id = listener_id  # secret: whoever holds it controls this stream
+        self.number = number  # public: the metrics' label
         self.scene_name = scene_name
         self.stream = stream
         rate, channels = stream.out_rate, stream.channels
@@ -52,7 +53,7 @@ class Listener:
         capacity = max(int(2 * stream.hop_s * rate), int(3 * MARGIN_S * rate))
         self.ring = RingBuffer(capacity, channels)
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
-        self.gen = StreamSlot(stream, self.fresh, name=f"listener {listener_id}")
+        self.gen = StreamSlot(stream, self.fresh, name=f"listener {number}")
         self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
                              skip_pool=int(stream.scene.output.fade_in_seconds * rate), seed=stream.seed)
         self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate \
@@ -67,7 +68,7 @@ class Listener:
     def status_dict(self) -> dict:
         rate = self.config.rate
         return {
-            "listener": self.id, "scene": self.scene_name, "seed": self.stream.seed,
+            "listener": self.number, "scene": self.scene_name, "seed": self.stream.seed,
             "elapsed_s": round(self.player.frames_played / rate, 2),
             "buffered_s": round((self.ring.level() + self.feeder.buffered_fresh()) / rate, 2),
             "generator_rtf": round(self.gen.stats.rtf, 3), "chunks": self.gen.stats.chunks,

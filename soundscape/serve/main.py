@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..web_access import is_loopback
+from ..web_access import guarded_protocol, is_loopback, serve_sockets
 from .access import bind, check_access
 
 
@@ -57,12 +57,14 @@ def run_http(hub, sock: socket.socket, token: str | None, quiet: bool = False) -
             hub.stopping = True  # streams end by themselves (a complete response) within 0.05 s
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(build_app(hub, token), log_config=None, log_level="warning", access_log=False,
-                            lifespan="off", ws="none", http="h11", loop="asyncio", server_header=False,
+    # Every listener holds a connection; room beyond them for pages, metrics and control calls.
+    protocol = guarded_protocol(max_connections=hub.max_listeners + 32)
+    config = uvicorn.Config(build_app(hub, token, port=port), log_config=None, log_level="warning", access_log=False,
+                            lifespan="off", ws="none", http=protocol, loop="asyncio", server_header=False,
                             timeout_graceful_shutdown=3, proxy_headers=False)
     server = Server(config)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve_sockets(server, [sock], "serve"))
     finally:
         hub.stop()
     print(f"serve: stopped; {hub.joined} listeners served, {hub.refused} refused", file=sys.stderr)

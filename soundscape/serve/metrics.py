@@ -1,7 +1,10 @@
 """`GET /metrics`: the hub's state as Prometheus text (prometheus_client), read when scraped.
 
 A collector reads the live objects at scrape time, so nothing is counted twice and a listener
-who leaves takes its series with it.
+who leaves takes its series with it. Every counter only ever rises over the process's life (what
+Prometheus's rate() and increase() assume): totals are kept by the hub and the loop, never summed
+over the listeners connected now. Per-listener series are labelled with the listener's number,
+never its id (the id is the key to its controls).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ class HubCollector:
         yield CounterMetricFamily("soundscape_listeners_joined", "Listeners admitted since start", value=hub.joined)
         yield CounterMetricFamily("soundscape_listeners_refused", "Listeners refused with 503", value=hub.refused)
         yield CounterMetricFamily("soundscape_batches", "Generator batches made", value=hub.loop.batches)
-        yield CounterMetricFamily("soundscape_chunks", "Chunks generated for listeners connected now",
-                                  value=sum(x.gen.stats.chunks for x in listeners))
+        yield CounterMetricFamily("soundscape_chunks", "Chunks generated for listeners since start",
+                                  value=hub.loop.chunks)
         yield GaugeMetricFamily("soundscape_batch_size", "Streams in the last batch",
                                 value=costs[-1].streams if costs else 0)
         yield GaugeMetricFamily("soundscape_batch_seconds", "Wall time of the last batch",
@@ -48,7 +51,7 @@ class HubCollector:
         for name, doc, value in per:
             family = CounterMetricFamily(name, doc, labels=["listener", "scene"])
             for x in listeners:
-                family.add_metric([x.id, x.scene_name], value(x))
+                family.add_metric([str(x.number), x.scene_name], value(x))
             yield family
 
 

@@ -19,6 +19,7 @@ import time
 import uuid
 
 from ..errors import UsageError
+from ..units import unreachable
 from .access import bind
 
 DIRECTORY = "soundscape-listener-directory"
@@ -121,13 +122,14 @@ def _replica_class():
             self.hub.calibrate(quiet=True)
             self.hub.start()
             self.token = token
+            self.port = settings["port"]  # the proxy's: the one in the Host header
             self.replica = serve.get_replica_context().replica_id.unique_id
             self.remote = RemoteControl(self.hub, ray.get_actor(DIRECTORY, namespace=NAMESPACE), self.replica)
 
         def __serve_build_asgi_app__(self):
             from .app import build_app
 
-            return build_app(self.hub, self.token, remote=self.remote, replica=self.replica)
+            return build_app(self.hub, self.token, remote=self.remote, replica=self.replica, port=self.port)
 
         def __del__(self):
             hub = getattr(self, "hub", None)
@@ -162,6 +164,10 @@ def run_ray(args, token: str | None, scenes: dict) -> int:
             except ConnectionError:  # no cluster on this machine: start a local one, on loopback only
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         else:
+            why = unreachable(args.ray)
+            if why:
+                raise UsageError(f"--ray {args.ray}: nothing answers there ({why}); start a cluster with "
+                                 f"`ray start --head`, or leave the address out for a local one")
             ray.init(address=args.ray, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"--ray {args.ray}: cannot reach a Ray cluster ({str(exc).splitlines()[0]}); "
@@ -173,7 +179,7 @@ def run_ray(args, token: str | None, scenes: dict) -> int:
     directory = _directory_class().options(name=DIRECTORY, namespace=NAMESPACE, get_if_exists=True).remote()
     settings = {"model": str(model), "device": "cuda" if gpus else "cpu", "dtype": args.dtype,
                 "runtime": args.runtime, "quality": args.quality, "steps": args.steps,
-                "max_listeners": args.max_listeners}
+                "max_listeners": args.max_listeners, "port": args.port}
     scaling = ({"num_replicas": args.min_replicas} if args.min_replicas == args.max_replicas else
                {"autoscaling_config": {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
                                        "target_ongoing_requests": max(1.0, 0.75 * args.max_listeners)}})

@@ -15,6 +15,7 @@ A live change interrupts the batch in progress only when every stream in it is w
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -33,6 +34,23 @@ JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def check_timeline_path(path) -> None:
+    """--timeline: a file we can create; UsageError (exit 2) now rather than after the model has loaded."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    from ..errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--timeline {path}: is a folder; name a file such as {path / 'timeline.jsonl'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--timeline {path}: the folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--timeline {path}: cannot write there (permission denied); pass another path")
 
 
 @dataclass
@@ -78,6 +96,8 @@ class StreamSlot:
         """Apply `change(stream)` before this stream's next chunk, abandoning the one in progress if alone."""
         self.changes.put(change)
         self.interrupt.set()
+        # A change applies at once, even while a failing chunk waits out its backoff (up to 30 s).
+        self._retry_at, self._backoff = 0.0, 0.5
 
     def log(self, row: dict) -> None:
         """Timeline rows come from the loop (chunks) and the owner (tweaks)."""
@@ -173,6 +193,7 @@ class GenerationLoop(threading.Thread):
         self.stop = threading.Event()
         self.costs: deque[BatchCost] = deque(maxlen=64)  # recent batches, for admission control
         self.batches = 0
+        self.chunks = 0  # chunks handed to streams since start: only ever rises (serve's metrics)
         self._lock = threading.Lock()
 
     def add(self, slot: StreamSlot) -> None:
@@ -248,4 +269,5 @@ class GenerationLoop(threading.Thread):
             if isinstance(out, BaseException):
                 slot.fail(out)
             else:
+                self.chunks += 1
                 slot.accept(out)

@@ -6,7 +6,8 @@ then crossfades into the first audio made after it. Every change is written to t
 timeline when it arrives ({"event": "tweak", ...}) and when its audio starts
 ({"event": "tweak_heard", ...}).
 
-Commands (`handle`), shared by play's control socket and web mixer (play/web/) and serve's listeners:
+Commands (`handle`), shared by play's control socket and web mixer (play/web/) and serve's listeners,
+each checked with the scene's own types first (control_requests.py):
   status                          what `soundscape status` shows, plus the mix, volume and sleep timer
   set {weights}                   layer weights, eased in over transition_seconds
   prompt {layer, prompt}          change a layer's prompt, or add a layer at weight 1
@@ -23,7 +24,6 @@ no longer be moved. A fade that the device has made late is cut short at its dea
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,10 +34,10 @@ from ..errors import SceneError
 from ..scene import Scene, load_scene
 from ..scene.load import describe as _describe, one_line
 from ..scene.schema import Seconds, Weight
+from .control_requests import parse_request
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
-STOP_FADE_S = 5.0  # "fade out and stop"
 LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
 MAX_TIMER_S = 24 * 3600.0
 
@@ -104,28 +104,45 @@ class LiveControl:
                                      "latency_s": round(heard_s - row["received_s"], 3)})
 
     # `soundscape set` ------------------------------------------------------
-    def handle(self, request: dict) -> dict:
-        cmd = request.get("cmd")
+    def handle(self, request) -> dict:
+        """One request from any door: checked against the scene's types, then applied; always a reply.
+
+        Nothing a client sends may end the player: a bad request is a one-line error, and a bug in
+        handling a good one is reported in one line too, not raised into the engine's loop.
+        """
+        try:
+            if isinstance(request, dict) and request.get("cmd") == "set" and isinstance(request.get("weights"), dict):
+                unknown = [k for k in request["weights"] if k not in self.scene.layers]
+                if unknown:  # the most useful message first: which layers there are
+                    return {"ok": False, "error": f"no layer {unknown[0]!r}; layers are: {', '.join(self.scene.layers)}"}
+            req = parse_request(request)
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        try:
+            return self._dispatch(req)
+        except Exception as exc:
+            print(f"\nsoundscape: control request {req.cmd!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc} (please report it)"}
+
+    def _dispatch(self, req) -> dict:
+        cmd = req.cmd
         if cmd == "status":
             return {"ok": True, "status": self._status()}
         if cmd == "set":
-            return self._set(request.get("weights"))
+            return self._set(dict(req.weights))
         if cmd == "prompt":
-            return self._prompt(request.get("layer"), request.get("prompt"))
+            return self._prompt(req.layer, req.prompt)
         if cmd == "add":
-            return self._add(request.get("layer"), request.get("prompt"), request.get("weight", 1.0))
+            return self._add(req.layer, req.prompt, req.weight)
         if cmd == "remove":
-            return self._remove(request.get("layer"))
+            return self._remove(req.layer)
         if cmd == "volume":
-            return self._volume(request.get("volume"))
+            return self._volume(req.volume)
         if cmd == "timer":
-            return self._timer(request.get("action"), request.get("seconds"))
+            return self._timer(req.action, req.seconds)
         if cmd == "stop":
-            return self._stop(request.get("fade_s", STOP_FADE_S))
-        if cmd == "scene":
-            return {"ok": True, "scene": self.mix().model_dump(mode="json")}
-        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, prompt, add, remove, "
-                                      f"volume, timer, stop or scene"}
+            return self._stop(req.fade_s)
+        return {"ok": True, "scene": self.mix().model_dump(mode="json")}
 
     def _status(self) -> dict:
         status = self.engine.status_dict()
@@ -134,23 +151,16 @@ class LiveControl:
                       sleep=self._timer_status())
         return status
 
-    def _set(self, weights) -> dict:
-        if not isinstance(weights, dict) or not weights:
-            return {"ok": False, "error": "expected LAYER=VALUE pairs"}
-        for name, value in weights.items():
+    def _set(self, weights: dict[str, float]) -> dict:
+        for name in weights:
             if name not in self.scene.layers:
                 return {"ok": False, "error": f"no layer {name!r}; layers are: {', '.join(self.scene.layers)}"}
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0 <= value <= 1:
-                return {"ok": False, "error": f"{name}: expected a number from 0 to 1, got {value!r}"}
         values = {k: float(v) for k, v in weights.items()}
         self.set_weights.update(values)
         self._submit("set", {"weights": values}, lambda stream: stream.apply_overrides(values))
         return {"ok": True, "applied": values}
 
-    def _prompt(self, layer, prompt) -> dict:
-        if not isinstance(layer, str) or not isinstance(prompt, str):
-            return {"ok": False, "error": "expected a layer name and a prompt"}
+    def _prompt(self, layer: str, prompt: str) -> dict:
         data = self.scene.model_dump()
         weight = data["layers"].get(layer, {}).get("weight", 1.0)
         data["layers"][layer] = {"prompt": prompt, "weight": weight}
@@ -160,9 +170,7 @@ class LiveControl:
         self._replace("prompt", {"layer": layer, "prompt": new.layers[layer].prompt}, new)
         return {"ok": True, "applied": {"layer": layer, "prompt": new.layers[layer].prompt, "weight": weight}}
 
-    def _add(self, layer, prompt, weight) -> dict:
-        if not isinstance(layer, str) or not isinstance(prompt, str):
-            return {"ok": False, "error": "expected a layer name and a prompt"}
+    def _add(self, layer: str, prompt: str, weight: float) -> dict:
         if layer in self.scene.layers:
             return {"ok": False, "error": f"there is already a layer {layer!r}; change its prompt instead"}
         data = self.scene.model_dump()
@@ -306,6 +314,10 @@ class LiveControl:
             new = load_scene(self.path)
         except SceneError as exc:
             print(f"\n{exc} (keeping the last good scene)", file=sys.stderr)
+            return
+        except Exception as exc:  # a bug in the reader must not end a playing player either
+            print(f"\n{self.path}: cannot be read ({type(exc).__name__}: {exc}); keeping the last good scene",
+                  file=sys.stderr)
             return
         old = self.scene
         changed = [k for k in _GEOMETRY if getattr(new.generation, k) != getattr(old.generation, k)]

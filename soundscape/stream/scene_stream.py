@@ -9,6 +9,7 @@ streams in one batch (the generation loop's call, for play and serve).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,9 @@ from ..model.geometry import MODEL_RATE, SAMPLES_PER_FRAME
 from ..model.loading import LoadedModel
 from ..scene import Scene
 from ..scene.quality import resolve
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+FALLBACK_AFTER = 2  # tries at a chunk's conditioning (the first and one retry) before the last good one is used
 
 
 def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
@@ -108,6 +112,11 @@ class SceneStream:
         self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
         self._clap: watchdog.ClapScorer | None = None
         self._fade_in = fade_in  # False after an instant start: the recording played the fade-in (play/instant.py)
+        # Recovery from conditioning that cannot be made (see `_conditioning_or_fallback`):
+        self._good: tuple[Conditioning, Scene, tuple] | None = None  # the last that worked, and its scene
+        self._cond_failures = 0  # tries in a row that failed to condition
+        self.falling_back = False  # chunks are made from self._good's conditioning
+        self._said: set[str] = set()  # fallback reasons already reported
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -169,9 +178,16 @@ class SceneStream:
         self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
 
     def replace_scene(self, scene: Scene) -> None:
-        """Switch to an edited scene, easing from the old one over its transition time."""
+        """Switch to an edited scene, easing from the old one over its transition time.
+
+        While falling back, the ease starts from the last scene whose conditioning worked, not the one that
+        failed: easing from a prompt that cannot be encoded would keep failing until the ease was over.
+        """
         at = self.chunk_time(self.state.gen.chunk_index)
-        self.change = controller.SceneChange(before=self.scene, before_overrides=self.overrides, at=at)
+        before, before_overrides = (self._good[1], self._good[2]) if self.falling_back and self._good else \
+            (self.scene, self.overrides)
+        self.change = controller.SceneChange(before=before, before_overrides=before_overrides, at=at)
+        self._cond_failures, self.falling_back = 0, False
         self.overrides = tuple(o for o in self.overrides if o.layer in scene.layers)
         self.set_scene(scene)
 
@@ -216,9 +232,34 @@ class SceneStream:
         if qc.enabled and qc.clap and self._clap is None:
             self._clap = watchdog.ClapScorer(self.model)
         return _Prepared(stream=self, index=index, started=time.perf_counter(), weights=weights,
-                         by_prompt=by_prompt, cond=self.conditioning(by_prompt), spec=spec,
+                         by_prompt=by_prompt, cond=self._conditioning_or_fallback(by_prompt), spec=spec,
                          presence=presence_of(by_prompt), attempt=self._first_attempt(index),
                          tries=qc.max_tries if qc.enabled else 1)
+
+    def _conditioning_or_fallback(self, by_prompt: dict[str, float]) -> Conditioning:
+        """The chunk's conditioning; when it fails FALLBACK_AFTER times in a row, the last one that worked.
+
+        Why: the encoders are deterministic, so a prompt they cannot take (a tokenizer error) fails on
+        every retry, and the stream would play earlier material for good. Falling back keeps fresh
+        audio coming from the last sound that worked, says so once, and lasts until the next change.
+        """
+        try:
+            cond = self.conditioning(by_prompt)
+        except Exception as exc:
+            self._cond_failures += 1
+            if self._good is None or self._cond_failures < FALLBACK_AFTER:
+                raise
+            why = f"{type(exc).__name__}: {exc}"
+            if why not in self._said:
+                self._said.add(why)
+                print(f"\nsoundscape: the scene's prompts cannot be encoded ({why}); playing on from the last "
+                      f"prompts that worked until the next change", file=sys.stderr, flush=True)
+            self.falling_back = True
+            return self._good[0]
+        self._cond_failures = 0
+        if not self.falling_back:
+            self._good = (cond, self.scene, self.overrides)
+        return cond
 
     def _first_attempt(self, index: int) -> int:
         """The seed attempt a chunk starts from: past those the watchdog turned down before (tests override)."""
@@ -331,15 +372,23 @@ def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment 
 
     Streams with the same chunk settings share a batch. A chunk the watchdog turns down is made
     again with its next seed, in a batch of the streams still waiting. One stream's rejection is
-    returned in its place (a ChunkRejected); an error of the batch itself (out of memory, Cancelled)
-    is raised for all.
+    returned in its place (a ChunkRejected), and so is an error preparing its chunk (its conditioning),
+    so one stream's failure never stalls the others; an error of the batch itself (out of memory,
+    Cancelled) is raised for all.
     """
     if not streams:
         return []
     model = streams[0].model
-    prepared = [s._prepare() for s in streams]
     done: dict[int, Segment | BaseException] = {}
-    waiting = list(range(len(streams)))
+    prepared: dict[int, _Prepared] = {}
+    for i, s in enumerate(streams):
+        try:
+            prepared[i] = s._prepare()
+        except _OOM:
+            raise  # the batch's trouble: the loop makes every stream smaller
+        except Exception as exc:  # this stream's own trouble (its conditioning): never the batch's
+            done[i] = exc
+    waiting = list(prepared)
     while waiting:
         groups: dict[ChunkSpec, list[int]] = {}
         for i in waiting:

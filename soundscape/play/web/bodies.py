@@ -6,18 +6,16 @@ message a scene file would (`weights.birds: expected a number from 0 to 1, got 2
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from starlette.requests import Request
 
 from ...scene.load import one_line
-from ...stream.live import STOP_FADE_S
+from ...web_access import MAX_BODY, BadBody, read_json_body
+from ...stream.control_requests import STOP_FADE_S, LayerRef
 from ...scene import Scene
 from ...scene.schema import MAX_LAYERS, Layer, Seconds, Weight
-
-MAX_BODY = 64 * 1024
 
 
 # Request bodies: the scene files' own types, so a value the page may send is a value a scene may hold.
@@ -41,7 +39,7 @@ class WeightsBody(_Body):
 
 
 class NewLayerBody(Layer):  # a scene file's layer (prompt, weight) and its name
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: LayerRef
 
 
 class PromptBody(_Body):
@@ -82,20 +80,12 @@ class BadRequest(Exception):
 
 
 async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise BadRequest("expected a JSON body (Content-Type: application/json)")
-    raw = b""
-    async for piece in request.stream():  # read no more than the cap, whatever Content-Length says
-        raw += piece
-        if len(raw) > MAX_BODY:
-            raise BadRequest(f"the request body is larger than {MAX_BODY} bytes")
+    """The body as `model`: JSON only, capped, whole within a deadline (web_access.read_json_body), then the
+    scene's types; BadRequest (400, one line) otherwise."""
     try:
-        data = json.loads(raw or b"null")
-    except ValueError:
-        raise BadRequest("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("expected a JSON object")
-    try:
+        data = await read_json_body(request, MAX_BODY)
         return model.model_validate(data)
+    except BadBody as exc:
+        raise BadRequest(str(exc)) from None
     except ValidationError as exc:
         raise BadRequest(one_line(exc)) from None

@@ -10,7 +10,9 @@ Security: bound to 127.0.0.1 only. Every request must carry the token, as the `X
 header or the SameSite=Strict cookie that the first page load (`/?token=...`) sets; otherwise 403.
 A Host header other than 127.0.0.1:PORT or localhost:PORT gets 421 (DNS rebinding). No CORS headers
 are ever sent, a request with a foreign Origin is refused, and changes must be JSON (a plain HTML
-form from another site cannot send that).
+form from another site cannot send that), at most 64 KiB, whole within 10 s. At most
+MAX_CONNECTIONS connections at once, each with a request head within 10 s (web_access.py). Any error
+in a request is a one-line reply and one line in the terminal, never a traceback.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ...errors import SceneError
 from ...scene.load import one_line
-from ...web_access import given_token, token_matches
+from ...web_access import foreign_origin, given_token, guarded_protocol, serve_sockets, token_matches
 from ...scene import Scene
 from ...audio.mixer import Analyzer
 from .bodies import (BadRequest, NewLayerBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody, WeightsBody,
@@ -41,6 +44,7 @@ from .save import new_file, scene_yaml, slug
 
 STATIC = Path(__file__).parent / "static"
 FRAME_S = 1 / 15  # audio frames (meter, spectrogram) per second on the event stream
+MAX_CONNECTIONS = 32  # a few pages (an event stream each) and their requests; a flood gets 503
 
 
 class WebMixer:
@@ -79,10 +83,10 @@ class WebMixer:
             return False
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.guarded(self.app()), log_config=None, log_level="warning", access_log=False,
-                                lifespan="off", ws="none", http="h11", loop="asyncio", server_header=False,
-                                timeout_graceful_shutdown=2, proxy_headers=False)
+                                lifespan="off", ws="none", http=guarded_protocol(MAX_CONNECTIONS), loop="asyncio",
+                                server_header=False, timeout_graceful_shutdown=2, proxy_headers=False)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),
+        self._thread = threading.Thread(target=lambda: asyncio.run(serve_sockets(self._server, [sock], "web")),
                                         name="soundscape-web", daemon=True)
         self._thread.start()
         return True
@@ -162,8 +166,11 @@ class WebMixer:
         reply = await asyncio.wrap_future(self.bridge.submit({"cmd": "scene"}))
         if not reply.get("ok"):
             raise BadRequest(reply.get("error", "cannot save the scene"))
-        scene = Scene.model_validate({**reply["scene"], "name": name})
-        return scene_yaml(scene, self.scene_path), slug(scene.name) + ".yaml"
+        try:
+            scene = Scene.model_validate({**reply["scene"], "name": name})
+            return scene_yaml(scene, self.scene_path), slug(scene.name) + ".yaml"
+        except (ValidationError, SceneError) as exc:  # never expected: every change was checked on the way in
+            raise BadRequest(f"the mix cannot be saved as a valid scene: {exc}") from None
 
     async def download(self, request: Request) -> Response:
         try:
@@ -231,7 +238,11 @@ class WebMixer:
                     message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
                 await send(message)
 
-            return await app(scope, receive, send_with_headers)
+            try:
+                return await app(scope, receive, send_with_headers)
+            except Exception as exc:  # Starlette has answered 500; the terminal gets one line, not a traceback
+                print(f"\nweb: {scope.get('method')} {scope.get('path')!r} failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
 
         return guard
 
@@ -240,8 +251,7 @@ class WebMixer:
         if host not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
             return PlainTextResponse(f"421: this mixer answers only at http://127.0.0.1:{self.port}/\n",
                                      status_code=421)
-        origin = request.headers.get("origin")
-        if origin is not None and origin not in (f"http://{host}",):
+        if foreign_origin(request):
             return PlainTextResponse("403: requests from other sites are refused\n", status_code=403)
         link = request.url.path == "/" and request.method == "GET"  # only the printed link carries it in the URL
         if not token_matches(given_token(request, self.cookie, from_query=link), self.token):
