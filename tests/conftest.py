@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +61,41 @@ def scene(scene_file):
     from soundscape.scene import load_scene
 
     return load_scene(scene_file)
+
+
+def start_logged(cmd: list[str], log_path: Path, pattern: str, cwd=None, env=None, timeout: float = 180.0):
+    """Start a server process with its output in `log_path`; (process, first group of `pattern`) once it says so."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text()
+        found = re.search(pattern, text)
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} exited {proc.returncode}:\n{text}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"did not start:\n{log_path.read_text()}")
+
+
+def start_pulse(root: Path, sinks=("cap",)) -> dict:
+    """A private PulseAudio server with null sinks (real time), and the environment that plays into it
+    through PortAudio's ALSA `default`; stop it with `stop_pulse(env)`."""
+    run, home = root / "run", root / "home"
+    run.mkdir(mode=0o700)
+    home.mkdir()
+    asound = root / "asound.conf"
+    asound.write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), HOME=str(home), PULSE_SERVER=f"unix:{run}/pulse/native",
+               ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{asound}")
+    subprocess.run(["pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
+                    *(f"--load=module-null-sink sink_name={name} rate=48000 channels=2" for name in sinks)],
+                   env=env, check=True, capture_output=True, timeout=30)
+    return env
+
+
+def stop_pulse(env: dict) -> None:
+    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)

@@ -3,7 +3,6 @@ seconds, into a real-time PulseAudio null sink, and hands over to fresh audio wi
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SCENE
+from conftest import SCENE, start_pulse, stop_pulse
 
 RATE = 16000  # what parec records the sink's monitor at
 MISSING = [p for p in ("pulseaudio", "parec") if not shutil.which(p)]
@@ -21,19 +20,10 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {MISSING} (apt: pu
 
 @pytest.fixture()
 def env(tmp_path):
-    run, home = tmp_path / "run", tmp_path / "home"
-    run.mkdir(mode=0o700)
-    home.mkdir()
-    asound = tmp_path / "asound.conf"
-    asound.write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), HOME=str(home), PULSE_SERVER=f"unix:{run}/pulse/native",
-               ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{asound}", XDG_CACHE_HOME=str(tmp_path / "cache"),
-               SOUNDSCAPE_INSTANT_S="8")
-    subprocess.run(["pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
-                    "--load=module-null-sink sink_name=cap rate=48000 channels=2"], env=env, check=True,
-                   capture_output=True, timeout=30)
+    env = start_pulse(tmp_path)
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), SOUNDSCAPE_INSTANT_S="8")
     yield env
-    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+    stop_pulse(env)
 
 
 def _play_captured(env, scene, model_dir, seconds: float) -> tuple[np.ndarray, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import SCENE
+from conftest import SCENE, start_logged
 
 from soundscape.serve.decode import decode_stream
 
@@ -31,19 +30,7 @@ ERROR_WORDS = ("Traceback", "Exception", "ERROR", "Error", "error")
 
 
 def _start(cmd: list[str], log_path) -> tuple[subprocess.Popen, str]:
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        text = log_path.read_text()
-        found = re.search(r"serve: listening on (http://\S+)", text)
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited {proc.returncode}:\n{text}")
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"serve did not start:\n{log_path.read_text()}")
+    return start_logged(cmd, log_path, r"serve: listening on (http://\S+)")
 
 
 @pytest.fixture(scope="module")

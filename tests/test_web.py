@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import start_pulse, stop_pulse
 from soundscape.cli import main
 from soundscape.play.control_socket import request as control
 from soundscape.scene import load_scene
@@ -69,22 +70,11 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
 def pulse(tmp_path_factory):
     if MISSING_PULSE:
         pytest.skip(f"needs {' and '.join(MISSING_PULSE)} (apt: pulseaudio pulseaudio-utils libasound2-plugins)")
-    root = tmp_path_factory.mktemp("pulse")
-    run, home = root / "run", root / "home"
-    run.mkdir(mode=0o700)
-    home.mkdir()
-    asound = root / "asound.conf"
-    asound.write_text("pcm.!default { type pulse }\nctl.!default { type pulse }\n")
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), HOME=str(home), PULSE_SERVER=f"unix:{run}/pulse/native",
-               ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{asound}")
-    # One null sink per player, so each one's level can be measured alone.
-    subprocess.run(["pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
-                    *(f"--load=module-null-sink sink_name={name} rate=48000 channels=2" for name in "ab")],
-                   env=env, check=True, capture_output=True, timeout=30)
+    env = start_pulse(tmp_path_factory.mktemp("pulse"), sinks="ab")  # one sink per player: each level alone
     try:
         yield env
     finally:
-        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+        stop_pulse(env)
 
 
 def level_db(env, sink: str, seconds: float = 1.0) -> float:

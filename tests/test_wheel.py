@@ -12,13 +12,12 @@ import http.client
 import re
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from conftest import SCENE
+from conftest import SCENE, start_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,18 +44,7 @@ def venv(tmp_path_factory):
 
 
 def _start(cmd, cwd: Path, log_path: Path, pattern: str):
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        found = re.search(pattern, log_path.read_text())
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            raise AssertionError(f"{cmd[0]} exited {proc.returncode}:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"did not start:\n{log_path.read_text()}")
+    return start_logged(cmd, log_path, pattern, cwd=cwd)
 
 
 def _get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
