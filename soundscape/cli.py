@@ -316,7 +316,7 @@ def _cannot_write(exc: BaseException) -> bool:
 def cmd_render(args) -> int:
     from .audio.files import RESUMABLE, check_output_path
     from .render.plain import render, state_path
-    from .stream.generation_loop import check_timeline_path
+    from .stream.timeline import check_timeline_path
 
     out = check_output_path(args.output)
     resumable = out.suffix.lower() in RESUMABLE

@@ -90,3 +90,17 @@ def test_an_edited_scene_never_plays_the_old_recording(tmp_path, monkeypatch):
     for other in (instant.key_for(edited, "model-a", 48000, 2), instant.key_for(scene, "model-b", 48000, 2),
                   instant.key_for(scene, "model-a", 44100, 2)):
         assert other != key and instant.cached_audio(other, 48000, 2) is None
+
+
+def test_play_reaches_the_sound_card_without_importing_torch(tmp_path):
+    # torch and diffusers take seconds to import: nothing play runs before an instant start may need them.
+    code = ("import sys; from soundscape.cli import build_parser; "
+            "a = build_parser(bench=False).parse_args(['play', 'forest', '--output-device', 'null']); "
+            "from soundscape.play.engine import Engine, check_args, play; check_args(a); "
+            "from soundscape.play import instant; from soundscape.model.source import resolve_source; "
+            "from soundscape.scene.shipped import find_scene; from soundscape.scene import load_scene; "
+            "load_scene(find_scene('forest')); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -335,7 +335,7 @@ MAX_BUFFER_S = 600.0  # 10 minutes of 48 kHz stereo float32 is 220 MB: past that
 
 def check_args(args) -> None:
     """Values that would fail only once the model is loaded: refused now, exit 2, one line each."""
-    from ..stream.generation_loop import check_timeline_path
+    from ..stream.timeline import check_timeline_path
     from .control_socket import check_socket_path
 
     for flag, value in (("--buffer", args.buffer), ("--prefill", args.prefill)):

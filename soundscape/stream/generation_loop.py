@@ -15,7 +15,6 @@ A live change interrupts the batch in progress only when every stream in it is w
 from __future__ import annotations
 
 import json
-import os
 import queue
 import sys
 import threading
@@ -34,23 +33,6 @@ JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-def check_timeline_path(path) -> None:
-    """--timeline: a file we can create; UsageError (exit 2) now rather than after the model has loaded."""
-    if path is None:
-        return
-    from pathlib import Path
-
-    from ..errors import UsageError
-
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"--timeline {path}: is a folder; name a file such as {path / 'timeline.jsonl'}")
-    if not path.parent.is_dir():
-        raise UsageError(f"--timeline {path}: the folder {path.parent} does not exist; create it first")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"--timeline {path}: cannot write there (permission denied); pass another path")
 
 
 @dataclass
