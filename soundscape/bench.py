@@ -78,6 +78,10 @@ def add_bench_parser(sub, add_model_args) -> None:
                         "HF blog runs it (20 DPM-Solver++ steps, fp32, full guidance) against ours as set")
     p.add_argument("--diffusers-clips", type=_int_in(1, 100), default=3,
                    help="clips for --compare-diffusers; the first is warm-up (default 3)")
+    p.add_argument("--compare-runtimes", action="store_true",
+                   help="also run the same chunks on torch (prepacked bf16) in this run, interleaved chunk by chunk "
+                        "with the chosen runtime, and print both per-stage tables, their real-time factors and the "
+                        "ratio (loads the model twice)")
     p.add_argument("--precision-error", action="store_true",
                    help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -238,6 +242,25 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
 
 
 def _measure(model, args, frames: int, overlap: int, gen) -> dict:
+    return _drive([_measure_steps(model, args, frames, overlap, gen)])[0]
+
+
+def _drive(runs: list) -> list[dict]:
+    """Advance the measurement generators in turn, one chunk each, until all are done: their results."""
+    results: list = [None] * len(runs)
+    while any(r is None for r in results):
+        for i, run in enumerate(runs):
+            if results[i] is None:
+                try:
+                    next(run)
+                except StopIteration as done:
+                    results[i] = done.value
+    return results
+
+
+def _measure_steps(model, args, frames: int, overlap: int, gen):
+    """The measurement as a generator that yields after each chunk (so two runtimes can interleave);
+    returns the measured dict."""
     from .audio.resample import ResamplerState, StreamResampler
     from .conditioning import PromptEncoder, blend, with_negative
     from .generator.chunks import ChunkSpec, chunk_seed
@@ -279,7 +302,9 @@ def _measure(model, args, frames: int, overlap: int, gen) -> dict:
         chunks.append({"index": i, "conditioning_s": t_cond, **timings, "total_s": total})
         if i == 0:
             first_audio = time.perf_counter() - start
-        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s", file=sys.stderr)
+        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s" + (f" ({model.runtimes['unet']})" if args.compare_runtimes
+                                                                 else ""), file=sys.stderr)
+        yield
 
     # 3. Warm start: a new prompt after warm-up, to its first audio
     t0 = time.perf_counter()
@@ -372,10 +397,16 @@ def run_bench(args) -> int:
     import psutil
 
     rss_loaded = psutil.Process().memory_info().rss
+    other = None
+    if args.compare_runtimes:
+        other, other_load_s, other_rss = _load_torch_twin(args, rss_loaded)
     on_cuda = model.device.type == "cuda"
     with _PeakRSS() as rss:
         try:
-            measured = _measure(model, args, frames, overlap, gen)
+            runs = [_measure_steps(model, args, frames, overlap, gen)]
+            if other is not None:
+                runs.append(_measure_steps(other, args, frames, overlap, gen))
+            measured, *other_measured = _drive(runs)
         except RuntimeError as exc:  # out of memory, kernels missing for a dtype/device, compiler failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if isinstance(exc, torch.OutOfMemoryError):
@@ -423,12 +454,41 @@ def run_bench(args) -> int:
                    "ru_maxrss_mb": _rss_max_mb(),
                    "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if on_cuda else None},
     }
+    if other is not None:
+        result["compare_runtimes"] = _runtime_comparison(result, other, other_measured[0], other_load_s, other_rss,
+                                                         hop_s, args.batch)
     if args.compare_diffusers:
         result["diffusers"] = _compare_diffusers(model, args, result)
     if args.precision_error:
         result["precision_error_db"] = _precision_error(model, args)
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
+
+
+def _load_torch_twin(args, rss_before: int):
+    """The same model on torch (prepacked bf16 where that applies), for --compare-runtimes: (model, load s, RSS added)."""
+    import argparse
+
+    import psutil
+
+    if args.runtime == "torch":
+        raise UsageError("--compare-runtimes: compares the chosen runtime with torch; leave out --runtime torch "
+                         "(the default, auto, picks OpenVINO on a CPU)")
+    print("loading the same model again on torch, for --compare-runtimes...", file=sys.stderr)
+    t0 = time.perf_counter()
+    twin = _load(argparse.Namespace(**{**vars(args), "runtime": "torch", "compare_runtimes": False}))
+    return twin, time.perf_counter() - t0, psutil.Process().memory_info().rss - rss_before
+
+
+def _runtime_comparison(ours: dict, twin, measured: dict, load_s: float, rss_added: int, hop_s: float,
+                        streams: int) -> dict:
+    """Torch's figures from the interleaved run, beside ours: per-stage means, RTF and the ratio."""
+    steady = _summary(measured["chunks"])
+    rtf = streams * hop_s / steady["total_s"]
+    return {"runtimes": twin.runtimes, "prepacked": list(twin.prepacked), "load_s": load_s,
+            "rss_added_mb": rss_added / 2**20, "chunks": measured["chunks"], "steady": steady, "rtf": rtf,
+            "first_audio_s": measured["first_audio_s"], "warm_start_s": measured["warm_start_s"],
+            "ratio": ours["rtf"] / rtf}
 
 
 def _compare_diffusers(model, args, ours: dict) -> dict:
@@ -556,6 +616,19 @@ def _table(r: dict) -> str:
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]
+    cmp = r.get("compare_runtimes")
+    if cmp:
+        t = cmp["steady"]
+        ours_name = "+".join(sorted(set(r["runtimes"].values())))
+        lines += ["", f"{'interleaved, steady':<22}{ours_name:>14}{'torch':>14}"]
+        for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s")):
+            lines.append(f"{name:<22}{_fmt(s[key].get('mean', 0)):>14}{_fmt(t[key].get('mean', 0)):>14}")
+        for name, key in (("denoise", "denoise_s"), ("VAE decode", "vae_s"), ("vocoder", "vocoder_s"),
+                          ("chunk total", "total_s")):
+            lines.append(f"{name:<22}{_fmt(s[key]):>14}{_fmt(t[key]):>14}")
+        lines.append(f"{'real-time factor':<22}{r['rtf']:>14.3g}{cmp['rtf']:>14.3g}   ratio {cmp['ratio']:.2f}x")
+        lines.append(f"{'first audio':<22}{_fmt(r['first_audio_s']):>14}{_fmt(cmp['first_audio_s']):>14}")
+        lines.append(f"{'load':<22}{_fmt(r['load_s']):>14}{_fmt(cmp['load_s']):>14}")
     d = r.get("diffusers")
     if d:
         lines.append(f"diffusers             {d['per_clip_s']:.2f} s per {d['clip_s']:.2f} s clip ({d['steps']} DPM-Solver++ "

@@ -73,7 +73,7 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSl
             f"steps {gen.stats.steps}  {w}  "
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
     if rtf and rtf < 1.0:
-        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco, --runtime openvino or a GPU)"
+        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco or a GPU)"
     elif feeder.covering:
         text += "  (playing earlier material until fresh audio is ready)"
     return text
