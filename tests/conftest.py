@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import warnings
 
 import pytest
@@ -12,6 +15,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", category=FutureWarning)
+# OpenVINO's converted models (the default runtime on a CPU) go to one cache for the whole session, shared with
+# the CLI subprocesses, and never to the user's own cache (whose entries the tiny model's would push out).
+# The Hugging Face cache stays where it was.
+os.environ.setdefault("HF_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                              "huggingface"))
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="soundscape-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 SCENE = """\
 name: Test scene
@@ -37,8 +47,9 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_model(tiny_model_dir):
     from soundscape.model.loading import load_model
 
-    # fp32: the parity tests compare with diffusers to 1e-4; the half-precision paths have their own tests.
-    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
+    # fp32 on torch: the parity tests compare with diffusers (torch) to 1e-4; the half-precision paths and
+    # OpenVINO (the default runtime on a CPU) have their own tests.
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
 
 
 @pytest.fixture()

@@ -270,14 +270,16 @@ class OpenVINOVocoder:
         self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.model([_numpy(mel)])))
+        # Row by row: serve's batches of any size use the compiled shapes of one stream
+        return torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(mel)[:, None]]))
 
 
 class OpenVINOUNet:
     """Callable like `pipe.unet` in the denoising loop; returns (noise prediction,) as float32.
 
     The T5 sequence is padded to `t5_length` (its mask with 0: a padded token is never attended to),
-    and a batch runs as batch-1 calls of one compiled shape (GUIDED_AS_PAIRS).
+    and a batch runs as batch-1 calls of one compiled shape (GUIDED_AS_PAIRS): a guided step, and serve's
+    batches of any number of listeners, use the shape that play's unguided steps compiled.
     """
 
     def __init__(self, unet: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
@@ -344,7 +346,7 @@ class OpenVINOVAEDecoder:
     def __call__(self, z: torch.Tensor, return_dict: bool = True):
         from diffusers.models.autoencoders.vae import DecoderOutput
 
-        out = torch.from_numpy(np.ascontiguousarray(self.model([_numpy(z)])))
+        out = torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(z)[:, None]]))  # row by row
         return DecoderOutput(sample=out) if return_dict else (out,)
 
 
@@ -363,7 +365,13 @@ def _prepare(kind: str, module: torch.nn.Module, parts: list[torch.nn.Module], p
     Returns (static model, whether the IR came from the cache).
     """
     root = _cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..errors import ModelError
+
+        raise ModelError(f"--runtime openvino: cannot keep OpenVINO's converted models in {root} ({exc.strerror}); "
+                         f"set XDG_CACHE_HOME to a writable folder, or use --runtime torch") from None
     entry = root / cache_key(kind, module, precision)
     xml = entry / "model.xml"
     cached = xml.is_file() and (entry / "model.bin").is_file()
