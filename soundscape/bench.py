@@ -298,6 +298,7 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
         timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), chunk_spec,
                                           frames - overlap, args.batch, resampler, states)
         tail = latents[:, :, frames - overlap:].clone() if overlap else None
+        tail_latents = latents
         total = time.perf_counter() - t0
         chunks.append({"index": i, "conditioning_s": t_cond, **timings, "total_s": total})
         if i == 0:
@@ -314,12 +315,49 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
            resampler, [ResamplerState() for _ in range(args.batch)])
     warm_start = time.perf_counter() - t0
     del unet.times[steps_before:], unet.guided[steps_before:]
+    # 4. Each stage alone, back to back, on the last chunk's inputs: what a stage costs without the others
+    #    beside it (two runtimes' thread pools taking turns on the cores)
+    alone = _stages_alone(model, unet_impl, cond, tail_latents, chunk_spec) if args.compare_runtimes else None
     return {"encode_first_s": encode_first, "chunks": chunks, "first_audio_s": first_audio,
-            "warm_start_s": warm_start, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
+            "warm_start_s": warm_start, "alone": alone, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
             "guidance_interval": list(spec.guidance_interval),
             "guided_steps": sum(spec.guided_at(i) for i in range(spec.steps)),
             "decode_frames": frames - chunk_spec.decode_start(first=False), "edge": chunk_spec.edge,
             "xfade": chunk_spec.xfade}
+
+
+def _stages_alone(model, unet, cond, latents, chunk_spec, repeats: int = 3) -> dict:
+    """Median seconds of each stage called `repeats` times in a row (after one warm-up call), nothing between."""
+    import statistics
+
+    from .generator.denoise import latents_to_mel, mel_to_audio
+
+    dev = model.device
+    x = latents[:1].to(dev, model.precision.unet)
+    gpt, t5, mask = (c.to(dev) for c in (cond.gpt, cond.t5, cond.mask))
+    start = chunk_spec.decode_start(first=False)
+    calls = {
+        "step_guided_s": lambda: unet(torch.cat([x] * 2), torch.tensor(500), encoder_hidden_states=gpt.to(x.dtype),
+                                      encoder_hidden_states_1=t5.to(x.dtype), encoder_attention_mask_1=mask),
+        "step_single_s": lambda: unet(x, torch.tensor(500), encoder_hidden_states=gpt[1:].to(x.dtype),
+                                      encoder_hidden_states_1=t5[1:].to(x.dtype), encoder_attention_mask_1=mask[1:]),
+        "vae_s": lambda: latents_to_mel(model, latents[:1, :, start:].to(dev)),
+    }
+    out = {}
+    with torch.inference_mode():
+        mel = calls["vae_s"]()
+        calls["vocoder_s"] = lambda: mel_to_audio(model, mel)
+        for name, call in calls.items():
+            call()
+            times = []
+            for _ in range(repeats):
+                sync(dev)
+                t0 = time.perf_counter()
+                call()
+                sync(dev)
+                times.append(time.perf_counter() - t0)
+            out[name] = statistics.median(times)
+    return out
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -449,6 +487,7 @@ def run_bench(args) -> int:
         "rtf_per_stream": hop_s / steady["total_s"],
         "first_audio_s": measured["first_audio_s"],
         "warm_start_s": measured["warm_start_s"],
+        "alone": measured["alone"],
         "memory": {"rss_after_load_mb": rss_loaded / 2**20, "peak_rss_mb": rss.peak / 2**20,
                    "peak_rss_anon_mb": rss.peak_anon / 2**20,
                    "ru_maxrss_mb": _rss_max_mb(),
@@ -488,7 +527,7 @@ def _runtime_comparison(ours: dict, twin, measured: dict, load_s: float, rss_add
     return {"runtimes": twin.runtimes, "prepacked": list(twin.prepacked), "load_s": load_s,
             "rss_added_mb": rss_added / 2**20, "chunks": measured["chunks"], "steady": steady, "rtf": rtf,
             "first_audio_s": measured["first_audio_s"], "warm_start_s": measured["warm_start_s"],
-            "ratio": ours["rtf"] / rtf}
+            "alone": measured["alone"], "ratio": ours["rtf"] / rtf}
 
 
 def _compare_diffusers(model, args, ours: dict) -> dict:
@@ -549,8 +588,17 @@ def _precision_error(model, args) -> dict:
         return {}
     ov_decode = model.pipe.vae.__dict__.pop("decode", None)  # OpenVINO's (not copyable): torch's VAE is measured
     pipe32 = copy.deepcopy(model.pipe).to(dtype=torch.float32)
+    others = {}  # the stages another runtime runs, measured on the same inputs
+    if model.unet_runtime is not None:
+        others["unet"] = {"openvino": model.unet_runtime}
+    if model.vocoder_runtime is not None:
+        others["vocoder"] = {"openvino": model.vocoder_runtime}
+    if ov_decode is not None:
+        import types
+
+        others["vae"] = {"openvino": types.SimpleNamespace(decode=ov_decode, config=model.pipe.vae.config)}
     try:
-        return measure_errors(pipe32, model.dtype)
+        return measure_errors(pipe32, model.dtype, others=others)
     finally:
         del pipe32
         if ov_decode is not None:
@@ -627,6 +675,15 @@ def _table(r: dict) -> str:
                           ("chunk total", "total_s")):
             lines.append(f"{name:<22}{_fmt(s[key]):>14}{_fmt(t[key]):>14}")
         lines.append(f"{'real-time factor':<22}{r['rtf']:>14.3g}{cmp['rtf']:>14.3g}   ratio {cmp['ratio']:.2f}x")
+        a, b = r.get("alone") or {}, cmp.get("alone") or {}
+        if a and b:
+            lines.append(f"{'each stage alone':<22}{ours_name:>14}{'torch':>14}   (in the pipeline / alone)")
+            for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s"),
+                              ("VAE decode", "vae_s"), ("vocoder", "vocoder_s")):
+                ours_in = s[key].get("mean", 0) if isinstance(s[key], dict) else s[key]
+                theirs_in = t[key].get("mean", 0) if isinstance(t[key], dict) else t[key]
+                lines.append(f"{name:<22}{_fmt(a[key]):>14}{_fmt(b[key]):>14}   "
+                             f"{ours_in / a[key]:.2f}x / {theirs_in / b[key]:.2f}x")
         lines.append(f"{'first audio':<22}{_fmt(r['first_audio_s']):>14}{_fmt(cmp['first_audio_s']):>14}")
         lines.append(f"{'load':<22}{_fmt(r['load_s']):>14}{_fmt(cmp['load_s']):>14}")
     d = r.get("diffusers")

@@ -105,8 +105,10 @@ def _core():
         import openvino as ov
 
         _CORE = ov.Core()
+        # Not pinned: pinned threads wait for their own core when another process holds it (measured 2x
+        # slower UNet steps on a busy 2-core VM, docs/benchmarks.md); torch's threads are not pinned either.
         _CORE.set_property("CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "NUM_STREAMS": 1,
-                                   "PERFORMANCE_HINT": "LATENCY"})
+                                   "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
     return _CORE
 
 
