@@ -108,7 +108,7 @@ def _geometry(args, preset_chunk_s: float) -> tuple[int, int]:
 
 def _load(args):
     """The model to time: real weights (the normal path), the full random architecture, or the tiny one."""
-    from .model.loading import LoadedModel, choose_device, choose_dtype, choose_model, load_model
+    from .model.loading import LoadedModel, _to_stderr, choose_device, choose_dtype, choose_model, load_model
 
     if (args.random_weights or args.tiny) and args.model:
         flag = "--random-weights" if args.random_weights else "--tiny"
@@ -124,13 +124,14 @@ def _load(args):
         print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
               file=sys.stderr)
         model = build_random_audioldm2(dtype=dtype, device=device)
+        model.announce = _to_stderr  # what OpenVINO prepares on a first start, as load_model says it
         model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
         return model
     from .model.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
+    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype, announce=_to_stderr)
     model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
     return model
 

@@ -64,8 +64,9 @@ def openvino_stages() -> tuple[str, ...]:
         raise UsageError(f"SOUNDSCAPE_OPENVINO_STAGES: expected unet plus any of vae, vocoder, comma-separated, "
                          f"got {env!r}")
     return stages
-# Bump when what is converted changes (the call wrappers below, their inputs), so old IR is
-# not reused.
+
+
+# Bump when what is converted changes (the call wrappers below, their inputs), so old IR is not reused.
 CACHE_FORMAT = 3
 # UNet + VAE decoder + vocoder of two models; each entry is the fp16/fp32 IR plus OpenVINO's compiled blobs.
 MAX_ENTRIES = 6
@@ -105,8 +106,9 @@ def _core():
         import openvino as ov
 
         _CORE = ov.Core()
-        # Not pinned: pinned threads wait for their own core when another process holds it (measured 2x
-        # slower UNet steps on a busy 2-core VM, docs/benchmarks.md); torch's threads are not pinned either.
+        # Not pinned: a pinned thread waits for its own core while another process holds it (batch-1 UNet calls
+        # 1.1-2x slower pinned on a busy 2-core VM in three runs, batch 2 even; docs/benchmarks.md), and
+        # torch's threads are not pinned either.
         _CORE.set_property("CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "NUM_STREAMS": 1,
                                    "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
     return _CORE
