@@ -176,6 +176,7 @@ class StaticModel:
                              f"{name} ({first}); its cached copy was removed. Run again, or use --runtime torch") from None
         del model
         _drop_mapped_pages(self.entry)
+        release_memory()  # what compiling left in the heap (its graph transformations, the weights' conversion)
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
         self.compiles += 1
