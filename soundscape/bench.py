@@ -594,7 +594,7 @@ def _precision_error(model, args) -> dict:
         others["unet"] = {"openvino": model.unet_runtime}
     if model.vocoder_runtime is not None:
         others["vocoder"] = {"openvino": model.vocoder_runtime}
-    if ov_decode is not None:
+    if model.vae_runtime is not None:
         import types
 
         others["vae"] = {"openvino": types.SimpleNamespace(decode=ov_decode, config=model.pipe.vae.config)}

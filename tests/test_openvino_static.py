@@ -16,7 +16,8 @@ from soundscape.stream import SceneStream
 pytest.importorskip("openvino")
 
 from soundscape.model import openvino_runtime as ovr  # noqa: E402
-from soundscape.model.loading import load_model  # noqa: E402
+from soundscape.model.loading import LoadedModel, load_model  # noqa: E402
+from soundscape.model.tiny import build_tiny_pipeline  # noqa: E402
 from soundscape.model.precision import snr_db  # noqa: E402
 
 
@@ -127,6 +128,11 @@ def test_auto_picks_torch_where_openvino_is_missing_or_on_a_gpu(monkeypatch):
     assert ovr.choose_runtime("auto", torch.device("cpu")) == "torch"
     with pytest.raises(UsageError, match="pip install openvino, or use --runtime torch"):
         ovr.choose_runtime("openvino", torch.device("cpu"))
+    said = []
+    model = LoadedModel(pipe=build_tiny_pipeline(seed=0), model_id="tiny", device=torch.device("cpu"),
+                        dtype=torch.float32, announce=said.append)
+    assert model.use_runtime("auto") == "torch" and model.runtimes["unet"] == "torch"
+    assert len(said) == 1 and "OpenVINO is not installed" in said[0] and "running on torch" in said[0]
 
 
 def test_the_cli_defaults_to_auto_everywhere():

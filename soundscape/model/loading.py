@@ -72,9 +72,12 @@ class LoadedModel:
         stage (nothing is freed before every stage has converted). The stages torch runs get prepacked
         bf16 weights where that applies (model/prepack.py), in place, or on copies with `keep_torch`.
         """
-        from .openvino_runtime import choose_runtime, torch_weights_freed
+        from .openvino_runtime import choose_runtime, openvino_available, torch_weights_freed
 
         runtime = choose_runtime(name, self.device)
+        if name == "auto" and self.device.type == "cpu" and not openvino_available() and self.announce is not None:
+            self.announce("--runtime auto: OpenVINO is not installed (pip install openvino, where it has wheels); "
+                          "running on torch")
         if runtime == "openvino":
             if self.unet_runtime is not None:
                 return runtime
