@@ -23,7 +23,8 @@ holds its own packed copy of the weights (OpenVINO's CPU plugin shares weights o
 compiled model), so a stage keeps at most MAX_SHAPES of them, least recently used dropped first, and
 the UNet runs guidance as two batch-1 calls of one compiled model (GUIDED_AS_PAIRS). The IR's own
 weights are file-backed and only read while compiling: their pages are dropped from the process after
-each compile (`_drop_mapped_pages`), so RSS holds one copy of each network, not two.
+each compile (`_drop_mapped_pages`), so RSS holds one copy of each network once it is compiled (while
+a shape compiles or imports, both are resident for a moment: docs/benchmarks.md, "Memory and start").
 The cache keeps the MAX_ENTRIES most recently used modules and removes older ones.
 
 Threads: OpenVINO gets as many as torch (`INFERENCE_NUM_THREADS`), one stream, latency hint; torch's
