@@ -17,9 +17,8 @@ What happens at load (`LoadedModel.use_runtime`), per module:
    dtype and structure, which the pipeline still reads, but holds no memory); `keep_torch=True`
    keeps it (and casts it back) for the parity tests and for `bench --compare-diffusers`.
 At the first call with a given set of input shapes (`StaticModel`), the IR is reshaped to them and
-compiled with the stage's precision as its inference hint, and the compiled model is exported into the
-entry (`blobs/`), so a later start imports it through a mapping instead of compiling (and without
-reading the IR). Each compiled shape
+compiled with the stage's precision as its inference hint; OpenVINO's model cache (CACHE_DIR, in the
+entry) keeps the compiled blob, so a later start imports it instead of compiling. Each compiled shape
 holds its own packed copy of the weights (OpenVINO's CPU plugin shares weights only within one
 compiled model), so a stage keeps at most MAX_SHAPES of them, least recently used dropped first, and
 the UNet runs guidance as two batch-1 calls of one compiled model (GUIDED_AS_PAIRS). The IR's own
@@ -130,15 +129,13 @@ class StaticModel:
     """One IR compiled for each set of input shapes it is called with: numpy inputs -> first output.
 
     Compiled models are kept per shape, at most `max_shapes` (least recently used dropped). The first
-    compile of a shape says so through `announce` and exports the compiled model beside the IR
-    (`blobs/<hint>-<shapes>.blob`), which later starts import through a mapping instead of compiling.
+    compile of a shape says so through `announce`; OpenVINO's CACHE_DIR makes it an import next time.
     """
 
     def __init__(self, kind: str, entry: Path, precision: torch.dtype, max_shapes: int, announce=None):
         self.kind, self.entry, self.max_shapes, self.announce = kind, entry, max_shapes, announce
         self.hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(precision, "f32")
         self.compiled: dict[tuple, object] = {}  # shapes -> compiled model, least recently used first
-        self._blobs: dict[tuple, np.memmap] = {}  # shapes -> the mapped blob an imported model came from
         self.compiles = 0  # shapes compiled or imported in this process (tests, bench)
 
     def __call__(self, inputs: list[np.ndarray]) -> np.ndarray:
@@ -150,7 +147,7 @@ class StaticModel:
         return compiled(inputs)[0]
 
     def prepare(self, shapes: tuple) -> None:
-        """Compile (or import) `shapes` now rather than at the first call."""
+        """Compile (or import) `shapes` now, e.g. at load, rather than at the first call."""
         if shapes not in self.compiled:
             self.compiled[shapes] = self._compile(shapes)
 
@@ -158,64 +155,33 @@ class StaticModel:
         import openvino as ov
 
         while len(self.compiled) >= self.max_shapes:
-            dropped = next(iter(self.compiled))
-            del self.compiled[dropped]
-            self._blobs.pop(dropped, None)
+            del self.compiled[next(iter(self.compiled))]
             release_memory()
         name = "_".join("x".join(map(str, s)) or "scalar" for s in shapes)
-        blob = self.entry / "blobs" / f"{self.hint}-{name}.blob"
+        marker = self.entry / "shapes" / f"{self.hint}-{name}"
+        if not marker.is_file() and self.announce is not None:
+            self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
+                          f"(once per shape; later starts load it from the cache)")
         core = _core()
-        compiled = self._import(core, shapes, blob) if blob.is_file() else None
-        if compiled is None:
-            if self.announce is not None:
-                self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
-                              f"(once per shape; later starts load it from the cache)")
-            model = core.read_model(str(self.entry / "model.xml"))
-            model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
-            try:
-                compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
-            except RuntimeError as exc:
-                shutil.rmtree(self.entry, ignore_errors=True)  # a damaged entry must not fail every later start
-                from ..errors import ModelError
+        model = core.read_model(str(self.entry / "model.xml"))
+        model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
+        try:
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
+                                                         "CACHE_DIR": str(self.entry / "blobs")})
+        except RuntimeError as exc:
+            shutil.rmtree(self.entry, ignore_errors=True)  # a damaged entry must not fail every later start
+            from ..errors import ModelError
 
-                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-                raise ModelError(f"--runtime openvino: OpenVINO could not compile the {self.kind} for inputs "
-                                 f"{name} ({first}); its cached copy was removed. Run again, or use --runtime torch") from None
-            del model
-            _save_blob(compiled, blob)
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"--runtime openvino: OpenVINO could not compile the {self.kind} for inputs "
+                             f"{name} ({first}); its cached copy was removed. Run again, or use --runtime torch") from None
+        del model
         _drop_mapped_pages(self.entry)
         release_memory()  # what compiling left in the heap (its graph transformations, the weights' conversion)
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
         self.compiles += 1
         return compiled
-
-    def _import(self, core, shapes: tuple, blob: Path):
-        """The compiled model from our own blob, read through a mapping (no IR read, no copy); None if unusable.
-
-        Why not OpenVINO's CACHE_DIR: it reads and hashes the IR first, so a start held the IR's weights,
-        the blob's and the packed copy at once (4.1 GiB for the full model at balanced).
-        """
-        import openvino as ov
-
-        try:
-            data = np.memmap(blob, dtype=np.uint8, mode="c")
-            compiled = core.import_model(ov.Tensor(data, shared_memory=True), "CPU")
-        except (RuntimeError, ValueError, OSError):
-            blob.unlink(missing_ok=True)  # stale or damaged: compile again
-            return None
-        self._blobs[shapes] = data  # OpenVINO may read the mapping for the compiled model's lifetime
-        return compiled
-
-
-def _save_blob(compiled, blob: Path) -> None:
-    """Write the compiled model's export beside its IR (a temporary name, then renamed: concurrent starts)."""
-    blob.parent.mkdir(exist_ok=True)
-    tmp = blob.with_name(f".tmp-{os.getpid()}-{blob.name}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(compiled.export_model().getbuffer())
-        os.replace(tmp, blob)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # no cache this time: the next start compiles again
 
 
 def _drop_mapped_pages(entry: Path) -> int:
