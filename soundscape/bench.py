@@ -79,6 +79,10 @@ def add_bench_parser(sub, add_model_args) -> None:
                         "HF blog runs it (20 DPM-Solver++ steps, fp32, full guidance) against ours as set")
     p.add_argument("--diffusers-clips", type=_int_in(1, 100), default=3,
                    help="clips for --compare-diffusers; the first is warm-up (default 3)")
+    p.add_argument("--compare-runtimes", action="store_true",
+                   help="also run the same chunks on torch (prepacked bf16) in this run, interleaved chunk by chunk "
+                        "with the chosen runtime, and print both per-stage tables, their real-time factors and the "
+                        "ratio (loads the model twice)")
     p.add_argument("--precision-error", action="store_true",
                    help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -105,7 +109,7 @@ def _geometry(args, preset_chunk_s: float) -> tuple[int, int]:
 
 def _load(args):
     """The model to time: real weights (the normal path), the full random architecture, or the tiny one."""
-    from .model.loading import LoadedModel, choose_device, choose_dtype, choose_model, load_model
+    from .model.loading import LoadedModel, _to_stderr, choose_device, choose_dtype, choose_model, load_model
 
     if (args.random_weights or args.tiny) and args.model:
         flag = "--random-weights" if args.random_weights else "--tiny"
@@ -121,13 +125,14 @@ def _load(args):
         print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
               file=sys.stderr)
         model = build_random_audioldm2(dtype=dtype, device=device)
+        model.announce = _to_stderr  # what OpenVINO prepares on a first start, as load_model says it
         model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
         return model
     from .model.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype)
+    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype, announce=_to_stderr)
     model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
     return model
 
@@ -239,6 +244,25 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
 
 
 def _measure(model, args, frames: int, overlap: int, gen) -> dict:
+    return _drive([_measure_steps(model, args, frames, overlap, gen)])[0]
+
+
+def _drive(runs: list) -> list[dict]:
+    """Advance the measurement generators in turn, one chunk each, until all are done: their results."""
+    results: list = [None] * len(runs)
+    while any(r is None for r in results):
+        for i, run in enumerate(runs):
+            if results[i] is None:
+                try:
+                    next(run)
+                except StopIteration as done:
+                    results[i] = done.value
+    return results
+
+
+def _measure_steps(model, args, frames: int, overlap: int, gen):
+    """The measurement as a generator that yields after each chunk (so two runtimes can interleave);
+    returns the measured dict."""
     from .audio.resample import ResamplerState, StreamResampler
     from .generator.conditioning import PromptEncoder, blend, with_negative
     from .generator.chunks import ChunkSpec, chunk_seed
@@ -276,11 +300,14 @@ def _measure(model, args, frames: int, overlap: int, gen) -> dict:
         timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), chunk_spec,
                                           frames - overlap, args.batch, resampler, states)
         tail = latents[:, :, frames - overlap:].clone() if overlap else None
+        tail_latents = latents
         total = time.perf_counter() - t0
         chunks.append({"index": i, "conditioning_s": t_cond, **timings, "total_s": total})
         if i == 0:
             first_audio = time.perf_counter() - start
-        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s", file=sys.stderr)
+        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s" + (f" ({model.runtimes['unet']})" if args.compare_runtimes
+                                                                 else ""), file=sys.stderr)
+        yield
 
     # 3. Warm start: a new prompt after warm-up, to its first audio
     t0 = time.perf_counter()
@@ -290,12 +317,49 @@ def _measure(model, args, frames: int, overlap: int, gen) -> dict:
            resampler, [ResamplerState() for _ in range(args.batch)])
     warm_start = time.perf_counter() - t0
     del unet.times[steps_before:], unet.guided[steps_before:]
+    # 4. Each stage alone, back to back, on the last chunk's inputs: what a stage costs without the others
+    #    beside it (two runtimes' thread pools taking turns on the cores)
+    alone = _stages_alone(model, unet_impl, cond, tail_latents, chunk_spec) if args.compare_runtimes else None
     return {"encode_first_s": encode_first, "chunks": chunks, "first_audio_s": first_audio,
-            "warm_start_s": warm_start, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
+            "warm_start_s": warm_start, "alone": alone, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
             "guidance_interval": list(spec.guidance_interval),
             "guided_steps": sum(spec.guided_at(i) for i in range(spec.steps)),
             "decode_frames": frames - chunk_spec.decode_start(first=False), "edge": chunk_spec.edge,
             "xfade": chunk_spec.xfade}
+
+
+def _stages_alone(model, unet, cond, latents, chunk_spec, repeats: int = 3) -> dict:
+    """Median seconds of each stage called `repeats` times in a row (after one warm-up call), nothing between."""
+    import statistics
+
+    from .generator.denoise import latents_to_mel, mel_to_audio
+
+    dev = model.device
+    x = latents[:1].to(dev, model.precision.unet)
+    gpt, t5, mask = (c.to(dev) for c in (cond.gpt, cond.t5, cond.mask))
+    start = chunk_spec.decode_start(first=False)
+    calls = {
+        "step_guided_s": lambda: unet(torch.cat([x] * 2), torch.tensor(500), encoder_hidden_states=gpt.to(x.dtype),
+                                      encoder_hidden_states_1=t5.to(x.dtype), encoder_attention_mask_1=mask),
+        "step_single_s": lambda: unet(x, torch.tensor(500), encoder_hidden_states=gpt[1:].to(x.dtype),
+                                      encoder_hidden_states_1=t5[1:].to(x.dtype), encoder_attention_mask_1=mask[1:]),
+        "vae_s": lambda: latents_to_mel(model, latents[:1, :, start:].to(dev)),
+    }
+    out = {}
+    with torch.inference_mode():
+        mel = calls["vae_s"]()
+        calls["vocoder_s"] = lambda: mel_to_audio(model, mel)
+        for name, call in calls.items():
+            call()
+            times = []
+            for _ in range(repeats):
+                sync(dev)
+                t0 = time.perf_counter()
+                call()
+                sync(dev)
+                times.append(time.perf_counter() - t0)
+            out[name] = statistics.median(times)
+    return out
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -373,10 +437,16 @@ def run_bench(args) -> int:
     import psutil
 
     rss_loaded = psutil.Process().memory_info().rss
+    other = None
+    if args.compare_runtimes:
+        other, other_load_s, other_rss = _load_torch_twin(args, rss_loaded)
     on_cuda = model.device.type == "cuda"
     with _PeakRSS() as rss:
         try:
-            measured = _measure(model, args, frames, overlap, gen)
+            runs = [_measure_steps(model, args, frames, overlap, gen)]
+            if other is not None:
+                runs.append(_measure_steps(other, args, frames, overlap, gen))
+            measured, *other_measured = _drive(runs)
         except RuntimeError as exc:  # out of memory, kernels missing for a dtype/device, compiler failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if isinstance(exc, torch.OutOfMemoryError):
@@ -419,17 +489,47 @@ def run_bench(args) -> int:
         "rtf_per_stream": hop_s / steady["total_s"],
         "first_audio_s": measured["first_audio_s"],
         "warm_start_s": measured["warm_start_s"],
+        "alone": measured["alone"],
         "memory": {"rss_after_load_mb": rss_loaded / 2**20, "peak_rss_mb": rss.peak / 2**20,
                    "peak_rss_anon_mb": rss.peak_anon / 2**20,
                    "ru_maxrss_mb": _rss_max_mb(),
                    "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if on_cuda else None},
     }
+    if other is not None:
+        result["compare_runtimes"] = _runtime_comparison(result, other, other_measured[0], other_load_s, other_rss,
+                                                         hop_s, args.batch)
     if args.compare_diffusers:
         result["diffusers"] = _compare_diffusers(model, args, result)
     if args.precision_error:
         result["precision_error_db"] = _precision_error(model, args)
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
+
+
+def _load_torch_twin(args, rss_before: int):
+    """The same model on torch (prepacked bf16 where that applies), for --compare-runtimes: (model, load s, RSS added)."""
+    import argparse
+
+    import psutil
+
+    if args.runtime == "torch":
+        raise UsageError("--compare-runtimes: compares the chosen runtime with torch; leave out --runtime torch "
+                         "(the default, auto, picks OpenVINO on a CPU)")
+    print("loading the same model again on torch, for --compare-runtimes...", file=sys.stderr)
+    t0 = time.perf_counter()
+    twin = _load(argparse.Namespace(**{**vars(args), "runtime": "torch", "compare_runtimes": False}))
+    return twin, time.perf_counter() - t0, psutil.Process().memory_info().rss - rss_before
+
+
+def _runtime_comparison(ours: dict, twin, measured: dict, load_s: float, rss_added: int, hop_s: float,
+                        streams: int) -> dict:
+    """Torch's figures from the interleaved run, beside ours: per-stage means, RTF and the ratio."""
+    steady = _summary(measured["chunks"])
+    rtf = streams * hop_s / steady["total_s"]
+    return {"runtimes": twin.runtimes, "prepacked": list(twin.prepacked), "load_s": load_s,
+            "rss_added_mb": rss_added / 2**20, "chunks": measured["chunks"], "steady": steady, "rtf": rtf,
+            "first_audio_s": measured["first_audio_s"], "warm_start_s": measured["warm_start_s"],
+            "alone": measured["alone"], "ratio": ours["rtf"] / rtf}
 
 
 def _compare_diffusers(model, args, ours: dict) -> dict:
@@ -490,8 +590,17 @@ def _precision_error(model, args) -> dict:
         return {}
     ov_decode = model.pipe.vae.__dict__.pop("decode", None)  # OpenVINO's (not copyable): torch's VAE is measured
     pipe32 = copy.deepcopy(model.pipe).to(dtype=torch.float32)
+    others = {}  # the stages another runtime runs, measured on the same inputs
+    if model.unet_runtime is not None:
+        others["unet"] = {"openvino": model.unet_runtime}
+    if model.vocoder_runtime is not None:
+        others["vocoder"] = {"openvino": model.vocoder_runtime}
+    if model.vae_runtime is not None:
+        import types
+
+        others["vae"] = {"openvino": types.SimpleNamespace(decode=ov_decode, config=model.pipe.vae.config)}
     try:
-        return measure_errors(pipe32, model.dtype)
+        return measure_errors(pipe32, model.dtype, others=others)
     finally:
         del pipe32
         if ov_decode is not None:
@@ -557,6 +666,28 @@ def _table(r: dict) -> str:
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]
+    cmp = r.get("compare_runtimes")
+    if cmp:
+        t = cmp["steady"]
+        ours_name = "+".join(sorted(set(r["runtimes"].values())))
+        lines += ["", f"{'interleaved, steady':<22}{ours_name:>14}{'torch':>14}"]
+        for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s")):
+            lines.append(f"{name:<22}{_fmt(s[key].get('mean', 0)):>14}{_fmt(t[key].get('mean', 0)):>14}")
+        for name, key in (("denoise", "denoise_s"), ("VAE decode", "vae_s"), ("vocoder", "vocoder_s"),
+                          ("chunk total", "total_s")):
+            lines.append(f"{name:<22}{_fmt(s[key]):>14}{_fmt(t[key]):>14}")
+        lines.append(f"{'real-time factor':<22}{r['rtf']:>14.3g}{cmp['rtf']:>14.3g}   ratio {cmp['ratio']:.2f}x")
+        a, b = r.get("alone") or {}, cmp.get("alone") or {}
+        if a and b:
+            lines.append(f"{'each stage alone':<22}{ours_name:>14}{'torch':>14}   (in the pipeline / alone)")
+            for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s"),
+                              ("VAE decode", "vae_s"), ("vocoder", "vocoder_s")):
+                ours_in = s[key].get("mean", 0) if isinstance(s[key], dict) else s[key]
+                theirs_in = t[key].get("mean", 0) if isinstance(t[key], dict) else t[key]
+                lines.append(f"{name:<22}{_fmt(a[key]):>14}{_fmt(b[key]):>14}   "
+                             f"{ours_in / a[key]:.2f}x / {theirs_in / b[key]:.2f}x")
+        lines.append(f"{'first audio':<22}{_fmt(r['first_audio_s']):>14}{_fmt(cmp['first_audio_s']):>14}")
+        lines.append(f"{'load':<22}{_fmt(r['load_s']):>14}{_fmt(cmp['load_s']):>14}")
     d = r.get("diffusers")
     if d:
         lines.append(f"diffusers             {d['per_clip_s']:.2f} s per {d['clip_s']:.2f} s clip ({d['steps']} DPM-Solver++ "

@@ -74,11 +74,11 @@ def _add_model_args(p):
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
-    g.add_argument("--runtime", default="torch", choices=["torch", "openvino", "auto"],
-                   help="what runs the UNet and vocoder: torch (default), or OpenVINO on a CPU (pip install -e "
-                        "\".[openvino]\"; its vocoder is faster, its UNet about as fast, for ~0.9 GiB more memory; the "
-                        "first start converts and caches, see docs/benchmarks.md); auto = OpenVINO when installed "
-                        "on a CPU")
+    g.add_argument("--runtime", default="auto", choices=["auto", "torch", "openvino"],
+                   help="what runs the UNet and vocoder: auto (default) = OpenVINO on a CPU (compiled for the "
+                        "session's static shapes, faster than torch there; the first start converts and compiles, "
+                        "later starts load the cache), torch on GPUs or where OpenVINO is missing or fails to "
+                        "convert; torch = always torch; openvino = OpenVINO or an error (docs/benchmarks.md)")
     g.add_argument("--quality", choices=["auto", "eco", "balanced", "best"],
                    help="preset for steps, guidance interval and chunk length (default: the scene's "
                         "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")

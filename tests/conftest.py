@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +22,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # render must start cold, so recording is off unless a test turns it on (tests/test_instant.py).
 os.environ.setdefault("SOUNDSCAPE_INSTANT_S", "0")
 warnings.filterwarnings("ignore", category=FutureWarning)
+# OpenVINO's converted models (the default runtime on a CPU) go to one cache for the whole session, shared with
+# the CLI subprocesses, and never to the user's own cache (whose entries the tiny model's would push out).
+# The Hugging Face cache stays where it was.
+os.environ.setdefault("HF_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                              "huggingface"))
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="soundscape-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 SCENE = """\
 name: Test scene
@@ -44,9 +54,11 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_model(tiny_model_dir):
     from soundscape.model.loading import load_model
 
-    # fp32: the parity tests compare with diffusers to 1e-4; the half-precision paths have their own tests.
-    # Encoders resident: those tests run diffusers' own pipeline, which needs them (on demand: test_prompt_cache).
-    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, keep_encoders=True)
+    # fp32 on torch: the parity tests compare with diffusers (torch) to 1e-4; the half-precision paths and
+    # OpenVINO (the default runtime on a CPU) have their own tests. Encoders resident: those tests run
+    # diffusers' own pipeline, which needs them (on demand: tests/test_prompt_cache.py).
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch",
+                      keep_encoders=True)
 
 
 @pytest.fixture()

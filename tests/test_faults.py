@@ -50,7 +50,7 @@ def test_out_of_memory_steps_down_instead_of_crashing(tiny_model_dir, scene):
     from soundscape.model.loading import load_model
 
     # Its own model: stepping down may switch on VAE tiling, which must not leak into other tests.
-    model = load_model(str(tiny_model_dir), device="cpu", quiet=True)
+    model = load_model(str(tiny_model_dir), device="cpu", quiet=True, runtime="torch")
     stream = FlakyStream(model, scene, out_rate=16000, channels=1)
     stream.every, stream.error = 2, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     engine, result, played = run_engine(stream, 6.0)

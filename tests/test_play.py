@@ -33,16 +33,23 @@ def alsa_file(tmp_path):
     return raw, env
 
 
-def test_play_through_portaudio_equals_render(alsa_file, scene_file, scene, tiny_model, tiny_model_dir):
+@pytest.mark.parametrize("runtime", ["torch", "auto"])
+def test_play_through_portaudio_equals_render(alsa_file, scene_file, scene, tiny_model, tiny_model_dir, runtime):
+    """Both runtimes: torch, and auto (OpenVINO on a CPU, from the session's cache, compiled for static shapes)."""
     raw, env = alsa_file
     # ALSA's null device consumes as fast as it is fed, not in real time, so the whole
     # run is generated before sound starts (--prefill) and counted in frames, not seconds.
     cmd = [sys.executable, "-m", "soundscape", "play", str(scene_file), "--model", str(tiny_model_dir),
-           "--duration", "6", "--fade-out", "1", "--prefill", "8", "--dtype", "fp32", "--quiet"]
+           "--duration", "6", "--fade-out", "1", "--prefill", "8", "--dtype", "fp32", "--quiet", "--runtime", runtime]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     played = np.fromfile(raw, dtype=np.float32).reshape(-1, 2)
     rate = 48000
+    if runtime != "torch":
+        from soundscape.model.loading import load_model
+
+        tiny_model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime=runtime)
+        assert tiny_model.runtimes["unet"] == "openvino"
     stream = SceneStream(tiny_model, scene)
     expected = np.concatenate([stream.next_segment().audio for _ in range(4)])[: 5 * rate]
     # PortAudio primes the device with a little silence before the first callback: skip it.

@@ -64,19 +64,19 @@ def test_prepacked_stages_compute_what_the_plain_ones_do():
 
 
 def test_load_prepacks_bf16_on_the_cpu_only(tiny_model_dir, monkeypatch):
-    bf16 = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True)
+    bf16 = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True, runtime="torch")
     assert bf16.prepacked == ("unet", "vae", "vocoder")
     assert all(is_prepacked(m) for m in (bf16.pipe.unet, bf16.pipe.vae, bf16.pipe.vocoder))
     assert bf16.unet is bf16.pipe.unet and not bf16.packed  # in place: no second copy of the weights
     # Still a parameter left to read a dtype and device from (the vocoder has nothing but convs).
     assert next(bf16.pipe.vocoder.parameters()).dtype == torch.bfloat16
     assert bf16.pipe.vocoder.dtype == bf16.pipe.unet.dtype == torch.bfloat16
-    fp32 = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
+    fp32 = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
     assert fp32.prepacked == () and not is_prepacked(fp32.pipe.unet)  # packed fp32 measured slower
-    fp16 = load_model(str(tiny_model_dir), device="cpu", dtype="fp16", quiet=True)
+    fp16 = load_model(str(tiny_model_dir), device="cpu", dtype="fp16", quiet=True, runtime="torch")
     assert fp16.prepacked == ()
     monkeypatch.setenv("SOUNDSCAPE_PREPACK", "0")
-    off = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True)
+    off = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True, runtime="torch")
     assert off.prepacked == () and not is_prepacked(off.pipe.unet)
 
 
@@ -98,6 +98,6 @@ def test_openvino_refuses_weights_prepacked_in_place(tiny_model_dir):
     pytest.importorskip("openvino")
     from soundscape.errors import UsageError
 
-    model = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True)
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", quiet=True, runtime="torch")
     with pytest.raises(UsageError, match="load it again with --runtime openvino"):
         model.use_runtime("openvino")

@@ -48,7 +48,8 @@ def test_half_precision_pipeline_runs_on_the_cpu(tiny_model_dir, tiny_model, sce
     """The GPU's half-precision path, guarded here: every stage in its dtype, audio finite and near fp32."""
     from soundscape.model.loading import load_model
 
-    model = load_model(str(tiny_model_dir), device="cpu", dtype=dtype, quiet=True, keep_encoders=True)
+    model = load_model(str(tiny_model_dir), device="cpu", dtype=dtype, quiet=True, runtime="torch",
+                       keep_encoders=True)
     want = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     pipe = model.pipe
     for name, module in (("unet", pipe.unet), ("vae", pipe.vae), ("vocoder", pipe.vocoder),
@@ -232,7 +233,7 @@ def _run_slowed(tiny_model_dir, delay_per_step: float, seconds: float, timeline=
     from soundscape.play.engine import Engine
     from soundscape.model.loading import load_model
 
-    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)  # its own: the hook stays here
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")  # its own: the hook stays here
     model.pipe.unet.register_forward_pre_hook(lambda m, a: time.sleep(delay_per_step))
     stream = SceneStream(model, _scene(ADAPTIVE), out_rate=16000, channels=1)
     engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, timeline=timeline)
@@ -279,7 +280,7 @@ def test_openvino_runtime_matches_torch(tiny_model_dir, scene, tmp_path, monkeyp
     from soundscape.model.loading import load_model
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
     ref = SceneStream(model, scene, out_rate=16000, channels=1)
     expected = [ref.next_segment().audio[:, 0] for _ in range(2)]
     assert model.use_runtime("openvino", keep_torch=True) == "openvino" and model.vocoder_runtime is not None

@@ -42,6 +42,8 @@ class LoadedModel:
     source: object = None  # the weights' folder or hub id; None for a model built in memory
     text_loads: int = 0  # times the text encoders were loaded on demand (the status line, tests)
     keep_clap: bool = False  # the watchdog's CLAP score needs CLAP resident
+    # Where OpenVINO says what it prepares on a first start (a line on stderr from load_model), or None.
+    announce: object = None
 
     def __post_init__(self):
         if self.precision is None:
@@ -69,32 +71,32 @@ class LoadedModel:
                 (("unet", self.unet_runtime), ("vae", self.vae_runtime), ("vocoder", self.vocoder_runtime))}
 
     def use_runtime(self, name: str = "auto", keep_torch: bool = False) -> str:
-        """Run the UNet, VAE decoder and vocoder with OpenVINO (`auto`: on a CPU with the package installed).
+        """Run the UNet and vocoder (by default) with OpenVINO: `auto` on a CPU with the package installed.
 
         Returns the runtime. With OpenVINO, torch's copies of those weights are freed (moved to the
         meta device; their configs stay) unless `keep_torch`; then there is no way back to torch.
-        The stages torch runs get prepacked bf16 weights where that applies (model/prepack.py), in
-        place, or on copies with `keep_torch` (the plain modules then still cast and convert).
+        `auto` falls back to torch, with one line through `announce`, when OpenVINO cannot convert a
+        stage (nothing is freed before every stage has converted). The stages torch runs get prepacked
+        bf16 weights where that applies (model/prepack.py), in place, or on copies with `keep_torch`.
         """
-        from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, choose_runtime,
-                                       openvino_stages, torch_weights_freed)
+        from .openvino_runtime import choose_runtime, openvino_available, torch_weights_freed
 
         runtime = choose_runtime(name, self.device)
+        if name == "auto" and self.device.type == "cpu" and not openvino_available() and self.announce is not None:
+            self.announce("--runtime auto: OpenVINO is not installed (pip install openvino, where it has wheels); "
+                          "running on torch")
         if runtime == "openvino":
             if self.unet_runtime is not None:
                 return runtime
-            pipe, p, stages = self.pipe, self.precision, openvino_stages()
-            if set(stages) & set(self.prepacked) - set(self.packed):
-                raise UsageError("--runtime openvino: this model's torch weights were prepacked for torch's "
-                                 "runtime; load it again with --runtime openvino")
-            self._unpack(stages)
-            self.vocoder_runtime = OpenVINOVocoder(pipe.vocoder, p.vocoder, keep_torch) if "vocoder" in stages else None
-            if "vae" in stages:
-                self.vae_runtime = OpenVINOVAEDecoder(pipe.vae, p.vae, keep_torch)
-                pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
-            self.unet_runtime = OpenVINOUNet(pipe.unet, p.unet, keep_torch)
-            self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
-            return runtime
+            try:
+                self._use_openvino(keep_torch)
+                return runtime
+            except ModelError as exc:
+                if name != "auto":
+                    raise
+                if self.announce is not None:
+                    self.announce(f"--runtime auto: OpenVINO is not usable here ({exc}); running on torch")
+                runtime = "torch"
         if torch_weights_freed(self.pipe.unet):
             raise UsageError("--runtime torch: this model's torch weights were freed when OpenVINO took them "
                              "over; load it again")
@@ -104,6 +106,39 @@ class LoadedModel:
             self.vae_runtime = None
         self._prepack(["unet", "vae", "vocoder"], keep_torch)
         return runtime
+
+    def _use_openvino(self, keep_torch: bool) -> None:
+        """Convert (or find cached) every OpenVINO stage, then free torch's copies; ModelError when one fails."""
+        from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, free_torch_weights,
+                                       openvino_stages)
+
+        pipe, p, stages = self.pipe, self.precision, openvino_stages()
+        if set(stages) & set(self.prepacked) - set(self.packed):
+            raise UsageError("--runtime openvino: this model's torch weights were prepacked for torch's "
+                             "runtime; load it again with --runtime openvino")
+        kinds = {"unet": (OpenVINOUNet, pipe.unet, [pipe.unet]), "vocoder": (OpenVINOVocoder, pipe.vocoder, [pipe.vocoder]),
+                 "vae": (OpenVINOVAEDecoder, pipe.vae, [pipe.vae.decoder, pipe.vae.post_quant_conv])}
+        made = {}
+        for stage in stages:
+            cls, module, _ = kinds[stage]
+            try:  # torch's weights stay until every stage has converted: a failure can still fall back
+                made[stage] = cls(module, getattr(p, stage), keep_torch=True, announce=self.announce)
+            except ModelError:
+                raise
+            except Exception as exc:  # tracing and conversion fail in many ways
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                raise ModelError(f"--runtime openvino: could not convert the {stage} ({type(exc).__name__}: "
+                                 f"{first}); use --runtime torch") from None
+        if not keep_torch:
+            for stage in stages:
+                free_torch_weights(kinds[stage][2], getattr(p, stage))
+        self._unpack(stages)
+        self.vocoder_runtime = made.get("vocoder")
+        self.vae_runtime = made.get("vae")
+        if self.vae_runtime is not None:
+            pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
+        self.unet_runtime = made["unet"]
+        self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
 
     def _prepack(self, stages, keep_torch: bool) -> None:
         import copy
@@ -133,6 +168,10 @@ class LoadedModel:
                 if stage == "vae":
                     del self.pipe.vae.decode
                 self.prepacked = tuple(s for s in self.prepacked if s != stage)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -176,7 +215,7 @@ def choose_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
-               compile_mode: str | None = None, runtime: str = "torch", keep_torch: bool = False,
+               compile_mode: str | None = None, runtime: str = "auto", keep_torch: bool = False,
                keep_encoders: bool = False) -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't.
 
@@ -231,12 +270,7 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         # Chunks have one fixed shape, so the UNet compiles once (CUDA graphs with reduce-overhead).
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
     loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision,
-                         text_source=None if keep_encoders else source, source=source)
-    if runtime != "torch":
-        from .openvino_runtime import choose_runtime
-
-        if not quiet and choose_runtime(runtime, dev) == "openvino":
-            print("preparing OpenVINO (the first start with a model converts it, a minute or two; "
-                  "later starts load the cached copy)...", file=sys.stderr)
+                         text_source=None if keep_encoders else source, source=source,
+                         announce=None if quiet else _to_stderr)
     loaded.use_runtime(runtime, keep_torch=keep_torch)  # torch: prepacks bf16 CPU weights (model/prepack.py)
     return loaded

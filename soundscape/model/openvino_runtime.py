@@ -1,26 +1,35 @@
-"""OpenVINO on a CPU: the same UNet and HiFi-GAN vocoder, converted once, run by OpenVINO's CPU plugin.
+"""OpenVINO on a CPU: the UNet and HiFi-GAN vocoder, converted once, compiled for each static shape a session runs.
 
-Opt-in (`--runtime openvino`, or `auto`: OpenVINO on a CPU where the package is installed); torch
-stays the default and the fallback, and the only runtime on GPUs. Why not the default: on a
-2-core Xeon with AMX the vocoder ran 1.2-2.2x faster than torch bf16, but the UNet only 0.9-1.1x,
-so a balanced chunk was not clearly faster on a busy machine, and the peak memory was 4.6 GiB
-against torch's 3.7 GiB: OpenVINO packs a second copy of each network's weights for its kernels
-beside the IR's (docs/benchmarks.md, "OpenVINO").
+The default on CPUs (`--runtime auto`): OpenVINO where the package is installed and the conversion
+works, torch otherwise (one line says so), and torch on GPUs. Why: with its inputs reshaped to the
+call's static shapes, OpenVINO's CPU plugin plans memory and picks kernels once, and ran the UNet and
+the vocoder faster than torch's prepacked bf16; the VAE decoder stays torch's, which measured faster
+(docs/benchmarks.md, "OpenVINO, static shapes").
 
 What happens at load (`LoadedModel.use_runtime`), per module:
 1. A cache key: the module's config, its precision, a fingerprint of its weights (names, shapes,
    dtypes and a strided sample of every tensor), this file's CACHE_FORMAT and OpenVINO's version.
-2. Cache miss: the module is cast to fp32 in place, converted with dynamic sizes (batch 1 or 2 for
-   guidance, any chunk length, any T5 length) and saved as IR (`ov.save_model`; fp16 weights for a
-   half-precision model, fp32 for fp32) to
-   `$XDG_CACHE_HOME/soundscape/openvino/<key>/` (written to a temporary folder, then renamed, so
-   concurrent workers never read half a file). A second start finds it and skips conversion.
+2. Cache miss: the module is cast to fp32 in place, converted with dynamic sizes (the UNet after its
+   timestep projection, which stays on the host in fp32: `_UNetCall`), and the IR is saved (fp16
+   weights for a half-precision model) to `$XDG_CACHE_HOME/soundscape/openvino/<key>/` (written to a temporary
+   folder, then renamed, so concurrent workers never read half a file).
 3. torch's copy of the weights is freed (moved to the `meta` device: the module keeps its config,
    dtype and structure, which the pipeline still reads, but holds no memory); `keep_torch=True`
    keeps it (and casts it back) for the parity tests and for `bench --compare-diffusers`.
-4. OpenVINO compiles the IR with the stage's precision as its inference hint, caching the
-   compiled blob beside the IR (CACHE_DIR), so a second start imports it instead of compiling.
+At the first call with a given set of input shapes (`StaticModel`), the IR is reshaped to them and
+compiled with the stage's precision as its inference hint; OpenVINO's model cache (CACHE_DIR, in the
+entry) keeps the compiled blob, so a later start imports it instead of compiling. Each compiled shape
+holds its own packed copy of the weights (OpenVINO's CPU plugin shares weights only within one
+compiled model), so a stage keeps at most MAX_SHAPES of them, least recently used dropped first, and
+the UNet runs guidance as two batch-1 calls of one compiled model (GUIDED_AS_PAIRS). The IR's own
+weights are file-backed and only read while compiling: their pages are dropped from the process after
+each compile (`_drop_mapped_pages`), so RSS holds one copy of each network once it is compiled (while
+a shape compiles or imports, both are resident for a moment: docs/benchmarks.md, "Memory and start").
 The cache keeps the MAX_ENTRIES most recently used modules and removes older ones.
+
+Threads: OpenVINO gets as many as torch (`INFERENCE_NUM_THREADS`), one stream, latency hint; torch's
+OpenMP threads sleep between regions (OMP_WAIT_POLICY=PASSIVE, set by the CLI), so the two pools take
+turns on the cores instead of fighting (docs/benchmarks.md, "One thread pool at a time").
 """
 
 from __future__ import annotations
@@ -56,11 +65,23 @@ def openvino_stages() -> tuple[str, ...]:
         raise UsageError(f"SOUNDSCAPE_OPENVINO_STAGES: expected unet plus any of vae, vocoder, comma-separated, "
                          f"got {env!r}")
     return stages
+
+
 # Bump when what is converted changes (the call wrappers below, their inputs), so old IR is not reused.
-CACHE_FORMAT = 2
-# UNet + VAE decoder + vocoder of two models; each entry is the fp32 IR plus OpenVINO's compiled blob.
+CACHE_FORMAT = 3
+# UNet + VAE decoder + vocoder of two models; each entry is the fp16/fp32 IR plus OpenVINO's compiled blobs.
 MAX_ENTRIES = 6
 FINGERPRINT_SAMPLES = 1024  # values sampled from each weight tensor for the cache key
+# Compiled shapes kept per stage. Each holds a packed copy of the stage's weights (the UNet's: ~0.7 GB in
+# bf16), so not one per shape a long session meets: play needs one UNet shape and two vocoder lengths
+# (a stream's first chunk decodes more frames than the later ones).
+MAX_SHAPES = {"unet": 1, "vocoder": 2, "vae-decoder": 2}
+# Guided steps as two batch-1 calls of the one compiled UNet, not one batch-2 call of a second compiled
+# model: a second shape would hold a second copy of the weights (docs/benchmarks.md, "OpenVINO, static shapes").
+GUIDED_AS_PAIRS = True
+# T5 sequences are zero-padded (mask 0) to the first of these that fits, so a session's UNet keeps one shape
+# while its prompts change; longer ones to a multiple of the last.
+T5_BUCKETS = (32, 64, 128)
 
 
 def openvino_available() -> bool:
@@ -76,18 +97,154 @@ def _cache_dir() -> Path:
     return Path(base) / "soundscape" / "openvino"
 
 
+_CORE = None
+
+
+def _core():
+    """One OpenVINO Core per process, its CPU threads matched to torch's (see the module docstring)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+        # Not pinned: a pinned thread waits for its own core while another process holds it (batch-1 UNet calls
+        # 1.1-2x slower pinned on a busy 2-core VM in three runs, batch 2 even; docs/benchmarks.md), and
+        # torch's threads are not pinned either.
+        _CORE.set_property("CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "NUM_STREAMS": 1,
+                                   "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
+    return _CORE
+
+
+def t5_length(length: int) -> int:
+    """The padded T5 length for a sequence of `length` tokens."""
+    for bucket in T5_BUCKETS:
+        if length <= bucket:
+            return bucket
+    return -(-length // T5_BUCKETS[-1]) * T5_BUCKETS[-1]
+
+
+# Static shapes ------------------------------------------------------------------------------------
+
+class StaticModel:
+    """One IR compiled for each set of input shapes it is called with: numpy inputs -> first output.
+
+    Compiled models are kept per shape, at most `max_shapes` (least recently used dropped). The first
+    compile of a shape says so through `announce`; OpenVINO's CACHE_DIR makes it an import next time.
+    """
+
+    def __init__(self, kind: str, entry: Path, precision: torch.dtype, max_shapes: int, announce=None):
+        self.kind, self.entry, self.max_shapes, self.announce = kind, entry, max_shapes, announce
+        self.hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(precision, "f32")
+        self.compiled: dict[tuple, object] = {}  # shapes -> compiled model, least recently used first
+        self.compiles = 0  # shapes compiled or imported in this process (tests, bench)
+
+    def __call__(self, inputs: list[np.ndarray]) -> np.ndarray:
+        shapes = tuple(tuple(a.shape) for a in inputs)
+        compiled = self.compiled.pop(shapes, None)
+        if compiled is None:
+            compiled = self._compile(shapes)
+        self.compiled[shapes] = compiled
+        return compiled(inputs)[0]
+
+    def prepare(self, shapes: tuple) -> None:
+        """Compile (or import) `shapes` now, e.g. at load, rather than at the first call."""
+        if shapes not in self.compiled:
+            self.compiled[shapes] = self._compile(shapes)
+
+    def _compile(self, shapes: tuple):
+        import openvino as ov
+
+        while len(self.compiled) >= self.max_shapes:
+            del self.compiled[next(iter(self.compiled))]
+            release_memory()
+        name = "_".join("x".join(map(str, s)) or "scalar" for s in shapes)
+        marker = self.entry / "shapes" / f"{self.hint}-{name}"
+        if not marker.is_file() and self.announce is not None:
+            self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
+                          f"(once per shape; later starts load it from the cache)")
+        core = _core()
+        model = core.read_model(str(self.entry / "model.xml"))
+        model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
+        try:
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
+                                                         "CACHE_DIR": str(self.entry / "blobs")})
+        except RuntimeError as exc:
+            shutil.rmtree(self.entry, ignore_errors=True)  # a damaged entry must not fail every later start
+            from ..errors import ModelError
+
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"--runtime openvino: OpenVINO could not compile the {self.kind} for inputs "
+                             f"{name} ({first}); its cached copy was removed. Run again, or use --runtime torch") from None
+        del model
+        _drop_mapped_pages(self.entry)
+        release_memory()  # what compiling left in the heap (its graph transformations, the weights' conversion)
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        self.compiles += 1
+        return compiled
+
+
+def _drop_mapped_pages(entry: Path) -> int:
+    """Drop this entry's file-backed pages (the IR's weights, a cached blob) from the process: bytes dropped.
+
+    OpenVINO maps the IR's weights and keeps the mapping for the compiled model's lifetime, but reads them
+    only while compiling (inference runs on its packed copy). madvise(MADV_DONTNEED) on a file mapping only
+    drops the resident pages; a later read faults them back in from the file. Linux only; elsewhere a no-op.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        maps = open("/proc/self/maps").read().splitlines()
+    except OSError:
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    dropped, prefix = 0, str(entry.resolve())
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith(prefix):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if libc.madvise(lo, hi - lo, 4) == 0:  # MADV_DONTNEED
+                dropped += hi - lo
+    return dropped
+
+
 # The modules as OpenVINO sees them --------------------------------------------------------------
 
+class _GivenEmbedding(torch.nn.Module):
+    """Stands in for the UNet's `time_proj` while tracing: returns the embedding passed to `_UNetCall`."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = None
+
+    def forward(self, timesteps):
+        return self.value.expand(timesteps.shape[0], -1)
+
+
 class _UNetCall(torch.nn.Module):
-    """The UNet with plain tensor inputs, for tracing."""
+    """The UNet with plain tensor inputs, for tracing; the timestep comes in already projected.
+
+    Why: the sinusoidal projection sin/cos(t f) needs fp32 (bf16's 8-bit mantissa rounds t f = 430.7 to
+    430 or 432, and the embedding's high-frequency half turns to noise). torch's bf16 UNet computes it in
+    fp32; OpenVINO's bf16 hint would lower it with everything else, and OpenVINO's Python API cannot mark
+    nodes to stay in f32. So the host computes it (`unet.time_proj`, no weights) and the IR starts after it.
+    """
 
     def __init__(self, unet):
         super().__init__()
         self.unet = unet
+        self.given = _GivenEmbedding()
 
-    def forward(self, sample, timestep, gpt, t5, mask):
-        return self.unet(sample, timestep, encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
-                         encoder_attention_mask_1=mask, return_dict=False)[0]
+    def forward(self, sample, t_emb, gpt, t5, mask):
+        proj, self.unet.time_proj = self.unet.time_proj, self.given
+        self.given.value = t_emb
+        try:
+            return self.unet(sample, torch.zeros(1), encoder_hidden_states=gpt, encoder_hidden_states_1=t5,
+                             encoder_attention_mask_1=mask, return_dict=False)[0]
+        finally:
+            self.unet.time_proj = proj
+            self.given.value = None
 
 
 class _VAEDecode(torch.nn.Module):
@@ -99,10 +256,14 @@ class _VAEDecode(torch.nn.Module):
         return self.vae.decode(z).sample
 
 
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
 class OpenVINOVocoder:
     """Callable like `pipe.vocoder`: log-mel (B, frames, 64) -> waveforms (B, samples), float32."""
 
-    def __init__(self, vocoder: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False):
+    def __init__(self, vocoder: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
         import openvino as ov
 
         bins = vocoder.config.model_in_dim
@@ -112,40 +273,60 @@ class OpenVINOVocoder:
                                     input=[ov.PartialShape([-1, -1, bins])])
 
         self.config = vocoder.config
-        self.compiled, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch)
+        self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
-        out = self.compiled(mel.float().cpu().numpy())[0]
-        return torch.from_numpy(np.ascontiguousarray(out))
+        # Row by row: serve's batches of any size use the compiled shapes of one stream
+        return torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(mel)[:, None]]))
 
 
 class OpenVINOUNet:
-    """Callable like `pipe.unet` in the denoising loop; returns (noise prediction,) as float32."""
+    """Callable like `pipe.unet` in the denoising loop; returns (noise prediction,) as float32.
 
-    def __init__(self, unet: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False):
+    The T5 sequence is padded to `t5_length` (its mask with 0: a padded token is never attended to),
+    and a batch runs as batch-1 calls of one compiled shape (GUIDED_AS_PAIRS): a guided step, and serve's
+    batches of any number of listeners, use the shape that play's unguided steps compiled.
+    """
+
+    def __init__(self, unet: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
         import openvino as ov
 
         self.config, self.dtype = unet.config, precision
+        self.time_proj = unet.time_proj  # sin/cos of the timestep, no weights: stays torch's, in fp32
         channels, freq = unet.config.in_channels, 16
         gpt_dim = _cross_dim(unet, 1)
         t5_dim = _cross_dim(unet, 2)
+        self.t_dim = self.time_proj(torch.zeros(1)).shape[-1]
 
         def convert():
-            example = (torch.zeros(2, channels, 64, freq), torch.tensor(500), torch.zeros(2, 8, gpt_dim),
+            example = (torch.zeros(2, channels, 64, freq), torch.zeros(1, self.t_dim), torch.zeros(2, 8, gpt_dim),
                        torch.zeros(2, 16, t5_dim), torch.ones(2, 16, dtype=torch.long))
-            shapes = [ov.PartialShape([-1, channels, -1, freq]), ov.PartialShape([]),
+            shapes = [ov.PartialShape([-1, channels, -1, freq]), ov.PartialShape([1, self.t_dim]),
                       ov.PartialShape([-1, -1, gpt_dim]), ov.PartialShape([-1, -1, t5_dim]),
                       ov.PartialShape([-1, -1])]
             return ov.convert_model(_UNetCall(unet), example_input=example, input=shapes)
 
-        self.compiled, self.cached = _prepare("unet", unet, [unet], precision, convert, keep_torch)
+        self.model, self.cached = _prepare("unet", unet, [unet], precision, convert, keep_torch, announce)
 
     def __call__(self, sample, t, *, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1,
                  return_dict=False):
-        t = torch.as_tensor(t).reshape(())
-        out = self.compiled([sample.float().numpy(), t.numpy(), encoder_hidden_states.float().numpy(),
-                             encoder_hidden_states_1.float().numpy(), encoder_attention_mask_1.long().numpy()])[0]
-        return (torch.from_numpy(np.ascontiguousarray(out)),)
+        t_emb = _numpy(self.time_proj(torch.as_tensor(t).reshape(1).float()))
+        t5, mask = encoder_hidden_states_1, encoder_attention_mask_1
+        extra = t5_length(t5.shape[1]) - t5.shape[1]
+        if extra:
+            t5 = torch.nn.functional.pad(t5, (0, 0, 0, extra))
+            mask = torch.nn.functional.pad(mask, (0, extra))
+        inputs = [_numpy(sample), t_emb, _numpy(encoder_hidden_states), _numpy(t5), mask.long().cpu().numpy()]
+        rows = range(sample.shape[0]) if GUIDED_AS_PAIRS and sample.shape[0] > 1 else [None]
+        outs = [self.model(inputs if b is None else [x if k == 1 else x[b:b + 1] for k, x in enumerate(inputs)])
+                for b in rows]
+        return (torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs)),)
+
+    def prepare(self, frames: int, t5_tokens: int = 1) -> None:
+        """Compile the UNet for chunks of `frames` latent frames now (play calls it before its first chunk)."""
+        cfg = self.config
+        self.model.prepare(((1, cfg.in_channels, frames, 16), (1, self.t_dim), (1, 8, _cross_dim(self, 1)),
+                            (1, t5_length(t5_tokens), _cross_dim(self, 2)), (1, t5_length(t5_tokens))))
 
 
 class OpenVINOVAEDecoder:
@@ -155,7 +336,7 @@ class OpenVINOVAEDecoder:
     uses, stays torch's. `vae.enable_tiling()` (an out-of-memory fallback) has no effect on it.
     """
 
-    def __init__(self, vae: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False):
+    def __init__(self, vae: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
         import openvino as ov
 
         latent = vae.config.latent_channels
@@ -165,13 +346,13 @@ class OpenVINOVAEDecoder:
                                     input=[ov.PartialShape([-1, latent, -1, -1])])
 
         self.config = vae.config
-        self.compiled, self.cached = _prepare("vae-decoder", vae, [vae.decoder, vae.post_quant_conv], precision,
-                                              convert, keep_torch)
+        self.model, self.cached = _prepare("vae-decoder", vae, [vae.decoder, vae.post_quant_conv], precision,
+                                           convert, keep_torch, announce)
 
     def __call__(self, z: torch.Tensor, return_dict: bool = True):
         from diffusers.models.autoencoders.vae import DecoderOutput
 
-        out = torch.from_numpy(np.ascontiguousarray(self.compiled(z.float().cpu().numpy())[0]))
+        out = torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(z)[:, None]]))  # row by row
         return DecoderOutput(sample=out) if return_dict else (out,)
 
 
@@ -184,36 +365,31 @@ def _cross_dim(unet, i: int) -> int:
 # Conversion, cache, freeing ---------------------------------------------------------------------
 
 def _prepare(kind: str, module: torch.nn.Module, parts: list[torch.nn.Module], precision: torch.dtype,
-             convert, keep_torch: bool):
-    """The compiled model for `module`, from the IR cache (converting on a miss); frees `parts` unless kept.
+             convert, keep_torch: bool, announce=None):
+    """The `StaticModel` for `module`, from the IR cache (converting on a miss); frees `parts` unless kept.
 
-    Returns (compiled model, whether the IR came from the cache).
+    Returns (static model, whether the IR came from the cache).
     """
-    import openvino as ov
-
     root = _cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..errors import ModelError
+
+        raise ModelError(f"--runtime openvino: cannot keep OpenVINO's converted models in {root} ({exc.strerror}); "
+                         f"set XDG_CACHE_HOME to a writable folder, or use --runtime torch") from None
     entry = root / cache_key(kind, module, precision)
     xml = entry / "model.xml"
     cached = xml.is_file() and (entry / "model.bin").is_file()
     if not cached:
+        if announce is not None:
+            announce(f"converting the {kind} for OpenVINO (first start with this model; cached for later starts)")
         _convert_and_save(module, precision, convert, root, entry)
     os.utime(entry)  # most recently used: pruned last
     if not keep_torch:
         free_torch_weights(parts, precision)
-    hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(precision, "f32")
-    try:
-        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                             "CACHE_DIR": str(entry / "blobs")})
-    except RuntimeError as exc:
-        shutil.rmtree(entry, ignore_errors=True)  # a damaged entry must not fail every later start
-        from ..errors import ModelError
-
-        raise ModelError(f"--runtime openvino: OpenVINO could not compile the {kind} "
-                         f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}); "
-                         f"its cached copy was removed. Run again, or use --runtime torch") from None
     _prune(root, keep=entry)
-    return compiled, cached
+    return StaticModel(kind, entry, precision, MAX_SHAPES.get(kind, 2), announce), cached
 
 
 def _convert_and_save(module, precision, convert, root: Path, entry: Path) -> None:
@@ -224,7 +400,10 @@ def _convert_and_save(module, precision, convert, root: Path, entry: Path) -> No
     _cast(module, torch.float32)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        with torch.no_grad():  # not inference_mode: conversion traces the module
+        import warnings
+
+        with torch.no_grad(), warnings.catch_warnings():  # not inference_mode: conversion traces the module
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches: shapes are fixed per call
             model = convert()
         # Half precision: fp16 weights in the IR (marked as decompressed, so OpenVINO keeps them in fp16
         # instead of folding them back to fp32): the compiled UNet holds 1.7 GB instead of 2.4 GB.

@@ -92,11 +92,14 @@ def snr_db(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def measure_errors(pipe, dtype: torch.dtype, frames: int = 256, seed: int = 0) -> dict[str, float]:
+def measure_errors(pipe, dtype: torch.dtype, frames: int = 256, seed: int = 0,
+                   others: dict | None = None) -> dict[str, float]:
     """SNR (dB) of each stage in `dtype` against the same fp32 stage on the same inputs.
 
     `pipe` is an fp32 pipeline on the CPU; each stage is copied, cast and run on its own, so one
     stage's error does not feed the next. Inputs: seeded latents, the fp32 VAE's mel for the vocoder.
+    `others` ({stage: module}, called like the torch stage) are measured on the same inputs too, as
+    "<stage> <key>" entries: another runtime's stages (bench --precision-error).
     """
     gen = torch.Generator().manual_seed(seed)
     unet, vae, vocoder = pipe.unet, pipe.vae, pipe.vocoder
@@ -134,4 +137,6 @@ def measure_errors(pipe, dtype: torch.dtype, frames: int = 256, seed: int = 0) -
             gen.manual_seed(seed + 1)
         out[name] = snr_db(run(half, dtype), ref)
         del half
+        for key, other in (others or {}).get(name, {}).items():
+            out[f"{name} {key}"] = snr_db(run(other, dtype), ref)
     return out

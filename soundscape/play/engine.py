@@ -83,7 +83,7 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSl
             f"steps {gen.stats.steps}  {w}  "
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
     if rtf and rtf < 1.0:
-        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco, --runtime openvino or a GPU)"
+        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco or a GPU)"
     elif feeder.warm:
         text += "  (playing the last run's recording until fresh audio is ready)"
     elif feeder.covering:
