@@ -9,6 +9,7 @@ and test pip, not us) but gets soundscape itself only from the wheel, with no ed
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import pytest
 from conftest import SCENE, start_logged
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a user's shell has: no PYTHONPATH pointing into a checkout (a test run may set one).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +41,13 @@ def venv(tmp_path_factory):
     work = folder / "elsewhere"  # not the checkout: nothing may be read from it
     work.mkdir()
     where = subprocess.run([str(python), "-c", "import soundscape; print(soundscape.__file__)"], cwd=work,
-                           check=True, capture_output=True, text=True).stdout.strip()
+                           env=ENV, check=True, capture_output=True, text=True).stdout.strip()
     assert where.startswith(str(env_dir)), f"soundscape came from {where}, not the wheel"
     return {"python": python, "bin": env_dir / "bin", "work": work}
 
 
 def _start(cmd, cwd: Path, log_path: Path, pattern: str):
-    return start_logged(cmd, log_path, pattern, cwd=cwd)
+    return start_logged(cmd, log_path, pattern, cwd=cwd, env=ENV)
 
 
 def _get(url: str, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
@@ -93,17 +96,17 @@ def test_serve_from_a_wheel_serves_the_shipped_scenes_its_page_and_every_asset(v
 
 def test_a_wheel_lists_and_plays_the_shipped_scenes_by_name(venv, tiny_model_dir):
     scenes = subprocess.run([str(venv["bin"] / "soundscape"), "scenes"], cwd=venv["work"], capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, env=ENV)
     assert scenes.returncode == 0, scenes.stderr
     names = [line.split()[0] for line in scenes.stdout.splitlines() if line.strip()]
     assert {"forest", "rain", "cafe", "ocean", "night", "thunderstorm", "fireplace"} <= set(names), scenes.stdout
     assert "Forest at dawn" in scenes.stdout
     play = subprocess.run([str(venv["bin"] / "soundscape"), "play", "forest", "--model", str(tiny_model_dir),
                            "--output-device", "null", "--duration", "5", "--quiet", "--steps", "2"],
-                          cwd=venv["work"], capture_output=True, text=True, timeout=300)
+                          cwd=venv["work"], capture_output=True, text=True, timeout=300, env=ENV)
     assert play.returncode == 0, play.stderr
     missing = subprocess.run([str(venv["bin"] / "soundscape"), "play", "no-such-scene"], cwd=venv["work"],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, env=ENV)
     assert missing.returncode == 2 and "soundscape scenes" in missing.stderr and "Traceback" not in missing.stderr
 
 
