@@ -20,7 +20,9 @@ CODEC_FRAME = 2048  # Vorbis's long block: "within one codec frame"
 
 
 def _render(scene_file, model_dir, out, *extra) -> int:
-    return main(["render", str(scene_file), "-o", str(out), "--model", str(model_dir), "--quiet", *extra])
+    # torch: what is tested is the file, not the runtime (OpenVINO's renders have their own tests).
+    return main(["render", str(scene_file), "-o", str(out), "--model", str(model_dir), "--quiet", "--runtime", "torch",
+                 *extra])
 
 
 def _pyav(path) -> np.ndarray:
@@ -65,7 +67,8 @@ def test_ogg_render_is_one_stream_holding_every_sample(scene_file, tiny_model_di
     ogg, wav = tmp_path / "a.ogg", tmp_path / "a.wav"
     assert _render(scene_file, tiny_model_dir, wav, "--duration", "30") == 0
     capfd.readouterr()
-    assert main(["render", str(scene_file), "-o", str(ogg), "--model", str(tiny_model_dir), "--duration", "30"]) == 0
+    assert main(["render", str(scene_file), "-o", str(ogg), "--model", str(tiny_model_dir), "--duration", "30",
+                 "--runtime", "torch"]) == 0
     err = capfd.readouterr().err
     assert "LUFS integrated" in err  # the loudness summary, for Ogg too
     assert "Warning" not in err and "warn" not in err.lower(), err  # no stray library warning (tqdm's clamping)
@@ -84,7 +87,7 @@ def test_ogg_loop_has_the_length_asked_and_no_skip(scene_file, tiny_model_dir, t
 def test_stopped_ogg_render_is_valid_up_to_what_was_written(scene_file, tiny_model_dir, tmp_path):
     out, timeline = tmp_path / "stopped.ogg", tmp_path / "t.jsonl"
     cmd = [sys.executable, "-m", "soundscape", "render", str(scene_file), "-o", str(out), "--duration", "60",
-           "--model", str(tiny_model_dir), "--quiet", "--timeline", str(timeline)]
+           "--model", str(tiny_model_dir), "--quiet", "--timeline", str(timeline), "--runtime", "torch"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -23,7 +23,7 @@ def cache_home(tmp_path, monkeypatch):
 
 
 def _play(model_dir, scene, chunks: int = 2):
-    model = load_model(str(model_dir), device="cpu", dtype="fp32", quiet=True)
+    model = load_model(str(model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
     stream = SceneStream(model, scene)
     audio = np.concatenate([stream.next_segment().audio for _ in range(chunks)])
     return model, stream, audio
@@ -85,7 +85,7 @@ def test_two_players_at_once_do_not_corrupt_the_cache(tiny_model_dir, tmp_path, 
     scene.write_text(SCENE)
     code = ("import sys; from soundscape.model.loading import load_model; from soundscape.scene import load_scene;"
             "from soundscape.generator.conditioning import PromptEncoder;"
-            "m = load_model(sys.argv[1], device='cpu', dtype='fp32', quiet=True);"
+            "m = load_model(sys.argv[1], device='cpu', dtype='fp32', quiet=True, runtime='torch');"
             "e = PromptEncoder(m); e.encode_all([f'prompt number {i}' for i in range(12)])")
     env = {**__import__("os").environ, "XDG_CACHE_HOME": str(cache_home.parents[1])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_model_dir)], env=env, stderr=subprocess.PIPE,
@@ -95,7 +95,7 @@ def test_two_players_at_once_do_not_corrupt_the_cache(tiny_model_dir, tmp_path, 
         assert p.returncode == 0, err
     from soundscape.generator.conditioning import PromptEncoder
 
-    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True)
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
     enc = PromptEncoder(model)
     enc.encode_all([f"prompt number {i}" for i in range(12)])
     assert enc.encoded == 0 and model.text_loads == 0  # all twelve read back whole

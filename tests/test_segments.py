@@ -169,7 +169,7 @@ def test_a_stopped_segmented_render_resumes_at_segment_granularity(module_scene,
     out = tmp_path / "stopped.wav"
     cache = tmp_path / "stopped.wav.segments"
     cmd = [sys.executable, "-m", "soundscape", "render", str(module_scene), "-o", str(out), "--duration", "20",
-           "--model", str(tiny_model_dir), "--dtype", "fp32", "--device", "cpu", "--workers", "2"]
+           "--model", str(tiny_model_dir), "--dtype", "fp32", "--device", "cpu", "--runtime", "torch", "--workers", "2"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -186,8 +186,9 @@ def test_a_stopped_segmented_render_resumes_at_segment_granularity(module_scene,
     kept = {p.name for p in cache.glob("*-[0-9][0-9][0-9][0-9][0-9].npz")}
     assert kept
     # A different render, or a plain one, may not continue it.
+    # torch, as the reference (Settings' default): the CLI's default on a CPU is OpenVINO.
     base = ["render", str(module_scene), "-o", str(out), "--model", str(tiny_model_dir), "--dtype", "fp32",
-            "--quiet", "--resume"]
+            "--runtime", "torch", "--quiet", "--resume"]
     assert main(base + ["--duration", "25", "--workers", "1"]) == 2
     assert main(base + ["--duration", "20"]) == 2
     err = capsys.readouterr().err
