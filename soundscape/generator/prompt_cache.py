@@ -140,13 +140,3 @@ class PromptCache:
                 break
             p.unlink(missing_ok=True)
             total -= size
-
-
-def sizes() -> dict[str, tuple[int, int]]:
-    """What each of soundscape's caches holds: name -> (files, bytes)."""
-    out = {}
-    root = cache_root()
-    for name in ("prompts", "openvino"):
-        files = [p for p in (root / name).rglob("*") if p.is_file()] if (root / name).is_dir() else []
-        out[name] = (len(files), sum(p.stat().st_size for p in files))
-    return out
