@@ -95,8 +95,11 @@ def test_second_start_compiles_nothing_and_renders_the_same(tiny_model_dir, scen
     said = capsys.readouterr().err
     assert "converting" not in said and "compiling" not in said  # all from the cache
     assert second.unet_runtime.cached and second.vocoder_runtime.cached
-    blobs = list((second.unet_runtime.model.entry / "blobs").iterdir())
-    assert blobs, "OpenVINO's compiled blob is cached beside the IR"
+    entry = second.unet_runtime.model.entry
+    shapes = [p for p in (entry / "shapes").iterdir() if p.is_dir()]
+    assert len(shapes) == 1 and list((shapes[0] / "blobs").iterdir()), "each shape's compiled blob is cached"
+    # The static shape's IR shares the entry's weights file (a hard link), not a second copy of it
+    assert (shapes[0] / "model.bin").stat().st_ino == (entry / "model.bin").stat().st_ino
     np.testing.assert_array_equal(a, b)  # deterministic: same cache, same samples
 
 

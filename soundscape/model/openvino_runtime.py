@@ -17,7 +17,8 @@ What happens at load (`LoadedModel.use_runtime`), per module:
    dtype and structure, which the pipeline still reads, but holds no memory); `keep_torch=True`
    keeps it (and casts it back) for the parity tests and for `bench --compare-diffusers`.
 At the first call with a given set of input shapes (`StaticModel`), the IR is reshaped to them and
-compiled with the stage's precision as its inference hint; OpenVINO's model cache (CACHE_DIR, in the
+compiled with the stage's precision as its inference hint, saved as a static-shape IR of its own (its weights a hard link
+to the entry's) and compiled from that path; OpenVINO's model cache (CACHE_DIR, per shape, in the
 entry) keeps the compiled blob, so a later start imports it instead of compiling. Each compiled shape
 holds its own packed copy of the weights (OpenVINO's CPU plugin shares weights only within one
 compiled model), so a stage keeps at most MAX_SHAPES of them, least recently used dropped first, and
@@ -34,6 +35,7 @@ turns on the cores instead of fighting (docs/benchmarks.md, "One thread pool at 
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -68,7 +70,7 @@ def openvino_stages() -> tuple[str, ...]:
 
 
 # Bump when what is converted changes (the call wrappers below, their inputs), so old IR is not reused.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 # UNet + VAE decoder + vocoder of two models; each entry is the fp16/fp32 IR plus OpenVINO's compiled blobs.
 MAX_ENTRIES = 6
 FINGERPRINT_SAMPLES = 1024  # values sampled from each weight tensor for the cache key
@@ -152,22 +154,21 @@ class StaticModel:
             self.compiled[shapes] = self._compile(shapes)
 
     def _compile(self, shapes: tuple):
-        import openvino as ov
-
         while len(self.compiled) >= self.max_shapes:
             del self.compiled[next(iter(self.compiled))]
             release_memory()
         name = "_".join("x".join(map(str, s)) or "scalar" for s in shapes)
-        marker = self.entry / "shapes" / f"{self.hint}-{name}"
-        if not marker.is_file() and self.announce is not None:
+        folder = self.entry / "shapes" / f"{self.hint}-{name}"
+        if not (folder / "model.xml").is_file() and self.announce is not None:
             self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
                           f"(once per shape; later starts load it from the cache)")
-        core = _core()
-        model = core.read_model(str(self.entry / "model.xml"))
-        model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
         try:
-            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
-                                                         "CACHE_DIR": str(self.entry / "blobs")})
+            xml = _static_ir(self.entry, folder, shapes)
+            # By path, not as a model object: OpenVINO's cache then keys the blob on the file's path and
+            # imports it without reading the IR. Given a model object it hashes every weight first: 0.7 GB
+            # of the UNet's IR paged in for a moment at each start, and 1.4 s (docs/benchmarks.md).
+            compiled = _core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
+                                                                "CACHE_DIR": str(folder / "blobs")})
         except RuntimeError as exc:
             shutil.rmtree(self.entry, ignore_errors=True)  # a damaged entry must not fail every later start
             from ..errors import ModelError
@@ -175,13 +176,60 @@ class StaticModel:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"--runtime openvino: OpenVINO could not compile the {self.kind} for inputs "
                              f"{name} ({first}); its cached copy was removed. Run again, or use --runtime torch") from None
-        del model
+        os.utime(folder)  # most recently used shape: pruned last
+        _prune_shapes(self.entry / "shapes", keep=folder)
         _drop_mapped_pages(self.entry)
         release_memory()  # what compiling left in the heap (its graph transformations, the weights' conversion)
-        marker.parent.mkdir(exist_ok=True)
-        marker.touch()
         self.compiles += 1
         return compiled
+
+
+def _static_ir(entry: Path, folder: Path, shapes: tuple) -> Path:
+    """The entry's IR with its inputs fixed to `shapes`, saved once in `folder`: the path of its model.xml.
+
+    Its weights file is a hard link to the entry's (reshaping changes the graph's shapes, not one weight:
+    the two files are byte-identical, checked before linking), so a shape costs 4 MB of disk, not 0.7 GB.
+    """
+    import openvino as ov
+
+    xml = folder / "model.xml"
+    if xml.is_file() and (folder / "model.bin").is_file():
+        return xml
+    model = _core().read_model(str(entry / "model.xml"))
+    model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry))
+    try:
+        # Weights as the entry stores them (fp16 for a half-precision model): compress_to_fp16 keeps them so
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=_stores_fp16(entry))
+        del model
+        shared = entry / "model.bin"
+        if filecmp.cmp(tmp / "model.bin", shared, shallow=False):
+            (tmp / "model.bin").unlink()
+            try:
+                os.link(shared, tmp / "model.bin")
+            except OSError:  # a file system without hard links: a copy, as saved
+                shutil.copyfile(shared, tmp / "model.bin")
+        folder.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process saved the same shape first: theirs is as good
+            if not xml.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def _stores_fp16(entry: Path) -> bool:
+    return (entry / "fp16").exists()
+
+
+def _prune_shapes(shapes: Path, keep: Path, most: int = 4) -> None:
+    """Keep the `most` most recently used static shapes of an entry (each with its compiled blob)."""
+    folders = sorted((p for p in shapes.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in folders[most:]:
+        if p != keep:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _drop_mapped_pages(entry: Path) -> int:
@@ -408,6 +456,8 @@ def _convert_and_save(module, precision, convert, root: Path, entry: Path) -> No
         # Half precision: fp16 weights in the IR (marked as decompressed, so OpenVINO keeps them in fp16
         # instead of folding them back to fp32): the compiled UNet holds 1.7 GB instead of 2.4 GB.
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision != torch.float32)
+        if precision != torch.float32:
+            (tmp / "fp16").touch()  # the static shapes' IR keeps the weights as they are here (_static_ir)
         del model
         try:
             os.replace(tmp, entry)
