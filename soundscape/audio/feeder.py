@@ -182,5 +182,16 @@ class Feeder:
         self.pool.fade_in(fade_in)
         self.covering = self.warm = True
 
+    def prime(self, frames: int) -> None:
+        """Fill the ring to `frames` with cover material now (a warm start, before the device opens).
+
+        Why: PortAudio fills a new stream's device buffer by calling back at once, block after block, so a
+        1 s device buffer takes 1 s from the ring within milliseconds; with only the margin buffered, the
+        first blocks found the ring empty (two underruns at every instant start, measured).
+        """
+        need = min(frames - self.ring.level(), self.ring.free())
+        if self.covering and need > 0:
+            self.cover_frames += self.ring.write(self.pool.take(need))
+
     def buffered_fresh(self) -> int:
         return len(self._pending)

@@ -181,6 +181,7 @@ class Engine:
         rate = self.config.rate
         self.feeder.start_warm(audio, int(fade_in_s * rate), piece=max(len(audio) // 8, int(10 * rate)))
         self.feeder.pump()
+        self.feeder.prime(int((1.5 * WARM_LATENCY_S + MARGIN_S) * rate))  # the device's buffer, then the margin
         # A deep device buffer: the model loads on a thread, and its imports hold Python's lock for
         # stretches the callback must ride out (measured: underruns at the default 0.2 s).
         self._early = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed,
