@@ -82,7 +82,11 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSl
     text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  "
             f"steps {gen.stats.steps}  {w}  "
             f"cover-ups {feeder.coverups}  underruns {player.underruns}")
-    if rtf and rtf < 1.0:
+    # Slower than real time is news only when the steps cannot go lower, or earlier material plays: above the
+    # preset's floor the step controller trades steps for speed itself (a 5-minute run at balanced read
+    # "0.94x ... playing earlier material" at 16 steps, 20 s ahead, with no cover-up at all).
+    floor = gen.stepper.lo if gen.stepper is not None else gen.stats.steps
+    if rtf and rtf < 1.0 and (gen.stats.steps <= floor or feeder.covering):
         text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco or a GPU)"
     elif feeder.warm:
         text += "  (playing the last run's recording until fresh audio is ready)"
