@@ -75,9 +75,9 @@ CACHE_FORMAT = 4
 MAX_ENTRIES = 6
 FINGERPRINT_SAMPLES = 1024  # values sampled from each weight tensor for the cache key
 # Compiled shapes kept per stage. Each holds a packed copy of the stage's weights (the UNet's: ~0.7 GB in
-# bf16), so not one per shape a long session meets: play needs one UNet shape and two vocoder lengths
-# (a stream's first chunk decodes more frames than the later ones).
-MAX_SHAPES = {"unet": 1, "vocoder": 2, "vae-decoder": 2}
+# bf16), so not one per shape a long session meets: play needs one UNet shape; the vocoder runs a stream's
+# longer first chunk as windows of the later chunks' length (OpenVINOVocoder._row).
+MAX_SHAPES = {"unet": 1, "vocoder": 1, "vae-decoder": 2}
 # Guided steps as two batch-1 calls of the one compiled UNet, not one batch-2 call of a second compiled
 # model: a second shape would hold a second copy of the weights (docs/benchmarks.md, "OpenVINO, static shapes").
 GUIDED_AS_PAIRS = True
@@ -321,11 +321,26 @@ class OpenVINOVocoder:
                                     input=[ov.PartialShape([-1, -1, bins])])
 
         self.config = vocoder.config
+        self.hop = int(np.prod(vocoder.config.upsample_rates))  # samples per mel frame
         self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         # Row by row: serve's batches of any size use the compiled shapes of one stream
-        return torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(mel)[:, None]]))
+        return torch.from_numpy(np.concatenate([self._row(row) for row in _numpy(mel)[:, None]]))
+
+    def _row(self, row: np.ndarray) -> np.ndarray:
+        """One log-mel (1, frames, bins) -> (1, samples): through the shortest compiled length, in windows.
+
+        Why: a compiled vocoder shape holds ~0.4 GB (its weights and the activations of 160 samples per
+        frame, planned for that length), and a stream's first chunk decodes 1024 frames where every later
+        one decodes 848. So the vocoder keeps one shape (MAX_SHAPES): a shorter input compiles its own
+        (and drops the longer one), a longer one runs as overlapping windows of the compiled length.
+        """
+        frames = row.shape[1]
+        window = min((shape[0][1] for shape in self.model.compiled), default=None)
+        if window is None or frames <= window:
+            return self.model([row])
+        return stitch_windows(lambda part: self.model([part]), row, window, self.hop)
 
 
 class OpenVINOUNet:
@@ -402,6 +417,33 @@ class OpenVINOVAEDecoder:
 
         out = torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(z)[:, None]]))  # row by row
         return DecoderOutput(sample=out) if return_dict else (out,)
+
+
+# Frames each window keeps beside a seam: the vocoder's receptive field is far shorter (a seam then falls
+# where both windows see the same context, and their samples agree to float rounding; tests/test_openvino_static.py).
+STITCH_MARGIN = 32
+
+
+def stitch_windows(run, mel: np.ndarray, window: int, hop: int, margin: int = STITCH_MARGIN) -> np.ndarray:
+    """A convolutional vocoder over (1, frames, bins) as windows of `window` frames: (1, frames * hop + tail).
+
+    Windows overlap by at least 2 * `margin` frames and are evenly spaced; each seam sits in the middle of an
+    overlap, so every kept sample is at least `margin` frames from its window's edges.
+    """
+    frames = mel.shape[1]
+    step = window - 2 * margin
+    if step <= 0:
+        raise ValueError(f"stitch_windows: window {window} is too short for margin {margin}")
+    count = 1 + -(-(frames - window) // step)
+    starts = np.linspace(0, frames - window, count).round().astype(int)
+    seams = [0] + [(a + window + b) // 2 for a, b in zip(starts[:-1], starts[1:])]
+    pieces = []
+    for k, start in enumerate(starts):
+        out = run(np.ascontiguousarray(mel[:, start:start + window]))
+        lo = (seams[k] - start) * hop
+        hi = (seams[k + 1] - start) * hop if k + 1 < count else out.shape[1]
+        pieces.append(out[:, lo:hi])
+    return np.concatenate(pieces, axis=1)
 
 
 def _cross_dim(unet, i: int) -> int:
