@@ -5,6 +5,7 @@ where the tiny model is converted once.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -102,6 +103,23 @@ def test_second_start_compiles_nothing_and_renders_the_same(tiny_model_dir, scen
     # The static shape's IR shares the entry's weights file (a hard link), not a second copy of it
     assert (shapes[0] / "model.bin").stat().st_ino == (entry / "model.bin").stat().st_ino
     np.testing.assert_array_equal(a, b)  # deterministic: same cache, same samples
+    # Prepared weights: the second start built the UNet and vocoder from their configs alone (nothing read
+    # from the weights files) and took them from the cache entries the first start noted
+    from soundscape.model.openvino_runtime import torch_weights_freed
+    from soundscape.model.prepared import find
+
+    assert set(second.prepared) == {"unet", "vocoder"} and not first.prepared
+    assert second.prepared["unet"] == first.unet_runtime.model.entry
+    assert torch_weights_freed(second.pipe.unet) and torch_weights_freed(second.pipe.vocoder)
+    # A changed weights file (a new download) is noticed: the next start reads the weights again
+    weights = next((tiny_model_dir / "unet").glob("*.safetensors"))
+    stat = weights.stat()
+    try:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert find(tiny_model_dir, second.precision) == {}
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert set(find(tiny_model_dir, second.precision)) == {"unet", "vocoder"}
 
 
 def test_auto_falls_back_to_torch_with_one_line_when_openvino_cannot_run(tiny_model_dir, scene, tiny_model, tmp_path,

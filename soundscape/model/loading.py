@@ -44,6 +44,9 @@ class LoadedModel:
     keep_clap: bool = False  # the watchdog's CLAP score needs CLAP resident
     # Where OpenVINO says what it prepares on a first start (a line on stderr from load_model), or None.
     announce: object = None
+    # Stages built without weights, their OpenVINO cache entries found from the source files (model/prepared.py).
+    prepared: dict = field(default_factory=dict)
+    weights_folder: Path | None = None  # the weights' folder on this machine (the hub cache's snapshot for a hub id)
 
     def __post_init__(self):
         if self.precision is None:
@@ -122,7 +125,8 @@ class LoadedModel:
         for stage in stages:
             cls, module, _ = kinds[stage]
             try:  # torch's weights stay until every stage has converted: a failure can still fall back
-                made[stage] = cls(module, getattr(p, stage), keep_torch=True, announce=self.announce)
+                made[stage] = cls(module, getattr(p, stage), keep_torch=True, announce=self.announce,
+                                  entry=self.prepared.get(stage))
             except ModelError:
                 raise
             except Exception as exc:  # tracing and conversion fail in many ways
@@ -138,6 +142,10 @@ class LoadedModel:
         if self.vae_runtime is not None:
             pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
         self.unet_runtime = made["unet"]
+        if self.weights_folder is not None and not self.prepared:
+            from .prepared import STAGES, remember
+
+            remember(self.weights_folder, p, {s: made[s].model.entry for s in STAGES if s in made})
         self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
 
     def _prepack(self, stages, keep_torch: bool) -> None:
@@ -216,8 +224,11 @@ def choose_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: bool = False,
                compile_mode: str | None = None, runtime: str = "auto", keep_torch: bool = False,
-               keep_encoders: bool = False) -> LoadedModel:
+               keep_encoders: bool = False, use_prepared: bool = True) -> LoadedModel:
     """Load an AudioLDM2 pipeline onto a device. Raises ModelError (exit 3) when it can't.
+
+    With OpenVINO (a CPU's default), a model folder loaded before has its UNet and vocoder built without
+    weights and taken from OpenVINO's cache (model/prepared.py); `use_prepared=False` reads them anyway.
 
     Without `keep_encoders`, the text encoders (CLAP, Flan-T5, projection, GPT-2: 57 % of the
     weights, used once per new prompt) are not loaded now but when a prompt must be encoded, and
@@ -248,7 +259,9 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
             text = {"language_model": language_model}
         else:
             text = dict.fromkeys(TEXT_STAGES)  # loaded when a prompt needs them
-        pipe = AudioLDM2Pipeline.from_pretrained(source, torch_dtype=torch_dtype, **text)
+        folder, prepared = _prepared_stages(source, runtime, dev, torch_dtype, keep_torch, compile_mode, use_prepared)
+        pipe = AudioLDM2Pipeline.from_pretrained(source, torch_dtype=torch_dtype, **text,
+                                                 **dict.fromkeys(prepared))
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(source, Path):
@@ -264,6 +277,10 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.encoder = pipe.vae.quant_conv = None  # never used: we only decode (55 M parameters of the VAE are the encoder's half)
     pipe = pipe.to(dev)
+    if prepared:  # the stages OpenVINO takes from its cache: configs only, no weights read (after .to: meta stays meta)
+        from .prepared import build_without_weights
+
+        pipe.register_modules(**{stage: build_without_weights(folder, stage, torch_dtype) for stage in prepared})
     precision = Precision.of(torch_dtype)
     apply_precision(pipe, precision)
     if compile_mode:
@@ -271,6 +288,28 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
     loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision,
                          text_source=None if keep_encoders else source, source=source,
-                         announce=None if quiet else _to_stderr)
-    loaded.use_runtime(runtime, keep_torch=keep_torch)  # torch: prepacks bf16 CPU weights (model/prepack.py)
+                         announce=None if quiet else _to_stderr, prepared=prepared, weights_folder=folder)
+    try:
+        loaded.use_runtime(runtime, keep_torch=keep_torch)  # torch: prepacks bf16 CPU weights (model/prepack.py)
+    except (ModelError, UsageError):
+        if not prepared:
+            raise
+        # The noted cache entry failed (removed meanwhile, or OpenVINO cannot load it): read the weights.
+        return load_model(model, device, dtype, quiet, compile_mode, runtime, keep_torch, keep_encoders,
+                          use_prepared=False)
     return loaded
+
+
+def _prepared_stages(source, runtime: str, dev: torch.device, dtype: torch.dtype, keep_torch: bool,
+                     compile_mode, use_prepared: bool) -> tuple[Path | None, dict]:
+    """(the model's local folder or None, {stage: OpenVINO cache entry} for the stages to build without weights)."""
+    from .openvino_runtime import choose_runtime, openvino_stages
+
+    if not use_prepared or keep_torch or compile_mode or choose_runtime(runtime, dev) != "openvino":
+        return None, {}
+    from .prepared import STAGES, find, local_folder
+
+    folder = local_folder(source)
+    if folder is None or set(openvino_stages()) != set(STAGES):
+        return folder, {}
+    return folder, find(folder, Precision.of(dtype))

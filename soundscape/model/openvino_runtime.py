@@ -311,7 +311,8 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 class OpenVINOVocoder:
     """Callable like `pipe.vocoder`: log-mel (B, frames, 64) -> waveforms (B, samples), float32."""
 
-    def __init__(self, vocoder: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
+    def __init__(self, vocoder: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None,
+                 entry: Path | None = None):
         import openvino as ov
 
         bins = vocoder.config.model_in_dim
@@ -322,7 +323,8 @@ class OpenVINOVocoder:
 
         self.config = vocoder.config
         self.hop = int(np.prod(vocoder.config.upsample_rates))  # samples per mel frame
-        self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce)
+        self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce,
+                                           entry)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         # Row by row: serve's batches of any size use the compiled shapes of one stream
@@ -351,7 +353,8 @@ class OpenVINOUNet:
     batches of any number of listeners, use the shape that play's unguided steps compiled.
     """
 
-    def __init__(self, unet: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
+    def __init__(self, unet: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None,
+                 entry: Path | None = None):
         import openvino as ov
 
         self.config, self.dtype = unet.config, precision
@@ -369,7 +372,7 @@ class OpenVINOUNet:
                       ov.PartialShape([-1, -1])]
             return ov.convert_model(_UNetCall(unet), example_input=example, input=shapes)
 
-        self.model, self.cached = _prepare("unet", unet, [unet], precision, convert, keep_torch, announce)
+        self.model, self.cached = _prepare("unet", unet, [unet], precision, convert, keep_torch, announce, entry)
 
     def __call__(self, sample, t, *, encoder_hidden_states, encoder_hidden_states_1, encoder_attention_mask_1,
                  return_dict=False):
@@ -399,7 +402,8 @@ class OpenVINOVAEDecoder:
     uses, stays torch's. `vae.enable_tiling()` (an out-of-memory fallback) has no effect on it.
     """
 
-    def __init__(self, vae: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None):
+    def __init__(self, vae: torch.nn.Module, precision: torch.dtype, keep_torch: bool = False, announce=None,
+                 entry: Path | None = None):
         import openvino as ov
 
         latent = vae.config.latent_channels
@@ -410,7 +414,7 @@ class OpenVINOVAEDecoder:
 
         self.config = vae.config
         self.model, self.cached = _prepare("vae-decoder", vae, [vae.decoder, vae.post_quant_conv], precision,
-                                           convert, keep_torch, announce)
+                                           convert, keep_torch, announce, entry)
 
     def __call__(self, z: torch.Tensor, return_dict: bool = True):
         from diffusers.models.autoencoders.vae import DecoderOutput
@@ -455,10 +459,11 @@ def _cross_dim(unet, i: int) -> int:
 # Conversion, cache, freeing ---------------------------------------------------------------------
 
 def _prepare(kind: str, module: torch.nn.Module, parts: list[torch.nn.Module], precision: torch.dtype,
-             convert, keep_torch: bool, announce=None):
+             convert, keep_torch: bool, announce=None, entry: Path | None = None):
     """The `StaticModel` for `module`, from the IR cache (converting on a miss); frees `parts` unless kept.
 
-    Returns (static model, whether the IR came from the cache).
+    `entry`: a cache entry found from the weights' source files (model/prepared.py), for a module built
+    without weights. Returns (static model, whether the IR came from the cache).
     """
     root = _cache_dir()
     try:
@@ -468,7 +473,12 @@ def _prepare(kind: str, module: torch.nn.Module, parts: list[torch.nn.Module], p
 
         raise ModelError(f"--runtime openvino: cannot keep OpenVINO's converted models in {root} ({exc.strerror}); "
                          f"set XDG_CACHE_HOME to a writable folder, or use --runtime torch") from None
-    entry = root / cache_key(kind, module, precision)
+    if entry is None:
+        entry = root / cache_key(kind, module, precision)
+    elif not (entry / "model.xml").is_file():
+        from ..errors import ModelError
+
+        raise ModelError(f"--runtime openvino: the cached {kind} in {entry} is gone; run again")
     xml = entry / "model.xml"
     cached = xml.is_file() and (entry / "model.bin").is_file()
     if not cached:
@@ -575,7 +585,7 @@ def _prune(root: Path, keep: Path) -> None:
             if p.name.startswith(".tmp-"):
                 if now - p.stat().st_mtime > 3600:
                     shutil.rmtree(p, ignore_errors=True)
-            elif p.is_dir():
+            elif p.is_dir() and p.name != "sources":  # sources/: model/prepared.py's index, not an entry
                 entries.append((p.stat().st_mtime, p))
             elif p.suffix == ".blob":
                 p.unlink()
