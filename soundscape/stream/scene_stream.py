@@ -51,6 +51,12 @@ def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fa
                        out_rate=out_rate, channels=channels)
 
 
+def time_of_day(epoch: float) -> float:
+    """Seconds after local midnight at `epoch` (the local time zone, daylight saving included)."""
+    lt = time.localtime(epoch)
+    return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (epoch % 1.0)
+
+
 def presence_of(by_prompt: dict[str, float]) -> float:
     """1 while any layer sounds; fades to 0 (silence) only as all layers reach weight 0."""
     return min(1.0, sum(by_prompt.values()) / 0.05)
@@ -94,7 +100,7 @@ class Segment:
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
                  out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
-                 quality: str | None = None, fade_in: bool = True):
+                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -117,6 +123,10 @@ class SceneStream:
         self._cond_failures = 0  # tries in a row that failed to condition
         self.falling_back = False  # chunks are made from self._good's conditioning
         self._said: set[str] = set()  # fallback reasons already reported
+        # A clock scene (keyframes at times of day): the local time of day at scene time 0 (`render
+        # --start-time`; default: now), unless `heard_at` (play) says when each chunk will be heard.
+        self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
+        self.heard_at = None  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -172,6 +182,16 @@ class SceneStream:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
         return (index + 0.5) * self.hop_s
 
+    def day_start_at(self, t: float) -> float:
+        """A clock scene's time of day at scene time 0, as seen from the chunk at scene time `t`.
+
+        play follows the wall clock: each chunk takes the time of day when it will be heard, so a pause,
+        a wake alarm hours later or a suspended machine leave the scene at the hour it is, not the hour
+        the player started. render counts from --start-time, so a file is the same on every run."""
+        if self.heard_at is None:
+            return self.day_start
+        return time_of_day(self.heard_at(t)) - t
+
     # Live changes (called by the generator thread between chunks) ----------
     def apply_overrides(self, values: dict[str, float]) -> None:
         at = self.chunk_time(self.state.gen.chunk_index)
@@ -223,8 +243,9 @@ class SceneStream:
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
-        return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change), spec,
-                              controller.weights_at(self.scene, t, self.overrides))
+        day = self.day_start_at(t) if self.scene.evolution.follows_clock else None
+        return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change, day), spec,
+                              controller.weights_at(self.scene, t, self.overrides, day))
 
     def _prepared(self, index: int, by_prompt: dict[str, float], spec: ChunkSpec,
                   weights: dict[str, float]) -> _Prepared:
