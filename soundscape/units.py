@@ -54,6 +54,14 @@ def parse_time_of_day(text: str) -> float | None:
     return float(h * 3600 + mi * 60 + s)
 
 
+def time_of_day(epoch: float) -> float:
+    """Seconds after local midnight at `epoch` (the local time zone, daylight saving included)."""
+    import time
+
+    lt = time.localtime(epoch)
+    return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (epoch % 1.0)
+
+
 def format_time_of_day(seconds: float) -> str:
     """`HH:MM`, or `HH:MM:SS` when the seconds are not zero."""
     s = int(round(seconds)) % int(DAY_S)

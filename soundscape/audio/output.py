@@ -138,8 +138,12 @@ class Player:
     def schedule_fade(self, start_frame: int, seconds: float) -> None:
         """Main thread: fade to silence over `seconds` from `start_frame` (now, if already past).
 
-        A fade already running is only ever shortened, continuing from its current gain.
+        A fade already running is only ever shortened, continuing from its current gain. Paused, there is
+        nothing to fade: the player is done at once.
         """
+        if self.paused:
+            self.done = True
+            return
         start_frame = max(start_frame, self.frames_played)
         n = max(1, int(seconds * self.rate))
         gain = 1.0

@@ -28,6 +28,7 @@ from ..model.geometry import MODEL_RATE, SAMPLES_PER_FRAME
 from ..model.loading import LoadedModel
 from ..scene import Scene
 from ..scene.quality import resolve
+from ..units import time_of_day
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 FALLBACK_AFTER = 2  # tries at a chunk's conditioning (the first and one retry) before the last good one is used
@@ -49,12 +50,6 @@ def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fa
                        loudness_lufs=scene.output.loudness_lufs, volume=scene.output.volume,
                        fade_in_s=scene.output.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
                        out_rate=out_rate, channels=channels)
-
-
-def time_of_day(epoch: float) -> float:
-    """Seconds after local midnight at `epoch` (the local time zone, daylight saving included)."""
-    lt = time.localtime(epoch)
-    return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (epoch % 1.0)
 
 
 def presence_of(by_prompt: dict[str, float]) -> float:
