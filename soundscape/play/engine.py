@@ -431,13 +431,13 @@ def play(args, make_stream) -> int:
 
     # --sleep is the live sleep timer, so the web mixer (a control request) can extend or cancel it.
     live = LiveControl(engine, args.scene, fade_s=args.fade_out if args.fade_out is not None else 30.0)
-    alarm = None
-    if getattr(args, "wake", None) is not None:
-        from .wake import WAKE_FADE_S, WakeAlarm
+    from .wake import WAKE_FADE_S, WakeAlarm
 
-        alarm = WakeAlarm(live, fade_s=args.wake_fade or WAKE_FADE_S, scene=wake_scene, scene_path=args.wake_scene,
-                          lead_s=lambda: _wake_lead(engine), quiet=args.quiet)
-        live.alarm = alarm
+    # Always there, unarmed without --wake: the web mixer and the control socket can set it later.
+    alarm = WakeAlarm(live, fade_s=getattr(args, "wake_fade", None) or WAKE_FADE_S, scene=wake_scene,
+                      scene_path=getattr(args, "wake_scene", None), lead_s=lambda: _wake_lead(engine), quiet=args.quiet)
+    live.alarm = alarm
+    if getattr(args, "wake", None) is not None:
         reply = alarm.set(args.wake)
         if not reply["ok"]:
             raise UsageError(reply["error"])
@@ -446,7 +446,7 @@ def play(args, make_stream) -> int:
     if args.sleep is not None:
         live.handle({"cmd": "timer", "action": "set", "seconds": args.sleep})
     server = ControlServer(args.control, live.handle)
-    engine.on_tick = [server.poll, live.tick] + ([alarm.tick] if alarm is not None else [])
+    engine.on_tick = [server.poll, live.tick, alarm.tick]
     engine.night = lambda: _night_text(live, alarm)
     keys = TerminalKeys(live)
     if not args.quiet and keys.start():
@@ -456,7 +456,7 @@ def play(args, make_stream) -> int:
               f"(Ctrl-C to stop; live control: soundscape set --control {server.path} LAYER=VALUE)", file=sys.stderr)
         if keys.fd is not None:
             print(HINT, file=sys.stderr)
-        if alarm is not None:
+        if alarm.armed:
             print(f"wake: {alarm.describe()}, fading in over {format_duration(alarm.fade_s)}"
                   + (f" into {wake_scene.name!r}" if wake_scene is not None else ""), file=sys.stderr)
     from .mpris import MprisPlayer
