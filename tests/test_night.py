@@ -145,7 +145,8 @@ class _Live:
 def test_the_alarm_waits_for_the_wall_clock_switches_the_scene_ahead_and_rings_once():
     clock = [1_000_000.0]
     live = _Live()
-    alarm = WakeAlarm(live, fade_s=1200, scene="dawn", scene_path="dawn.yaml", lead_s=lambda: 60.0,
+    dawn = SimpleNamespace(name="Dawn")
+    alarm = WakeAlarm(live, fade_s=1200, scene=dawn, scene_path="dawn.yaml", lead_s=lambda: 60.0,
                       clock=lambda: clock[0], quiet=True)
     tod = parse_time_of_day(time.strftime("%H:%M:%S", time.localtime(clock[0] + 3600)))
     assert alarm.set(time.strftime("%H:%M:%S", time.localtime(clock[0] + 3600)))["ok"]
@@ -158,7 +159,7 @@ def test_the_alarm_waits_for_the_wall_clock_switches_the_scene_ahead_and_rings_o
     clock[0] = 1_000_000.0 + 3600 - 30  # inside the lead: the wake scene is made while silent
     alarm._next_check = 0
     alarm.tick()
-    assert ("switch", "dawn", "dawn.yaml") in live.calls and live.paused
+    assert ("switch", dawn, "dawn.yaml") in live.calls and live.paused and alarm.status()["scene"] == "Dawn"
     clock[0] += 4 * 3600  # the machine slept through the alarm: the first check after it rings, once
     alarm._next_check = 0
     alarm.tick()
@@ -289,3 +290,25 @@ def test_without_a_session_bus_the_media_controls_stay_off_with_one_debug_line(m
     monkeypatch.delenv("SOUNDSCAPE_DEBUG")
     assert not MprisPlayer(bridge=None).start()
     assert capsys.readouterr().err == ""  # not a word without SOUNDSCAPE_DEBUG
+
+
+def test_render_start_time_makes_the_same_file_every_time(tiny_model_dir, tmp_path):
+    import json
+
+    scene = tmp_path / "clock.yaml"
+    scene.write_text(CLOCK_SCENE + "generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 2}\n"
+                     "output: {sample_rate: 16000, channels: 1, fade_in_seconds: 0.1}\n")
+
+    def render(name: str, start: str) -> tuple[bytes, list]:
+        out, timeline = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl"
+        assert main(["render", str(scene), "-o", str(out), "--duration", "3", "--model", str(tiny_model_dir),
+                     "--runtime", "torch", "--start-time", start, "--timeline", str(timeline), "--quiet"]) == 0
+        rows = [json.loads(line) for line in timeline.read_text().splitlines()]
+        return out.read_bytes(), [r["weights"] for r in rows if "chunk" in r]
+
+    a, weights_a = render("a", "21:30")
+    b, _ = render("b", "21:30")
+    _, weights_c = render("c", "06:29")
+    assert a == b, "the same --start-time made different files"
+    assert weights_a[0]["crickets"] == pytest.approx(0.9, abs=0.01)  # the 21:30 keyframe, a second in
+    assert weights_c[0]["birds"] == pytest.approx(0.8, abs=0.01)  # about 06:30

@@ -4,7 +4,7 @@ into a private PulseAudio null sink, on a private D-Bus session bus (`dbus-daemo
 Chromium (the mixer's Pause button and Media Session). One player for the whole module, its tests in
 order: it starts asleep (the alarm an hour away), is woken by playerctl, paused and resumed, has its
 volume halved, is paused over the socket (no click, no CPU), gets an alarm in the past (tomorrow) and
-one seconds ahead (the sound rises over the fade), and ends with playerctl's stop.
+one seconds ahead (the sound rises over the fade, in the wake scene), and ends with playerctl's stop.
 """
 
 from __future__ import annotations
@@ -122,10 +122,12 @@ class NightPlayer:
     def __init__(self, folder: Path, model: Path, env: dict):
         self.scene, self.sock, self.timeline = folder / "night.yaml", folder / "ctl" / "p.sock", folder / "t.jsonl"
         self.scene.write_text(SCENE)
+        self.dawn = folder / "dawn.yaml"
+        self.dawn.write_text(SCENE.replace("Night test", "Dawn test").replace("crickets at night", "birds at dawn"))
         self.env = env
         cmd = [sys.executable, "-m", "soundscape", "play", str(self.scene), "--model", str(model), "--runtime",
                "torch", "--control", str(self.sock), "--timeline", str(self.timeline), "--wake", "+1h",
-               "--wake-fade", "4s", "--web"]
+               "--wake-fade", "4s", "--wake-scene", str(self.dawn), "--web"]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -268,8 +270,9 @@ def test_an_alarm_in_the_past_rings_tomorrow_and_one_seconds_ahead_fades_the_sce
     end = float(np.median(w[at(due + 4.8):at(due + 6.3)]))
     assert end > -60 and rising[0] < end - 10
     s = player.status()
-    assert not s["paused"] and s["wake"] is None
+    assert not s["paused"] and s["wake"] is None and s["scene"] == "Dawn test"  # woken into the wake scene
     assert '"event": "wake"' in player.timeline.read_text()
+    assert player.playerctl("metadata", "title") == "Dawn test"
 
 
 def test_the_mixer_page_has_a_media_session_and_a_pause_button(player):
@@ -297,7 +300,7 @@ def test_the_mixer_page_has_a_media_session_and_a_pause_button(player):
         driver.get(player.url)
         wait_for(lambda: driver.execute_script(
             "return navigator.mediaSession.metadata && navigator.mediaSession.metadata.title"), 20)
-        assert driver.execute_script("return navigator.mediaSession.metadata.title") == "Night test"
+        assert driver.execute_script("return navigator.mediaSession.metadata.title") == "Dawn test"  # woken into it
         assert driver.execute_script("return navigator.mediaSession.metadata.artwork[0].src").endswith("/icon.svg")
         assert sorted(driver.execute_script("return Object.keys(window.__media)")) == ["pause", "play", "stop"]
         driver.execute_script("window.__media.pause()")

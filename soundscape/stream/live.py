@@ -44,6 +44,7 @@ _GEOMETRY = ("chunk_seconds", "overlap_seconds")
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
 LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
 MAX_TIMER_S = 24 * 3600.0
+MAX_PAUSE_FADE_S = 60.0
 
 
 class LiveControl:
@@ -155,7 +156,8 @@ class LiveControl:
         if cmd in ("pause", "resume", "toggle"):
             if cmd == "toggle":
                 cmd = "resume" if self.paused else "pause"
-            return self.pause(req.fade_s) if cmd == "pause" else self.resume(req.fade_s)
+            fade_s = min(req.fade_s, MAX_PAUSE_FADE_S)
+            return self.pause(fade_s) if cmd == "pause" else self.resume(fade_s)
         if cmd == "wake":
             if self.alarm is None:
                 return {"ok": False, "error": "this player has no wake alarm (it belongs to `soundscape play`)"}
