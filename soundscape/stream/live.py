@@ -64,7 +64,6 @@ class LiveControl:
         self._paused_at = 0.0  # time.monotonic() of the pause
         self._paused_total = 0.0  # seconds paused since sound started: the sleep timer does not count them
         self.alarm = None  # play's wake alarm (play/wake.py), when there is one
-        self.on_change: list = []  # called after a pause, resume or volume change (MPRIS's signals)
         self.path = Path(scene_path) if scene_path else None
         self._mtime = self._stat()
         self._poll_s = poll_s
@@ -188,7 +187,6 @@ class LiveControl:
             self._paused_at = time.monotonic()
             player.pause(max(float(fade_s), 0.01), start_frame)
             self.engine.gen.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
-            self._changed()
         return {"ok": True, "applied": {"paused": True}}
 
     def resume(self, fade_s: float = PAUSE_FADE_S, why: str = "resume") -> dict:
@@ -204,12 +202,7 @@ class LiveControl:
                 self._paused_total += time.monotonic() - self._paused_at
             player.resume(max(float(fade_s), 0.01))
             self.engine.gen.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
-            self._changed()
         return {"ok": True, "applied": {"paused": False}}
-
-    def _changed(self) -> None:
-        for call in self.on_change:
-            call()
 
     def _set(self, weights: dict[str, float]) -> dict:
         for name in weights:
@@ -300,7 +293,6 @@ class LiveControl:
         self.volume = volume
         set_gain(volume / made_at)
         self.engine.gen.log({"event": "volume", "volume": volume, "received_s": round(self._played_s(), 3)})
-        self._changed()
         return {"ok": True, "applied": {"volume": volume}}
 
     def _timer_status(self) -> dict | None:
