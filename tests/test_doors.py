@@ -290,7 +290,7 @@ def test_mixer_answers_hostile_bodies_with_400_and_changes_nothing(player):
         ("POST", "/api/weights", '{"weights": {"birds": 0.1}}', {"Content-Type": "text/plain"}, "expected a JSON body"),
         ("POST", "/api/save", '{"name": "a\\ud800"}', JSON, "lone surrogate"),
         ("POST", "/api/pause", '{"action": "sleep"}', JSON, "action"),
-        ("POST", "/api/wake", '{"at": "07:00\\ud800"}', JSON, "expected a local time"),
+        ("POST", "/api/wake", '{"at": "07:00\\ud800"}', JSON, "at: "),
         ("POST", "/api/wake", '{"at": "+' + HUGE + '"}', JSON, "at"),
         ("POST", "/api/wake", '{"at": "31:00"}', JSON, "expected a local time like 07:00"),
     ]
