@@ -312,3 +312,16 @@ def test_render_start_time_makes_the_same_file_every_time(tiny_model_dir, tmp_pa
     assert a == b, "the same --start-time made different files"
     assert weights_a[0]["crickets"] == pytest.approx(0.9, abs=0.01)  # the 21:30 keyframe, a second in
     assert weights_c[0]["birds"] == pytest.approx(0.8, abs=0.01)  # about 06:30
+
+
+def test_play_takes_each_chunks_time_of_day_from_when_it_will_be_heard(tiny_model):
+    from soundscape.stream.scene_stream import SceneStream
+
+    scene = parse_scene(CLOCK_SCENE + "generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 2}\n")
+    stream = SceneStream(tiny_model, scene, out_rate=16000, channels=1, day_start=21.5 * 3600)
+    assert stream._prepare().weights == {"crickets": 0.9, "birds": 0.0}  # render: counted from day_start
+    lt = time.localtime()
+    dawn = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 6, 30, 0, 0, 0, -1))
+    t = stream.control_time(0)
+    stream.heard_at = lambda scene_t: dawn + scene_t - t  # play: this chunk will be heard at 06:30 today
+    assert stream._prepare().weights == {"crickets": 0.1, "birds": 0.8}
