@@ -347,6 +347,10 @@ def _cannot_write(exc: BaseException) -> bool:
     return isinstance(exc, sf.LibsndfileError)
 
 
+def segmented_flags(args) -> bool:
+    return bool(args.loop or args.workers or args.ray)
+
+
 def cmd_render(args) -> int:
     from .audio.files import RESUMABLE, check_output_path
     from .render.plain import render, state_path
@@ -359,7 +363,9 @@ def cmd_render(args) -> int:
                          f"re-encoding what it holds; render to .wav or .flac to be able to resume "
                          f"(and convert at the end)")
     check_timeline_path(args.timeline)
-    if args.start_time is None:  # a clock scene starts at the time it is rendered unless told otherwise
+    if args.start_time is None and not (args.resume and not segmented_flags(args)):
+        # A clock scene starts at the time it is rendered unless told otherwise (a resumed plain render: at
+        # the time its first part started, kept in its state).
         import time
 
         from .units import time_of_day

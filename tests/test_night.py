@@ -325,3 +325,17 @@ def test_play_takes_each_chunks_time_of_day_from_when_it_will_be_heard(tiny_mode
     t = stream.control_time(0)
     stream.heard_at = lambda scene_t: dawn + scene_t - t  # play: this chunk will be heard at 06:30 today
     assert stream._prepare().weights == {"crickets": 0.1, "birds": 0.8}
+
+
+def test_a_resumed_render_keeps_the_start_time_it_began_with(tiny_model, tmp_path):
+    from soundscape.stream.scene_stream import SceneStream
+
+    scene = parse_scene(CLOCK_SCENE + "generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 2}\n")
+    first = SceneStream(tiny_model, scene, out_rate=16000, channels=1, day_start=3 * 3600.0)
+    first.save_state(tmp_path / "state.npz")
+    later = SceneStream(tiny_model, scene, out_rate=16000, channels=1)  # no --start-time: now
+    later.load_state(tmp_path / "state.npz")
+    assert later.day_start == 3 * 3600.0
+    pinned = SceneStream(tiny_model, scene, out_rate=16000, channels=1, day_start=60.0)  # --start-time wins
+    pinned.load_state(tmp_path / "state.npz")
+    assert pinned.day_start == 60.0

@@ -121,6 +121,7 @@ class SceneStream:
         # A clock scene (keyframes at times of day): the local time of day at scene time 0 (`render
         # --start-time`; default: now), unless `heard_at` (play) says when each chunk will be heard.
         self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
+        self._day_start_given = day_start is not None  # else a resumed render keeps the one it started with
         self.heard_at = None  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
         self.set_scene(scene)
 
@@ -326,7 +327,7 @@ class SceneStream:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
         st = self.state
         arrays = {"chunk_index": np.array(st.gen.chunk_index), "out_rate": np.array(self.out_rate),
-                  "seed": np.array(self.seed), **st.out.to_arrays()}
+                  "seed": np.array(self.seed), "day_start": np.array(self.day_start), **st.out.to_arrays()}
         if st.gen.tail_latents is not None:
             arrays["tail_latents"] = st.gen.tail_latents.numpy()
         tmp = Path(str(path) + ".tmp.npz")
@@ -340,6 +341,8 @@ class SceneStream:
                                  f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
+            if "day_start" in f and not self._day_start_given:  # a clock scene resumes on the clock it began
+                self.day_start = float(f["day_start"])
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
                                      out=ChainState.from_arrays(f))
 
