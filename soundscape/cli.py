@@ -19,7 +19,7 @@ import warnings
 from . import __version__, interrupts
 from .errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WRITE, SceneError, SoundscapeError,
                      UsageError)
-from .units import parse_duration, parse_seed
+from .units import format_duration, parse_duration, parse_seed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +65,15 @@ def _seed(text):
         return parse_seed(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time_of_day(text):
+    from .units import parse_time_of_day
+
+    seconds = parse_time_of_day(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"expected a time of day like 21:30 or 06:45:30 (24-hour), got {text!r}")
+    return seconds
 
 
 def _add_model_args(p):
@@ -116,7 +125,23 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
                            "fewer cover-ups later")
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
-    play.add_argument("--quiet", action="store_true", help="no status line")
+    play.add_argument("--quiet", action="store_true",
+                      help="no status line (and no keys: in a terminal, space pauses and resumes, up/down "
+                           "change the volume, q fades out and quits)")
+    play.add_argument("--no-mpris", action="store_true",
+                      help="do not offer the player to the desktop's media controls (MPRIS on the D-Bus session "
+                           "bus: playerctl, media keys, the lock screen); without a session bus it is off anyway")
+    night = play.add_argument_group("at night (see the README's \"At night\")")
+    night.add_argument("--wake", metavar="TIME",
+                       help="wake alarm: after the --sleep timer's fade (or at once, without --sleep) the player is "
+                            "quiet and idle; at TIME, local wall-clock time (07:00, or 06:45:30), it fades the scene "
+                            "in from silence. A time already past today means tomorrow. +DURATION (+8h, +20m) is a "
+                            "delay from now instead")
+    night.add_argument("--wake-fade", type=_duration("--wake-fade"), metavar="DURATION",
+                       help="how long the wake-up rises from silence to the scene's level (default 10m)")
+    night.add_argument("--wake-scene", metavar="SCENE",
+                       help="wake to another scene (a file or a shipped name, e.g. forest): switched to while still "
+                            "silent, generated ahead so its first seconds are ready at the wake time")
     web = play.add_argument_group("web mixer")
     web.add_argument("--web", action="store_true",
                      help="serve a mixer page on 127.0.0.1 (prints `web: URL`; the URL carries its access token)")
@@ -142,6 +167,9 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
     render.add_argument("--workers", type=_positive_int("--workers", 256), metavar="N",
                         help="split the render into segments made by N local processes (with --ray: at most N "
                              "tasks at a time); the file is the same for any N, but not the plain render's")
+    render.add_argument("--start-time", type=_time_of_day, metavar="HH:MM",
+                        help="for a scene whose keyframes are times of day (at: \"21:30\"): the local time the "
+                             "file starts at (default: now), so the same command makes the same file")
     render.add_argument("--ray", metavar="ADDRESS",
                         help="make the segments as tasks on a Ray cluster: host:port, or auto for the one this "
                              "machine belongs to (pip install -e \".[ray]\"); see docs/ray.md")
@@ -166,6 +194,12 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
     set_.add_argument("weights", nargs="*", metavar="LAYER=VALUE", help="layer weights from 0 to 1, e.g. birds=0.2")
     set_.add_argument("--prompt", nargs=2, metavar=("LAYER", "TEXT"), help="change a layer's prompt, or add a layer")
     set_.add_argument("--control", help="the player's control socket (default: the default player's)")
+
+    for name, what in (("pause", "fade a running player out (about a second) and hold; the generator idles"),
+                       ("resume", "fade a paused player back in from where it stopped"),
+                       ("toggle", "pause a playing player, resume a paused one")):
+        door = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        door.add_argument("--control", help="the player's control socket (default: the default player's)")
 
     status = sub.add_parser("status", help="show what a running player is doing",
                             description="Show a running player's state: elapsed, buffered, speed, weights.")
@@ -313,6 +347,10 @@ def _cannot_write(exc: BaseException) -> bool:
     return isinstance(exc, sf.LibsndfileError)
 
 
+def segmented_flags(args) -> bool:
+    return bool(args.loop or args.workers or args.ray)
+
+
 def cmd_render(args) -> int:
     from .audio.files import RESUMABLE, check_output_path
     from .render.plain import render, state_path
@@ -325,6 +363,14 @@ def cmd_render(args) -> int:
                          f"re-encoding what it holds; render to .wav or .flac to be able to resume "
                          f"(and convert at the end)")
     check_timeline_path(args.timeline)
+    if args.start_time is None and not (args.resume and not segmented_flags(args)):
+        # A clock scene starts at the time it is rendered unless told otherwise (a resumed plain render: at
+        # the time its first part started, kept in its state).
+        import time
+
+        from .units import time_of_day
+
+        args.start_time = float(int(time_of_day(time.time())))
     segmented = args.loop or args.workers or args.ray
     if args.resume and state_path(out).exists():
         from .render.segmented import is_segmented_state
@@ -338,7 +384,7 @@ def cmd_render(args) -> int:
 
             result = render_from_args(args, out)
         else:
-            stream = _stream_from_args(args)
+            stream = _stream_from_args(args, day_start=args.start_time)
             result = render(stream, out, args.duration, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
     except KeyboardInterrupt:
         interrupts.clear()
@@ -406,6 +452,14 @@ def cmd_set(args) -> int:
     return 0
 
 
+def cmd_pause(args) -> int:
+    from .play.control_socket import request
+
+    reply = _reply_or_fail(request(args.control, {"cmd": args.command}))
+    print("paused" if reply["applied"]["paused"] else "playing")
+    return 0
+
+
 def cmd_status(args) -> int:
     from .play.control_socket import request
     import json
@@ -419,6 +473,14 @@ def cmd_status(args) -> int:
           f"generating at {status['generator_rtf']:.2f}x real time, {status['steps']} steps a chunk "
           f"({status['quality']}: {status['steps_range'][0]}-{status['steps_range'][1]})\n  {weights}\n"
           f"  cover-ups {status['coverups']}, underruns {status['underruns']}")
+    if status.get("paused"):
+        print("  paused (soundscape resume)")
+    sleep, wake = status.get("sleep"), status.get("wake")
+    if sleep:
+        print(f"  sleep timer: {format_duration(sleep['remaining_s'])} left" + (" (fading)" if sleep["fading"] else ""))
+    if wake:
+        print(f"  wake alarm: {wake['at']} on {wake['date']} (in {format_duration(wake['in_s'])}), fading in over "
+              f"{format_duration(wake['fade_s'])}" + (f" into {wake['scene']!r}" if wake.get("scene") else ""))
     return 0
 
 
@@ -438,7 +500,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "scenes": cmd_scenes, "cache": cmd_cache, "devices": cmd_devices, "render": cmd_render, "play": cmd_play,
-            "bench": cmd_bench, "set": cmd_set, "status": cmd_status, "serve": cmd_serve}
+            "bench": cmd_bench, "set": cmd_set, "status": cmd_status, "serve": cmd_serve,
+            "pause": cmd_pause, "resume": cmd_pause, "toggle": cmd_pause}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,6 +530,8 @@ def _main(argv: list[str] | None) -> int:
     # A shipped scene's name stands for its file; a path that exists wins (scene/shipped.py).
     if getattr(args, "scene", None) is not None:
         args.scene = str(find_scene(args.scene))
+    if getattr(args, "wake_scene", None) is not None:
+        args.wake_scene = str(find_scene(args.wake_scene))
     if args.command == "validate":
         args.scenes = [str(find_scene(s)) for s in args.scenes]
     # Library chatter (deprecations, HF progress bars) is not for our users; our own messages are.

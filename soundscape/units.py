@@ -1,5 +1,5 @@
-"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`, `500ms`), seeds,
-and cluster addresses (`host:port`)."""
+"""Parsing of what people type: durations (`90`, `90s`, `1.5m`, `10m`, `1h`, `1h30m`, `500ms`), times of
+day (`21:30`, `07:00:15`), seeds, and cluster addresses (`host:port`)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,39 @@ def parse_duration(text: str | float | int, *, what: str = "duration") -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"{what}: expected a positive duration like 90s or 10m, got {text!r}")
     return seconds
+
+
+DAY_S = 86400.0
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
+
+
+def parse_time_of_day(text: str) -> float | None:
+    """Seconds after midnight in `HH:MM` or `HH:MM:SS` (24-hour, local time), or None when `text` is not one.
+
+    `24:00` is not a time of day (it is `00:00`); a minute or second past 59 is refused, not carried."""
+    m = _CLOCK.match(text) if isinstance(text, str) else None
+    if not m:
+        return None
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if h > 23 or mi > 59 or s > 59:
+        return None
+    return float(h * 3600 + mi * 60 + s)
+
+
+def time_of_day(epoch: float) -> float:
+    """Seconds after local midnight at `epoch` (the local time zone, daylight saving included)."""
+    import time
+
+    lt = time.localtime(epoch)
+    return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (epoch % 1.0)
+
+
+def format_time_of_day(seconds: float) -> str:
+    """`HH:MM`, or `HH:MM:SS` when the seconds are not zero."""
+    s = int(round(seconds)) % int(DAY_S)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}" if s else f"{h:02d}:{m:02d}"
 
 
 def format_duration(seconds: float) -> str:

@@ -289,12 +289,17 @@ def test_mixer_answers_hostile_bodies_with_400_and_changes_nothing(player):
         ("POST", "/api/stop", '{"fade_seconds": ' + HUGE + "}", JSON, "a number of 400 digits"),
         ("POST", "/api/weights", '{"weights": {"birds": 0.1}}', {"Content-Type": "text/plain"}, "expected a JSON body"),
         ("POST", "/api/save", '{"name": "a\\ud800"}', JSON, "lone surrogate"),
+        ("POST", "/api/pause", '{"action": "sleep"}', JSON, "action"),
+        ("POST", "/api/wake", '{"at": "07:00\\ud800"}', JSON, "at: "),
+        ("POST", "/api/wake", '{"at": "+' + HUGE + '"}', JSON, "at"),
+        ("POST", "/api/wake", '{"at": "31:00"}', JSON, "expected a local time like 07:00"),
     ]
     for method, path, body, headers, message in cases:
         code, _, text = _mixer(player, method, path, body, headers)
         assert code == 400 and message in json.loads(text)["error"], (path, body[:50], text)
     after = player.status()
     assert after["layers"] == before["layers"] and after["stopping"] is False
+    assert after["paused"] is False and after["wake"] is None
     assert not [line for line in player.lines if "Traceback" in line or "failed" in line]
 
 

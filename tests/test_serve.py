@@ -242,6 +242,14 @@ def test_metrics_page_and_health(server):
     assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
     page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
     assert page.count("<audio") == 2 and "/stream/test" in page and "Other scene" in page
+    # A phone can add the page to its home screen: the manifest is linked, served with its own type, and valid.
+    assert '<link rel="manifest" href="/manifest.webmanifest"' in page
+    with urllib.request.urlopen(base + "/manifest.webmanifest", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("application/manifest+json")
+        manifest = json.loads(response.read())
+    assert manifest["start_url"] == "/" and manifest["icons"][0]["src"] == "/icon.svg"
+    with urllib.request.urlopen(base + manifest["icons"][0]["src"], timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("image/svg+xml") and b"<svg" in response.read()
     for path, code in (("/stream/nope", 404), ("/stream/test?format=flac", 400), ("/stream/test?seed=-1", 400)):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(base + path, timeout=10)
@@ -325,6 +333,12 @@ def test_a_browser_opening_the_page_hears_the_scene(server, tmp_path):
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a driver online
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
+        # Keep what the page hands the Media Session, to press its buttons as a lock screen would.
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+            window.__media = {};
+            const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
+            navigator.mediaSession.setActionHandler = (action, handler) => { window.__media[action] = handler;
+                                                                             set(action, handler); };"""})
         driver.get(server["base"] + "/")
         assert "Test scene" in driver.page_source
         # Play the first scene through an analyser, as a listener's ears would take it.
@@ -352,6 +366,13 @@ def test_a_browser_opening_the_page_hears_the_scene(server, tmp_path):
         assert played >= 6, f"the page played {played:.1f} s in a minute"
         assert max(levels[-20:]) > 0.01  # sound, not silence
         assert _metrics(server["base"])["soundscape_listeners"] == 1
+        # The lock screen shows the scene, and its pause button pauses the <audio>.
+        first = driver.execute_script("return document.querySelector('.scene h2').textContent")
+        assert driver.execute_script("return navigator.mediaSession.metadata.title") == first
+        assert driver.execute_script("return navigator.mediaSession.playbackState") == "playing"
+        driver.execute_script("window.__media.pause()")
+        assert _wait_for(lambda: driver.execute_script("return document.querySelector('audio').paused"), 5)
+        assert driver.execute_script("return navigator.mediaSession.playbackState") == "paused"
         driver.save_screenshot(str(tmp_path / "serve-page.png"))
     finally:
         driver.quit()

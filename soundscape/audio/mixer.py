@@ -1,10 +1,9 @@
-"""What the web mixer needs from the audio path: a master volume, and a look at what was just played.
+"""What the web mixer needs from the audio path: the gain it played, and a look at what was just played.
 
 Both are used only with `play --web` and cost the audio threads nothing they could wait on:
-  MixerPlayer   the Player with a master gain. The main thread publishes a ramp (one tuple); the
-                PortAudio callback multiplies its block by it in place, with preallocated scratch
-                arrays: no lock, no allocation, and at gain 1 no work at all. Its device buffer is
-                the Player's (at least audio/output.MIN_LATENCY_S).
+  MixerPlayer   the Player (whose master volume and pause are glides, audio/ramp.py), plus the gain
+                it applied at a given frame, for the meter. Its device buffer is the Player's (at
+                least audio/output.MIN_LATENCY_S).
   TappedRing    the ring buffer, plus a mono copy of every frame written, kept by its position in
                 the stream. Writes happen on the main thread (the feeder); the callback is untouched.
                 The web thread reads the frames just before the callback's read position: what the
@@ -22,50 +21,13 @@ import numpy as np
 from .output import Player
 from .ringbuffer import RingBuffer
 
-RAMP_S = 0.05  # a volume change glides over this long (no zipper noise)
-MAX_BLOCK = 1 << 15  # scratch size; a larger callback block just gets the target gain at once
-
 
 class MixerPlayer(Player):
-    def __init__(self, ring: RingBuffer, rate: int):
-        super().__init__(ring, rate)
-        self._idx = np.arange(MAX_BLOCK, dtype=np.float32)
-        self._scratch = np.empty(MAX_BLOCK, np.float32)
-        # (first frame, gain before, gain after, ramp length in frames); replaced whole, never mutated.
-        self._ramp: tuple[int, float, float, int] = (0, 1.0, 1.0, 1)
-
-
-    def gain_at(self, frame: int) -> float:
-        start, g0, g1, n = self._ramp
-        return g0 + (g1 - g0) * min(max((frame - start) / n, 0.0), 1.0)
-
-    def set_gain(self, gain: float) -> None:
-        """Main thread: glide from the gain playing now to `gain`."""
-        now = self.frames_played
-        self._ramp = (now, self.gain_at(now), float(gain), max(1, int(RAMP_S * self.rate)))
-
-    def callback(self, outdata, frames, time_info, status) -> None:
-        super().callback(outdata, frames, time_info, status)
-        start, g0, g1, n = self._ramp
-        first = self.frames_played - frames  # this block's first frame (the parent has counted the block)
-        if first >= start + n or frames > MAX_BLOCK:
-            if g1 != 1.0:
-                np.multiply(outdata, g1, out=outdata)
-            return
-        # g[i] = g0 + (g1 - g0) * clip((first + i - start) / n, 0, 1), built in the scratch array.
-        g = self._scratch[:frames]
-        np.add(self._idx[:frames], first - start, out=g)
-        np.multiply(g, 1.0 / n, out=g)
-        np.clip(g, 0.0, 1.0, out=g)
-        np.multiply(g, g1 - g0, out=g)
-        np.add(g, g0, out=g)
-        np.multiply(outdata, g[:, None], out=outdata)
-
     def level_gain(self, frame: int) -> float:
         """Web thread: the gain the callback applied at `frame` (master volume times any fade-out)."""
         if self.done:
             return 0.0
-        gain = self.gain_at(frame)
+        gain = self.volume.at(frame) * self.pausing.at(frame)
         curve, start = self._curve, self._fade_start
         if curve is not None and frame >= start:
             gain *= float(curve[frame - start]) if frame - start < len(curve) else 0.0

@@ -3,7 +3,13 @@
 The callback only copies: no locks, no allocation beyond numpy views, no I/O. It
 always fills the whole block (zeros on underrun, counted), writes into `outdata`
 in place (never rebinds it) and applies the fade-out from a curve computed on the
-main thread.
+main thread, the master volume and the pause glide (audio/ramp.py).
+
+Pause: the pause glide falls to 0 over about a second while the ring is still read; once it is
+at 0 the callback writes zeros and reads nothing, so the ring stays full, the feeder stops, and
+the generator (held back by the full queue) idles. Resume glides up again from the very frame
+where the sound stopped. `frames_played` does not move while paused: timers counted in frames
+(--duration, a scheduled fade) wait too.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AudioDeviceError
+from .ramp import GainRamp
 from .ringbuffer import RingBuffer
+
+VOLUME_GLIDE_S = 0.05  # a volume change glides over this long (no zipper noise)
 
 
 def _sd():
@@ -102,14 +111,39 @@ class Player:
         self.underruns = 0  # blocks the ring could not fill
         self.xruns = 0  # PortAudio reported an output underflow
         self.done = False  # a fade-out finished; the rest is silence
+        self.paused_blocks = 0  # blocks of silence written while paused
         self._curve: np.ndarray | None = None
         self._fade_start = 0
+        self.volume = GainRamp()  # master volume (play --web's slider, MPRIS, `volume` requests)
+        self.pausing = GainRamp()  # 1 playing, 0 paused
+
+    # Main thread ---------------------------------------------------------------------------------
+    def set_gain(self, gain: float) -> None:
+        """Glide from the master gain playing now to `gain`."""
+        self.volume.glide(self.frames_played, gain, VOLUME_GLIDE_S * self.rate)
+
+    def pause(self, seconds: float, start_frame: int | None = None) -> None:
+        """Fade to silence over `seconds` (from `start_frame`, default now), then stop reading the ring."""
+        self.pausing.glide(max(start_frame or 0, self.frames_played), 0.0, seconds * self.rate)
+
+    def resume(self, seconds: float) -> None:
+        """Fade back in over `seconds` from where the sound stopped (or from the gain a pause has reached)."""
+        self.pausing.glide(self.frames_played, 1.0, seconds * self.rate)
+
+    @property
+    def paused(self) -> bool:
+        """Silent and not reading: a pause's fade has ended (and no resume has begun)."""
+        return self.pausing.target == 0.0 and self.frames_played >= self.pausing.ends_at()
 
     def schedule_fade(self, start_frame: int, seconds: float) -> None:
         """Main thread: fade to silence over `seconds` from `start_frame` (now, if already past).
 
-        A fade already running is only ever shortened, continuing from its current gain.
+        A fade already running is only ever shortened, continuing from its current gain. Paused, there is
+        nothing to fade: the player is done at once.
         """
+        if self.paused:
+            self.done = True
+            return
         start_frame = max(start_frame, self.frames_played)
         n = max(1, int(seconds * self.rate))
         gain = 1.0
@@ -131,6 +165,11 @@ class Player:
         if self.done:
             outdata.fill(0)
             return
+        if self.paused:
+            outdata.fill(0)
+            self.paused_blocks += 1
+            return
+        first = self.frames_played
         if self.ring.read_into(outdata):
             self.underruns += 1
         curve = self._curve
@@ -144,6 +183,8 @@ class Player:
                 if s + k < frames:
                     outdata[s + k:] = 0
                     self.done = True
+        self.pausing.apply(outdata, first)
+        self.volume.apply(outdata, first)
         self.frames_played += frames
 
     def open_stream(self, config: OutputConfig, capture: list | None = None, speed: float = 1.0,

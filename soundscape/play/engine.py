@@ -14,6 +14,12 @@ Threads and what each owns:
   web (optional)  `play --web`: the mixer's server (play/web/). It hands requests to the main thread
                   and reads a status snapshot and a copy of the audio written to the ring; nothing
                   here waits for it.
+  mpris (optional) the MPRIS player on the D-Bus session bus (play/mpris.py): desktop media keys,
+                  `playerctl`, the lock screen. Hands requests to the main thread through the same
+                  Bridge as the web mixer and reads its snapshot.
+Night (play/wake.py, stream/live.py): pause fades the Player's pause glide to 0 and the callback stops
+reading the ring, so the feeder and then the generator idle; the wake alarm and the terminal's keys
+(play/keys.py) are polled on the main thread.
   loader (warm start only) loads the model while the main thread already plays the scene's recording
                   from its last run (play/instant.py); the generator starts once it is done.
 Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes
@@ -164,6 +170,7 @@ class Engine:
         self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
         self.started_playing_after = 0.0  # seconds of buffering before sound started
         self._clock_warned = False
+        self.night = lambda: ""  # the status line's word on pause and the wake alarm (set by `play`)
 
     def attach(self, stream) -> None:
         """The scene stream, once its model is loaded: the generator's side of the engine."""
@@ -289,7 +296,7 @@ class Engine:
                     self.feeder.pump()
                     for tick in self.on_tick:
                         tick()
-                    self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate))
+                    self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate) + self.night())
                     self._check_device_clock(time.monotonic() - self._sound_t0)
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
@@ -348,11 +355,36 @@ def check_args(args) -> None:
             raise UsageError(f"{flag}: expected at most {MAX_BUFFER_S:g} s (10m), got {value:g} s")
     check_timeline_path(args.timeline)
     check_socket_path(args.control)
+    if getattr(args, "wake", None) is not None:
+        from .wake import parse_wake
+
+        parse_wake(args.wake)
+    else:
+        for flag, value in (("--wake-fade", getattr(args, "wake_fade", None)),
+                            ("--wake-scene", getattr(args, "wake_scene", None))):
+            if value is not None:
+                raise UsageError(f"{flag}: needs --wake TIME (e.g. --wake 07:00)")
 
 
 def _short_run_prefill(duration: float | None) -> float | None:
     """A --duration run that fits in a minute is generated whole before it starts: it never needs a cover-up."""
     return duration if duration is not None and duration <= SHORT_RUN_S else None
+
+
+def _wake_lead(engine) -> float:
+    """How long before the wake time the wake scene is switched to: three chunks at the speed measured."""
+    from .wake import MAX_LEAD_S, MIN_LEAD_S
+
+    rtf = engine.gen.stats.rtf
+    return min(MAX_LEAD_S, max(MIN_LEAD_S, 3 * engine.stream.hop_s / rtf if rtf > 0 else MAX_LEAD_S))
+
+
+def _night_text(live, alarm) -> str:
+    """The status line's words on a pause and the alarm."""
+    text = "  PAUSED" if live.paused else ""
+    if alarm is not None and alarm.armed:
+        text += f"  ({alarm.describe()})"
+    return text
 
 
 def play(args, make_stream) -> int:
@@ -362,6 +394,9 @@ def play(args, make_stream) -> int:
 
     scene = load_scene(args.scene)
     check_args(args)
+    wake_scene = load_scene(args.wake_scene) if getattr(args, "wake_scene", None) else None
+    # --wake without --sleep: quiet and idle from the start, until the wake time.
+    night_start = getattr(args, "wake", None) is not None and args.sleep is None
     # --web-port, --open and --web-save-dir each imply --web.
     web = any(getattr(args, k, None) not in (None, False) for k in ("web", "web_port", "open", "web_save_dir"))
     if web:
@@ -374,7 +409,8 @@ def play(args, make_stream) -> int:
     from . import instant
 
     key = instant.key_for(scene, model_id, config.rate, config.channels)
-    warm = instant.cached_audio(key, config.rate, config.channels)
+    # A night start plays nothing until the alarm: no recording to bridge the model's loading.
+    warm = instant.cached_audio(key, config.rate, config.channels) if not night_start else None
     engine = Engine(None, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
                     prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
                     mixer=web, hop_s=scene.generation.chunk_seconds - scene.generation.overlap_seconds)
@@ -387,28 +423,66 @@ def play(args, make_stream) -> int:
     else:
         stream = make_stream(args, out_rate=config.rate, channels=config.channels)
     engine.attach(stream)
+    # A clock scene (keyframes at times of day) takes each chunk's time of day from when it will be heard.
+    rate = config.rate
+    stream.heard_at = lambda t: time.time() + t - engine.player.frames_played / rate
     recorder = instant.Recorder(key, config.rate, config.channels,
                                 skip_frames=0 if warm is not None else int(scene.output.fade_in_seconds * config.rate))
     # Only the scene file's own sound is recorded: a live change (epoch > 0) ends the recording.
     engine.feeder.on_fresh = lambda seg: recorder.add(seg.audio) if seg.epoch == 0 else recorder.stop()
     from .control_socket import ControlServer
+    from .keys import HINT, TerminalKeys
     from ..stream.live import LiveControl
 
     # --sleep is the live sleep timer, so the web mixer (a control request) can extend or cancel it.
     live = LiveControl(engine, args.scene, fade_s=args.fade_out if args.fade_out is not None else 30.0)
+    from .wake import WAKE_FADE_S, WakeAlarm
+
+    # Always there, unarmed without --wake: the web mixer and the control socket can set it later.
+    alarm = WakeAlarm(live, fade_s=getattr(args, "wake_fade", None) or WAKE_FADE_S, scene=wake_scene,
+                      scene_path=getattr(args, "wake_scene", None), lead_s=lambda: _wake_lead(engine), quiet=args.quiet)
+    live.alarm = alarm
+    if getattr(args, "wake", None) is not None:
+        reply = alarm.set(args.wake)
+        if not reply["ok"]:
+            raise UsageError(reply["error"])
+        if night_start:
+            live.pause(0.01)
     if args.sleep is not None:
         live.handle({"cmd": "timer", "action": "set", "seconds": args.sleep})
     server = ControlServer(args.control, live.handle)
-    engine.on_tick = [server.poll, live.tick]
+    engine.on_tick = [server.poll, live.tick, alarm.tick]
+    engine.night = lambda: _night_text(live, alarm)
+    keys = TerminalKeys(live)
+    if not args.quiet and keys.start():
+        engine.on_tick.append(keys.tick)
     if not args.quiet:
         print(f"playing {scene.name!r} on {config.name} at {config.rate} Hz, {config.channels} ch "
               f"(Ctrl-C to stop; live control: soundscape set --control {server.path} LAYER=VALUE)", file=sys.stderr)
-    mixer = web_mixer.start(args, engine, live) if web else None
+        if keys.fd is not None:
+            print(HINT, file=sys.stderr)
+        if alarm.armed:
+            print(f"wake: {alarm.describe()}, fading in over {format_duration(alarm.fade_s)}"
+                  + (f" into {wake_scene.name!r}" if wake_scene is not None else ""), file=sys.stderr)
+    from .mpris import MprisPlayer
+    from .web.bridge import Bridge
+
+    # One door for the threads that serve pages and media keys: requests in, a status snapshot out.
+    bridge = Bridge(live)
+    engine.on_tick.append(bridge.tick)
+    media = MprisPlayer(bridge) if not getattr(args, "no_mpris", False) else None
+    if media is not None and media.start() and not args.quiet:
+        print(f"media controls: {media.name} on the session bus (playerctl -p soundscape play-pause)",
+              file=sys.stderr)
+    mixer = web_mixer.start(args, engine, live, bridge) if web else None
     try:
         result = engine.run(duration=args.duration, fade_out=args.fade_out)
     finally:
+        keys.close()
         recorder.stop()
         server.close()
+        if media is not None:
+            media.close()
         if mixer is not None:
             mixer.close()
     if not args.quiet:

@@ -29,22 +29,25 @@ def ease_back(t: float, loop_s: float | None, chunk_s: float) -> float:
     return controller.ease((t - (loop_s - chunk_s)) / chunk_s)
 
 
-def weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float) -> dict[str, float]:
+def weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float,
+            day_start: float = 0.0) -> dict[str, float]:
     """Layer weights at t (for the timeline), eased back to the start over a loop's last chunk."""
-    w = controller.weights_at(scene, t)
+    w = controller.weights_at(scene, t, day_start=day_start)
     s = ease_back(t, loop_s, chunk_s)
     if s <= 0:
         return w
-    return {k: round(v, 6) for k, v in _blend(w, controller.weights_at(scene, t - loop_s), s).items()}
+    back = controller.weights_at(scene, t - loop_s, day_start=day_start)
+    return {k: round(v, 6) for k, v in _blend(w, back, s).items()}
 
 
-def prompt_weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float) -> dict[str, float]:
+def prompt_weights(scene: Scene, t: float, loop_s: float | None, chunk_s: float,
+                   day_start: float = 0.0) -> dict[str, float]:
     """Weight per prompt (what the conditioning blends), eased back the same way."""
-    w = controller.prompt_weights(scene, t)
+    w = controller.prompt_weights(scene, t, day_start=day_start)
     s = ease_back(t, loop_s, chunk_s)
     if s <= 0:
         return w
-    return _blend(w, controller.prompt_weights(scene, t - loop_s), s)
+    return _blend(w, controller.prompt_weights(scene, t - loop_s, day_start=day_start), s)
 
 
 # The seam analyser ------------------------------------------------------------------------------

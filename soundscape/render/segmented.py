@@ -103,6 +103,8 @@ def fingerprint(settings: Settings, plan: Plan, duration_s: float, out_rate: int
             "model": settings.model, "dtype": settings.dtype, "runtime": settings.runtime,
             "spec": repr(settings.spec), "duration": duration_s, "loop": plan.loop_frames,
             "segments": [(s.start, s.chunks) for s in plan.segments], "rate": out_rate, "channels": channels}
+    if settings.scene.evolution.follows_clock:  # where the scene's day starts is part of the audio
+        what["day_start"] = settings.day_start
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -470,7 +472,8 @@ def render_from_args(args, out: Path) -> RenderResult:
         resolved = resolve(scene.generation, args.quality, device_type, args.steps)
         settings = Settings(scene=scene, seed=scene.seed if args.seed is None else args.seed, model=model,
                             spec=chunk_spec(resolved.generation), quality=resolved.preset, device=args.device,
-                            dtype=args.dtype, compile_mode=args.compile, runtime=args.runtime, loop_s=loop_s)
+                            dtype=args.dtype, compile_mode=args.compile, runtime=args.runtime, loop_s=loop_s,
+                            day_start=args.start_time)
         plan, _ = make_plan(settings, args.duration, rate, args.loop)  # a loop too short fails here
         if args.resume:
             _check_resume(state_path(out), out, fingerprint(settings, plan, args.duration, rate, channels), args.loop)

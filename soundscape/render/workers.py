@@ -59,6 +59,7 @@ class Settings:
     runtime: str = "torch"  # or openvino (model/loading.py)
     threads: int | None = None  # torch intra-op threads in the worker; None: torch's default
     loop_s: float | None = None  # a loop's length: weights ease back to the start over its last chunk
+    day_start: float = 0.0  # a clock scene's time of day at the start (render --start-time)
 
     def model_key(self) -> tuple:
         return (self.model, self.device, self.dtype, self.compile_mode, self.runtime)
@@ -167,10 +168,10 @@ class PieceMaker:
         st = self.settings
         t = (start + plan_hop / 2) * FRAME_S  # as a plain render: half a hop into the piece
         chunk_s = spec.frames * FRAME_S
-        by_prompt = loop.prompt_weights(st.scene, t, st.loop_s, chunk_s)
+        by_prompt = loop.prompt_weights(st.scene, t, st.loop_s, chunk_s, st.day_start)
         t0 = time.perf_counter()
         result, verdict, rejected, presence = self.stream.checked_chunk(gen, seed, by_prompt, spec)
-        row = {"weights": loop.weights(st.scene, t, st.loop_s, chunk_s), "seed": result.seed,
+        row = {"weights": loop.weights(st.scene, t, st.loop_s, chunk_s, st.day_start), "seed": result.seed,
                "steps": spec.denoise.steps, "gen_s": round(time.perf_counter() - t0, 4)}
         if verdict is not None:
             row["quality"] = verdict.scores

@@ -87,6 +87,24 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"cannot read {describe(node.value)} as {kind} ({exc})", node.start_mark) from None
 
 
+class _NoSexagesimal:
+    """YAML 1.1 reads `21:30` as the number 1290 (base 60); scene files mean a time of day by it
+    (`at: 21:30`), so a value with a colon is never a number here (YAML 1.2 dropped base 60 too)."""
+
+    def __init__(self, regexp):
+        self.regexp = regexp
+
+    def match(self, value: str):
+        return None if ":" in value else self.regexp.match(value)
+
+
+for _cls in (_Composer, _Loader):
+    _cls.yaml_implicit_resolvers = {
+        first: [(tag, _NoSexagesimal(rx) if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") else rx)
+                for tag, rx in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 # YAML's own plain-data types: a fixed list, so a constructor some library registers on
 # SafeLoader cannot widen what a scene file may contain.
 _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in (

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from ..units import parse_duration
+from ..units import DAY_S, format_time_of_day, parse_duration, parse_time_of_day
 from ..errors import UsageError
 
 from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S  # noqa: F401 (bench reads them here)
@@ -210,9 +210,31 @@ class Drift(_Strict):
     period_seconds: _number(1, None, lo_open=False) = 180.0
 
 
+def _keyframe_at(v):
+    """When a keyframe applies: seconds from the start (`90`, `"5m"`), or a local time of day (`"21:30"`),
+    kept as `HH:MM[:SS]` text so a saved mix writes it back as it was."""
+    if isinstance(v, str) and ":" in v:
+        seconds = parse_time_of_day(v) if not bad_text(v) and len(v) <= 20 else None
+        if seconds is None:
+            raise ValueError('expected a time of day from "00:00" to "23:59" (or "HH:MM:SS"), '
+                             'or seconds from the start like 90 or 5m')
+        return format_time_of_day(seconds)
+    return _seconds(v)
+
+
 class Keyframe(_Strict):
-    at: Seconds
+    at: Annotated[float | str, BeforeValidator(_keyframe_at)]
     weights: dict[str, Weight]
+
+    @property
+    def clock(self) -> bool:
+        """A time of day (`at: "21:30"`), not seconds from the start."""
+        return isinstance(self.at, str)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds from the start, or, for a time of day, seconds after local midnight."""
+        return parse_time_of_day(self.at) if isinstance(self.at, str) else float(self.at)
 
 
 class Evolution(_Strict):
@@ -222,8 +244,34 @@ class Evolution(_Strict):
     transition_seconds: Seconds = 8.0
     interpolation: Literal["linear", "slerp"] = "linear"
 
+    @property
+    def follows_clock(self) -> bool:
+        """The keyframes give times of day: the scene follows the local clock, wrapping at midnight."""
+        return bool(self.keyframes) and self.keyframes[0].clock
+
     @model_validator(mode="after")
     def _order(self):
+        if self.keyframes and any(k.clock != self.keyframes[0].clock for k in self.keyframes):
+            first = self.keyframes[0]
+            i, odd = next((i, k) for i, k in enumerate(self.keyframes) if k.clock != first.clock)
+            want = 'a time of day like "21:30", as keyframe 0 has' if first.clock else \
+                "seconds from the start, as keyframe 0 has"
+            shown = f'"{odd.at}"' if odd.clock else f"{odd.at:g}"
+            raise ValueError(
+                f"evolution.keyframes.{i}.at: expected {want} (one scene's keyframes are all times of day "
+                f"or all seconds from the start), got {shown}"
+            )
+        if self.follows_clock:
+            seen: dict[float, int] = {}
+            for i, k in enumerate(self.keyframes):
+                if k.seconds in seen:
+                    raise ValueError(f"evolution.keyframes.{i}.at: expected a time of day no other keyframe has, "
+                                     f"got \"{k.at}\" (keyframe {seen[k.seconds]} has it too)")
+                seen[k.seconds] = i
+            if self.loop_seconds is not None:
+                raise ValueError("evolution.loop_seconds: a scene whose keyframes are times of day repeats every "
+                                 f"day ({DAY_S:g} s) by itself; remove loop_seconds")
+            return self
         times = [k.at for k in self.keyframes]
         for i in range(1, len(times)):
             if times[i] <= times[i - 1]:

@@ -1,6 +1,8 @@
 """The HTTP face of `soundscape serve`: a Starlette app over one Hub.
 
-  GET  /                        the page: every scene with a player and a volume
+  GET  /                        the page: every scene with a player and a volume (Media Session: the lock
+                                screen's controls); /serve.js, /icon.svg and /manifest.webmanifest (the
+                                page on a phone's home screen) with it
   GET  /stream/{scene}          an endless stream for this listener alone (?format=opus|mp3, ?seed=N);
                                 its id is in the X-Listener-Id header; 503 + Retry-After when full
   POST /listeners/{id}/set      JSON {"weights": {LAYER: 0..1}} (or the weights alone), applied through
@@ -129,6 +131,13 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     async def script(request: Request) -> Response:
         return Response((STATIC / "serve.js").read_bytes(), media_type="text/javascript")
 
+    async def icon(request: Request) -> Response:
+        return Response((STATIC / "icon.svg").read_bytes(), media_type="image/svg+xml")
+
+    async def manifest(request: Request) -> Response:
+        # The web app manifest's own type (the W3C spec's), so a phone offers "add to home screen".
+        return Response((STATIC / "manifest.webmanifest").read_bytes(), media_type="application/manifest+json")
+
     async def stream(request: Request) -> Response:
         name = request.path_params["scene"]
         if name not in hub.scenes:
@@ -187,7 +196,8 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
         return PlainTextResponse("ok\n" if alive else "generator stopped\n", status_code=200 if alive else 503)
 
     app = Starlette(routes=[
-        Route("/", index), Route("/serve.js", script), Route("/stream/{scene}", stream),
+        Route("/", index), Route("/serve.js", script), Route("/icon.svg", icon),
+        Route("/manifest.webmanifest", manifest), Route("/stream/{scene}", stream),
         Route("/listeners/{listener}/set", control, methods=["POST"]),
         Route("/metrics", metrics), Route("/healthz", healthz),
     ])

@@ -18,6 +18,7 @@ from ..scene.load import describe, one_line
 from ..scene.schema import MAX_LAYERS, Prompt, Seconds, Weight, bad_text
 
 STOP_FADE_S = 5.0  # "fade out and stop"
+PAUSE_FADE_S = 1.0  # pause fades out, and resume fades in, over about a second (no click at either edge)
 
 
 def _layer_ref(v):
@@ -87,10 +88,29 @@ class SceneRequest(_Req):
     cmd: Literal["scene"]
 
 
+class PauseRequest(_Req):
+    cmd: Literal["pause", "resume", "toggle"]
+    fade_s: Seconds = PAUSE_FADE_S
+
+
+def _wake_text(v):
+    if not isinstance(v, str) or bad_text(v) or not 1 <= len(v) <= 40:
+        raise ValueError("expected a local time like \"07:00\" or a delay like \"+8h\"")
+    return v
+
+
+class WakeRequest(_Req):
+    cmd: Literal["wake"]
+    action: Literal["set", "cancel"] = "set"
+    at: Annotated[str, BeforeValidator(_wake_text)] | None = None
+    fade_s: Seconds | None = None
+
+
 REQUESTS: dict[str, type[_Req]] = {
     "status": StatusRequest, "set": SetRequest, "prompt": PromptRequest, "add": AddRequest,
     "remove": RemoveRequest, "volume": VolumeRequest, "timer": TimerRequest, "stop": StopRequest,
-    "scene": SceneRequest,
+    "scene": SceneRequest, "pause": PauseRequest, "resume": PauseRequest, "toggle": PauseRequest,
+    "wake": WakeRequest,
 }
 
 
@@ -102,7 +122,7 @@ def parse_request(request) -> _Req:
     model = REQUESTS.get(cmd) if isinstance(cmd, str) else None
     if model is None:
         raise ValueError(f"unknown command {describe(cmd) if not isinstance(cmd, str) else repr(cmd)}; expected "
-                         f"status, set, prompt, add, remove, volume, timer, stop or scene")
+                         f"status, set, prompt, add, remove, volume, timer, stop, scene, pause, resume, toggle or wake")
     try:
         return model.model_validate(request)
     except ValidationError as exc:

@@ -9,6 +9,11 @@ Notation, for layer i at scene time t (seconds):
   d_i(t)   = depth · Σ_k a_k sin(2π t / P_k + φ_k) / Σ_k a_k, with P_k spread around the
             drift period and a_k, φ_k drawn from the scene seed: smooth, |d_i| <= depth
   w_i(t)   = clip(base_i(τ) + d_i(t), 0, 1)
+A scene whose keyframes are times of day (`at: "21:30"`) takes τ from the local clock instead:
+  τ        = (day_start + t) mod 86400, seconds after midnight, where day_start is the time of
+            day at scene time 0 (`render --start-time`; play maps each chunk to when it is heard)
+  base_i(τ) eased between the keyframes before and after τ on a 24-hour circle (the last
+            keyframe of the day eases into the first across midnight)
 An override from `soundscape set` replaces w_i: exactly that value, no drift. It is
 reached from the weight before it over transition_seconds with the same easing.
 """
@@ -39,7 +44,24 @@ def ease(u: float) -> float:
     return 0.5 - 0.5 * math.cos(math.pi * u)
 
 
-def _keyframed(scene: Scene, name: str, t: float) -> float:
+DAY_S = 86400.0
+
+
+def _clock_keyframed(scene: Scene, name: str, tod: float) -> float:
+    """The keyframes as a daily cycle: eased from the keyframe at or before `tod` to the next, across midnight."""
+    default = scene.layers[name].weight
+    keys = sorted((k.seconds, k.weights.get(name, default)) for k in scene.evolution.keyframes)
+    if len(keys) == 1:
+        return keys[0][1]
+    i = max((j for j, (at, _) in enumerate(keys) if at <= tod), default=len(keys) - 1)
+    (t0, w0), (t1, w1) = keys[i], keys[(i + 1) % len(keys)]
+    span = (t1 - t0) % DAY_S
+    return w0 + (w1 - w0) * ease(((tod - t0) % DAY_S) / span)
+
+
+def _keyframed(scene: Scene, name: str, t: float, day_start: float | None = None) -> float:
+    if scene.evolution.follows_clock:
+        return _clock_keyframed(scene, name, ((day_start or 0.0) + t) % DAY_S)
     default = scene.layers[name].weight
     keys = [(k.at, k.weights.get(name, default)) for k in scene.evolution.keyframes]
     if not keys:
@@ -75,16 +97,17 @@ def drift(scene: Scene, name: str, t: float) -> float:
     return cfg.depth * total / float(amps.sum())
 
 
-def scene_weight(scene: Scene, name: str, t: float) -> float:
-    return min(max(_keyframed(scene, name, t) + drift(scene, name, t), 0.0), 1.0)
+def scene_weight(scene: Scene, name: str, t: float, day_start: float | None = None) -> float:
+    return min(max(_keyframed(scene, name, t, day_start) + drift(scene, name, t), 0.0), 1.0)
 
 
-def weights_at(scene: Scene, t: float, overrides: tuple[Override, ...] = ()) -> dict[str, float]:
-    """Layer weights for the audio heard at scene time `t`."""
+def weights_at(scene: Scene, t: float, overrides: tuple[Override, ...] = (),
+               day_start: float | None = None) -> dict[str, float]:
+    """Layer weights for the audio heard at scene time `t` (`day_start`: a clock scene's time of day at t = 0)."""
     out = {}
     transition = scene.evolution.transition_seconds
     for name in scene.layers:
-        w = scene_weight(scene, name, t)
+        w = scene_weight(scene, name, t, day_start)
         for o in overrides:
             if o.layer != name or o.at > t:
                 continue
@@ -104,20 +127,20 @@ class SceneChange:
 
 
 def prompt_weights(scene: Scene, t: float, overrides: tuple[Override, ...] = (),
-                   change: SceneChange | None = None) -> dict[str, float]:
+                   change: SceneChange | None = None, day_start: float | None = None) -> dict[str, float]:
     """Weight per prompt text: what the conditioning blends.
 
     During a scene change the old scene's prompts fade out as the new one's fade in over
     transition_seconds, so an edited prompt crossfades in embedding space instead of jumping.
     """
     out: dict[str, float] = {}
-    for name, w in weights_at(scene, t, overrides).items():
+    for name, w in weights_at(scene, t, overrides, day_start).items():
         prompt = scene.layers[name].prompt
         out[prompt] = out.get(prompt, 0.0) + w
     if change is not None:
         transition = scene.evolution.transition_seconds
         e = ease((t - change.at) / transition) if transition > 0 else 1.0
         if e < 1.0:
-            old = prompt_weights(change.before, t, change.before_overrides)
+            old = prompt_weights(change.before, t, change.before_overrides, day_start=day_start)
             out = {p: e * out.get(p, 0.0) + (1 - e) * old.get(p, 0.0) for p in {*out, *old}}
     return out

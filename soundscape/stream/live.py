@@ -17,9 +17,13 @@ each checked with the scene's own types first (control_requests.py):
   timer {action, seconds}         sleep timer: set / extend / cancel, until its fade-out has begun
   stop {fade_s}                   fade out and stop
   scene                           the current mix as a scene (what "Save as scene" writes)
-The sleep timer counts wall-clock time from when sound started (a device that stalls must not make
-the night longer); `tick` schedules its fade on the player a second ahead, and from then on it can
-no longer be moved. A fade that the device has made late is cut short at its deadline.
+  pause / resume / toggle {fade_s} fade out (about a second) and hold; fade back in from where it stopped
+  wake {action, at, fade_s}       the wake alarm (play --wake): set or cancel; handled by `self.alarm`
+The sleep timer counts wall-clock time from when sound started, less the time spent paused (a device
+that stalls must not make the night longer; a pause must not shorten it); `tick` schedules its fade
+on the player a second ahead, and from then on it can no longer be moved. A fade that the device has
+made late is cut short at its deadline. With a wake alarm set, the sleep timer's fade ends in a pause
+instead of the end of the player, and the alarm fades the sound back in (play/wake.py).
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from ..errors import SceneError
 from ..scene import Scene, load_scene
 from ..scene.load import describe as _describe, one_line
 from ..scene.schema import Seconds, Weight
-from .control_requests import parse_request
+from .control_requests import PAUSE_FADE_S, parse_request
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
 LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
 MAX_TIMER_S = 24 * 3600.0
+MAX_PAUSE_FADE_S = 60.0
 
 
 class LiveControl:
@@ -55,6 +60,10 @@ class LiveControl:
         self._sound_started: float | None = None  # time.monotonic() when the first audio was played
         self._deadline: float | None = None  # `_clock()` by which the fade under way must be over
         self.stopping = False
+        self.paused = False  # asked to pause (the player fades, then holds)
+        self._paused_at = 0.0  # time.monotonic() of the pause
+        self._paused_total = 0.0  # seconds paused since sound started: the sleep timer does not count them
+        self.alarm = None  # play's wake alarm (play/wake.py), when there is one
         self.path = Path(scene_path) if scene_path else None
         self._mtime = self._stat()
         self._poll_s = poll_s
@@ -72,12 +81,13 @@ class LiveControl:
             self._check_file()
 
     def _clock(self) -> float:
-        """Seconds of wall-clock time since sound started (0 while buffering)."""
+        """Seconds of wall-clock time since sound started, less the time paused (0 while buffering)."""
         if self._sound_started is None:
             if self.engine.player.frames_played == 0:
                 return 0.0
             self._sound_started = time.monotonic()
-        return time.monotonic() - self._sound_started
+        now = time.monotonic()
+        return now - self._sound_started - self._paused_total - (now - self._paused_at if self.paused else 0.0)
 
     def _played_s(self) -> float:
         return self.engine.player.frames_played / self.engine.config.rate
@@ -142,14 +152,57 @@ class LiveControl:
             return self._timer(req.action, req.seconds)
         if cmd == "stop":
             return self._stop(req.fade_s)
+        if cmd in ("pause", "resume", "toggle"):
+            if cmd == "toggle":
+                cmd = "resume" if self.paused else "pause"
+            fade_s = min(req.fade_s, MAX_PAUSE_FADE_S)
+            return self.pause(fade_s) if cmd == "pause" else self.resume(fade_s)
+        if cmd == "wake":
+            if self.alarm is None:
+                return {"ok": False, "error": "this player has no wake alarm (it belongs to `soundscape play`)"}
+            return self.alarm.cancel() if req.action == "cancel" else self.alarm.set(req.at, req.fade_s)
         return {"ok": True, "scene": self.mix().model_dump(mode="json")}
 
     def _status(self) -> dict:
         status = self.engine.status_dict()
         status.update(description=self.scene.description, volume=self.volume, stopping=self.stopping,
                       set_weights={k: self.set_weights.get(k, v.weight) for k, v in self.scene.layers.items()},
-                      sleep=self._timer_status())
+                      sleep=self._timer_status(), paused=self.paused,
+                      wake=self.alarm.status() if self.alarm is not None else None)
         return status
+
+    # Pause and resume -------------------------------------------------------
+    def pause(self, fade_s: float = PAUSE_FADE_S, start_frame: int | None = None, why: str = "pause") -> dict:
+        """Fade out over `fade_s` (from `start_frame`, default now) and hold; the generator idles once
+        the buffer is full. The sleep timer stops counting."""
+        player = self.engine.player
+        if getattr(player, "pause", None) is None:
+            return {"ok": False, "error": "this stream cannot be paused here (pause the player that plays it)"}
+        if self.stopping:
+            return {"ok": False, "error": "the player is fading out to stop; it cannot be paused"}
+        if self._sleep_scheduled and not self.paused:
+            return {"ok": False, "error": "the sleep timer is fading the player out; it cannot be paused"}
+        if not self.paused:
+            self.paused = True
+            self._paused_at = time.monotonic()
+            player.pause(max(float(fade_s), 0.01), start_frame)
+            self.engine.gen.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"paused": True}}
+
+    def resume(self, fade_s: float = PAUSE_FADE_S, why: str = "resume") -> dict:
+        """Fade back in over `fade_s` from where the sound stopped."""
+        player = self.engine.player
+        if getattr(player, "resume", None) is None:
+            return {"ok": False, "error": "this stream cannot be paused here (pause the player that plays it)"}
+        if self.stopping:
+            return {"ok": False, "error": "the player is fading out to stop; it cannot be resumed"}
+        if self.paused:
+            self.paused = False
+            if self._sound_started is not None:
+                self._paused_total += time.monotonic() - self._paused_at
+            player.resume(max(float(fade_s), 0.01))
+            self.engine.gen.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"paused": False}}
 
     def _set(self, weights: dict[str, float]) -> dict:
         for name in weights:
@@ -228,7 +281,7 @@ class LiveControl:
     def _volume(self, volume) -> dict:
         set_gain = getattr(self.engine.player, "set_gain", None)
         if set_gain is None:
-            return {"ok": False, "error": "the master volume can be changed while playing only with `play --web`"}
+            return {"ok": False, "error": "this stream has no master volume here (set the player's own)"}
         try:
             volume = TypeAdapter(Weight).validate_python(volume)
         except ValidationError as exc:
@@ -277,13 +330,18 @@ class LiveControl:
         if self._deadline is not None and now >= self._deadline and not player.done:
             self._deadline = None
             player.start_fade(LATE_FADE_S)  # the device lost time (xruns): end on time anyway
-        if self.sleep_at is None or self._sleep_scheduled:
+        if self.sleep_at is None or self._sleep_scheduled or self.paused:
             return
         start = self.sleep_at - self._sleep_fade
         if now >= start - TIMER_LOOKAHEAD_S:
+            frame = player.frames_played + int(max(0.0, start - now) * self.engine.config.rate)
+            if self.alarm is not None and self.alarm.armed:
+                # An alarm will wake the scene: the night's fade ends in a pause, not the end of the player.
+                self.sleep_at = None
+                self.pause(self._sleep_fade, start_frame=frame, why="sleep")
+                return
             self._sleep_scheduled = True
             self._deadline = self.sleep_at
-            frame = player.frames_played + int(max(0.0, start - now) * self.engine.config.rate)
             player.schedule_fade(frame, self._sleep_fade)
 
     def _stop(self, fade_s) -> dict:
@@ -319,13 +377,29 @@ class LiveControl:
             print(f"\n{self.path}: cannot be read ({type(exc).__name__}: {exc}); keeping the last good scene",
                   file=sys.stderr)
             return
-        old = self.scene
-        changed = [k for k in _GEOMETRY if getattr(new.generation, k) != getattr(old.generation, k)]
-        if changed or new.output != old.output or new.seed != old.seed:
-            print(f"\n{self.path}: generation.{', '.join(changed) or 'seed/output'} changed: restart play to apply "
-                  f"that; applying the rest", file=sys.stderr)
-            new = new.model_copy(update={"generation": new.generation.model_copy(
-                update={k: getattr(old.generation, k) for k in _GEOMETRY}), "output": old.output, "seed": old.seed})
-        if new == old:
+        new, changed = self.compatible(new)
+        if changed:
+            print(f"\n{self.path}: {changed} changed: restart play to apply that; applying the rest", file=sys.stderr)
+        if new == self.scene:
             return
         self._replace("reload", {"file": str(self.path)}, new)
+
+    def compatible(self, new: Scene) -> tuple[Scene, str]:
+        """`new` with what a running stream cannot change (chunk geometry, output, seed) kept as it is now,
+        and which of those differed ("" if none)."""
+        old = self.scene
+        changed = [k for k in _GEOMETRY if getattr(new.generation, k) != getattr(old.generation, k)]
+        if not changed and new.output == old.output and new.seed == old.seed:
+            return new, ""
+        kept = new.model_copy(update={"generation": new.generation.model_copy(
+            update={k: getattr(old.generation, k) for k in _GEOMETRY}), "output": old.output, "seed": old.seed})
+        return kept, f"generation.{', '.join(changed)}" if changed else "seed/output"
+
+    def switch_scene(self, new: Scene, path: str | Path | None) -> None:
+        """Play another scene from the next chunk (the wake scene), easing over its transition time; its file
+        is the one watched for edits from now on."""
+        new, _ = self.compatible(new)
+        self.path = Path(path) if path else None
+        self._mtime = self._stat()
+        self.set_weights = {}
+        self._replace("wake", {"file": str(path)}, new)

@@ -28,6 +28,7 @@ from ..model.geometry import MODEL_RATE, SAMPLES_PER_FRAME
 from ..model.loading import LoadedModel
 from ..scene import Scene
 from ..scene.quality import resolve
+from ..units import time_of_day
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 FALLBACK_AFTER = 2  # tries at a chunk's conditioning (the first and one retry) before the last good one is used
@@ -94,7 +95,7 @@ class Segment:
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
                  out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
-                 quality: str | None = None, fade_in: bool = True):
+                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -117,6 +118,11 @@ class SceneStream:
         self._cond_failures = 0  # tries in a row that failed to condition
         self.falling_back = False  # chunks are made from self._good's conditioning
         self._said: set[str] = set()  # fallback reasons already reported
+        # A clock scene (keyframes at times of day): the local time of day at scene time 0 (`render
+        # --start-time`; default: now), unless `heard_at` (play) says when each chunk will be heard.
+        self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
+        self._day_start_given = day_start is not None  # else a resumed render keeps the one it started with
+        self.heard_at = None  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -172,6 +178,16 @@ class SceneStream:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
         return (index + 0.5) * self.hop_s
 
+    def day_start_at(self, t: float) -> float:
+        """A clock scene's time of day at scene time 0, as seen from the chunk at scene time `t`.
+
+        play follows the wall clock: each chunk takes the time of day when it will be heard, so a pause,
+        a wake alarm hours later or a suspended machine leave the scene at the hour it is, not the hour
+        the player started. render counts from --start-time, so a file is the same on every run."""
+        if self.heard_at is None:
+            return self.day_start
+        return time_of_day(self.heard_at(t)) - t
+
     # Live changes (called by the generator thread between chunks) ----------
     def apply_overrides(self, values: dict[str, float]) -> None:
         at = self.chunk_time(self.state.gen.chunk_index)
@@ -223,8 +239,9 @@ class SceneStream:
         spec = self.spec
         if self.next_steps is not None and self.next_steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
-        return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change), spec,
-                              controller.weights_at(self.scene, t, self.overrides))
+        day = self.day_start_at(t) if self.scene.evolution.follows_clock else None
+        return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change, day), spec,
+                              controller.weights_at(self.scene, t, self.overrides, day))
 
     def _prepared(self, index: int, by_prompt: dict[str, float], spec: ChunkSpec,
                   weights: dict[str, float]) -> _Prepared:
@@ -310,7 +327,7 @@ class SceneStream:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
         st = self.state
         arrays = {"chunk_index": np.array(st.gen.chunk_index), "out_rate": np.array(self.out_rate),
-                  "seed": np.array(self.seed), **st.out.to_arrays()}
+                  "seed": np.array(self.seed), "day_start": np.array(self.day_start), **st.out.to_arrays()}
         if st.gen.tail_latents is not None:
             arrays["tail_latents"] = st.gen.tail_latents.numpy()
         tmp = Path(str(path) + ".tmp.npz")
@@ -324,6 +341,8 @@ class SceneStream:
                                  f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
+            if "day_start" in f and not self._day_start_given:  # a clock scene resumes on the clock it began
+                self.day_start = float(f["day_start"])
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
                                      out=ChainState.from_arrays(f))
 

@@ -29,17 +29,21 @@ def save_dir(args) -> Path | None:
     return folder
 
 
-def start(args, engine, live):
-    """Start the mixer beside a playing engine and print its `web: URL` line. None if it cannot listen."""
+def start(args, engine, live, bridge=None):
+    """Start the mixer beside a playing engine and print its `web: URL` line. None if it cannot listen.
+
+    `bridge`: one already ticking on the engine (shared with the media controls, play/mpris.py)."""
     from .bridge import Bridge
     from .server import WebMixer
 
-    bridge = Bridge(live)
+    shared = bridge is not None
+    bridge = bridge or Bridge(live)
     mixer = WebMixer(bridge, engine.ring, engine.player, engine.config.rate,
                      port=getattr(args, "web_port", None) or 0, save_dir=save_dir(args), scene_path=args.scene)
     if not mixer.start():
         return None
-    engine.on_tick.append(bridge.tick)
+    if not shared:
+        engine.on_tick.append(bridge.tick)
     print(f"web: {mixer.url}", file=sys.stderr, flush=True)
     if getattr(args, "open", False):
         import webbrowser

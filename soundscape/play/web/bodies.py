@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 
 from ...scene.load import one_line
@@ -69,6 +69,16 @@ class StopBody(_Body):
         if self.fade_seconds > 60:
             raise ValueError(f"fade_seconds: expected at most 60 seconds, got {self.fade_seconds:g}")
         return self
+
+
+class PauseBody(_Body):
+    action: Literal["pause", "resume", "toggle"] = "toggle"
+
+
+class WakeBody(_Body):
+    action: Literal["set", "cancel"] = "set"
+    at: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # "07:00" or "+8h"; the alarm checks it
+    fade_seconds: Seconds | None = None
 
 
 class SaveBody(_Body):

@@ -38,8 +38,8 @@ from ...scene.load import one_line
 from ...web_access import foreign_origin, given_token, guarded_protocol, serve_sockets, token_matches
 from ...scene import Scene
 from ...audio.mixer import Analyzer
-from .bodies import (BadRequest, NewLayerBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody, WeightsBody,
-                     read_body)
+from .bodies import (BadRequest, NewLayerBody, PauseBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody,
+                     WakeBody, WeightsBody, read_body)
 from .save import new_file, scene_yaml, slug
 
 STATIC = Path(__file__).parent / "static"
@@ -110,6 +110,8 @@ class WebMixer:
             Route("/api/volume", self.volume, methods=["PUT"]),
             Route("/api/timer", self.timer, methods=["POST"]),
             Route("/api/stop", self.stop, methods=["POST"]),
+            Route("/api/pause", self.pause, methods=["POST"]),
+            Route("/api/wake", self.wake, methods=["POST"]),
             Route("/api/scene.yaml", self.download),
             Route("/api/save", self.save, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
@@ -161,6 +163,14 @@ class WebMixer:
     async def stop(self, request: Request) -> Response:
         body = await read_body(request, StopBody)
         return await self._run({"cmd": "stop", "fade_s": body.fade_seconds})
+
+    async def pause(self, request: Request) -> Response:
+        body = await read_body(request, PauseBody)
+        return await self._run({"cmd": body.action})
+
+    async def wake(self, request: Request) -> Response:
+        body = await read_body(request, WakeBody)
+        return await self._run({"cmd": "wake", "action": body.action, "at": body.at, "fade_s": body.fade_seconds})
 
     async def _mix_yaml(self, name: str) -> tuple[str, str]:
         reply = await asyncio.wrap_future(self.bridge.submit({"cmd": "scene"}))

@@ -1,5 +1,38 @@
 // Each scene's volume slider sets its <audio> element's volume; starting one scene pauses the others
 // (each stream is generated for this listener alone, so a paused one frees its slot on the server).
+// The Media Session API puts the playing scene on a phone's lock screen and under its media keys.
+const media = "mediaSession" in navigator ? navigator.mediaSession : null;
+let current = null; // the <audio> last started
+
+function release(audio) {
+  audio.pause();
+  audio.removeAttribute("src");  // drop the connection: the server frees the listener's slot
+  audio.load();
+  audio.src = audio.dataset.src;
+}
+
+if (media) {
+  const handlers = {
+    play: () => { if (current) current.play(); },
+    pause: () => { if (current) current.pause(); },
+    stop: () => { if (current) release(current); media.playbackState = "none"; },
+  };
+  for (const [action, handler] of Object.entries(handlers)) {
+    try { media.setActionHandler(action, handler); } catch (_) { /* an action this browser does not know */ }
+  }
+}
+
+function showInMediaSession(scene, audio) {
+  current = audio;
+  if (!media) return;
+  const icon = document.querySelector('link[rel="icon"]');
+  media.metadata = new MediaMetadata({
+    title: scene.querySelector("h2").textContent, artist: "soundscape",
+    artwork: icon ? [{ src: icon.href, sizes: "any", type: "image/svg+xml" }] : [],
+  });
+  media.playbackState = "playing";
+}
+
 for (const scene of document.querySelectorAll(".scene")) {
   const audio = scene.querySelector("audio");
   const volume = scene.querySelector(".volume");
@@ -7,13 +40,10 @@ for (const scene of document.querySelectorAll(".scene")) {
   volume.addEventListener("input", () => { audio.volume = Number(volume.value); });
   audio.addEventListener("play", () => {
     for (const other of document.querySelectorAll("audio")) {
-      if (other !== audio && !other.paused) {
-        other.pause();
-        other.removeAttribute("src");  // drop the connection: the server frees the listener's slot
-        other.load();
-        other.src = other.dataset.src;
-      }
+      if (other !== audio && !other.paused) release(other);
     }
+    showInMediaSession(scene, audio);
   });
+  audio.addEventListener("pause", () => { if (media && audio === current) media.playbackState = "paused"; });
   audio.dataset.src = audio.getAttribute("src");
 }

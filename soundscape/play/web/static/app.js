@@ -241,6 +241,62 @@ function renderTimer(s) {
   document.querySelectorAll(".presets button, #timer-form button").forEach((b) => { b.disabled = fading; });
 }
 
+// --- Pause, wake alarm ---------------------------------------------------------------------------
+function setPaused(action) {
+  return api("POST", "/api/pause", { action }).catch(() => {});
+}
+$("pause").addEventListener("click", () => setPaused(state && state.paused ? "resume" : "pause"));
+
+$("wake-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const at = $("wake-time").value.trim();
+  if (!at) return;
+  api("POST", "/api/wake", { action: "set", at })
+    .then((r) => { $("wake-time").value = ""; toast(`alarm set for ${r.applied.wake.at}`); }).catch(() => {});
+});
+$("wake-cancel").addEventListener("click", () =>
+  api("POST", "/api/wake", { action: "cancel" }).then(() => toast("alarm off")).catch(() => {}));
+
+function renderNight(s) {
+  const b = $("pause");
+  b.textContent = s.paused ? "Resume" : "Pause";
+  b.setAttribute("aria-pressed", s.paused ? "true" : "false");
+  b.disabled = !!s.stopping;
+  const el = $("wake-display");
+  if (s.wake) {
+    el.textContent = `${s.wake.at} · in ${clock(s.wake.in_s)}`;
+    el.className = "timer-display";
+  } else {
+    el.textContent = "off";
+    el.className = "timer-display off";
+  }
+  $("wake-cancel").disabled = !s.wake;
+}
+
+// --- Media Session: the phone's lock screen and hardware media keys --------------------------------
+const media = "mediaSession" in navigator ? navigator.mediaSession : null;
+if (media) {
+  const handlers = {
+    play: () => setPaused("resume"),
+    pause: () => setPaused("pause"),
+    stop: () => api("POST", "/api/stop", {}).catch(() => {}),
+  };
+  for (const [action, handler] of Object.entries(handlers)) {
+    try { media.setActionHandler(action, handler); } catch (_) { /* an action this browser does not know */ }
+  }
+}
+function renderMedia(s) {
+  if (!media) return;
+  if (!media.metadata || media.metadata.title !== s.scene) {
+    const icon = document.querySelector('link[rel="icon"]');
+    media.metadata = new MediaMetadata({
+      title: s.scene, artist: "soundscape", album: s.description || "",
+      artwork: icon ? [{ src: icon.href, sizes: "any", type: icon.type || "image/svg+xml" }] : [],
+    });
+  }
+  media.playbackState = s.stopping ? "none" : s.paused ? "paused" : "playing";
+}
+
 // --- Save, stop ----------------------------------------------------------------------------------
 $("save-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -288,11 +344,14 @@ function render(s) {
 
   const phase = $("phase");
   if (s.stopping || (s.sleep && s.sleep.fading)) { phase.textContent = "fading out"; phase.className = "pill fading"; }
+  else if (s.paused) { phase.textContent = s.wake ? "asleep" : "paused"; phase.className = "pill paused"; }
   else if (s.elapsed_s > 0) { phase.textContent = "playing"; phase.className = "pill playing"; }
   else { phase.textContent = "buffering"; phase.className = "pill"; }
 
   renderLayers(s);
   renderTimer(s);
+  renderNight(s);
+  renderMedia(s);
   if (!volumeHolding && performance.now() - volumeTouched > 1500) {
     $("volume").value = s.volume;
     $("volume-value").textContent = `${Math.round(s.volume * 100)}%`;
