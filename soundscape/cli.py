@@ -96,7 +96,8 @@ def _add_model_args(p):
     g.add_argument("--keep-encoders", action="store_true",
                    help="keep the text encoders (CLAP, Flan-T5, GPT-2: 1.2 GB in bf16) loaded; by default they "
                         "load when a new prompt must be encoded and are released after, and prompts already "
-                        "encoded come from the prompt cache (`soundscape cache`); serve always keeps them")
+                        "encoded come from the prompt cache (`soundscape cache`); serve keeps them until no new prompt "
+                        "has come for 5 minutes")
     g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
                         "compile; off by default: it did not pay on CPU, see docs/benchmarks.md)")

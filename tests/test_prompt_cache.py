@@ -100,3 +100,27 @@ def test_two_players_at_once_do_not_corrupt_the_cache(tiny_model_dir, tmp_path, 
     enc.encode_all([f"prompt number {i}" for i in range(12)])
     assert enc.encoded == 0 and model.text_loads == 0  # all twelve read back whole
     assert not list(Path(cache_home).glob(".tmp-*"))
+
+
+def test_held_encoders_stay_for_new_prompts_and_go_once_idle(tiny_model_dir, cache_home):
+    """serve's PromptEncoder (hold_s): the text encoders load once for a burst of new prompts, stay loaded
+    while prompts keep coming, and are released once none has come for hold_s."""
+    import time
+
+    from soundscape.generator.conditioning import PromptEncoder
+    from soundscape.model import text_encoders
+
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")
+    encoder = PromptEncoder(model, disk=False, hold_s=1.5)
+    encoder.encode("rain on a tin roof")
+    time.sleep(0.8)
+    encoder.encode("wind in the pines")  # within the hold: no second load, and the hold starts again
+    assert model.text_loads == 1 and text_encoders.loaded(model)
+    time.sleep(0.9)  # 1.7 s after the first prompt, 0.9 s after the last: still held
+    assert text_encoders.loaded(model)
+    deadline = time.monotonic() + 10
+    while text_encoders.loaded(model) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not text_encoders.loaded(model) and model.pipe.text_encoder_2 is None
+    encoder.encode("wind in the pines")  # known: from memory, nothing loaded
+    assert model.text_loads == 1

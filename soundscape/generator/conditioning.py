@@ -20,6 +20,7 @@ interpolation's magnitude rule, and a single layer at weight 1 is unchanged.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +57,13 @@ class PromptEncoder:
     Thread-safe: the generator thread and a background re-encoder may share it.
     """
 
-    def __init__(self, model: LoadedModel, disk: bool = True):
+    def __init__(self, model: LoadedModel, disk: bool = True, hold_s: float = 0.0):
         self.model = model
+        # Seconds the text encoders stay loaded after their last use (serve: listeners arrive with new prompts
+        # in bursts, and loading them takes seconds); 0 releases them as soon as a call is done.
+        self.hold_s = hold_s
+        self._timer: threading.Timer | None = None
+        self._last_use = 0.0
         self._cache: dict[tuple[str, str], PromptEmbedding] = {}
         self._lock = threading.Lock()
         self._disk = _disk_cache(model) if disk else None
@@ -71,8 +77,7 @@ class PromptEncoder:
             try:
                 emb, loaded_here = self._encode(prompt)
             finally:
-                if loaded_here:
-                    text_encoders.release(self.model)
+                self._done(loaded_here)
             return emb
 
     def encode_all(self, prompts) -> None:
@@ -83,8 +88,33 @@ class PromptEncoder:
                 for prompt in dict.fromkeys(prompts):
                     loaded_here = self._encode(prompt)[1] or loaded_here
             finally:
-                if loaded_here:
-                    text_encoders.release(self.model)
+                self._done(loaded_here)
+
+    def _done(self, loaded_here: bool) -> None:
+        """After a call (lock held): release the encoders it loaded now, or once `hold_s` passes unused."""
+        if self.hold_s <= 0:
+            if loaded_here:
+                text_encoders.release(self.model)
+            return
+        if not text_encoders.loaded(self.model) or self.model.text_source is None:
+            return
+        self._last_use = time.monotonic()
+        if self._timer is None:
+            self._arm(self.hold_s)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._release_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _release_if_idle(self) -> None:
+        with self._lock:
+            self._timer = None
+            idle = time.monotonic() - self._last_use
+            if idle < self.hold_s:
+                self._arm(self.hold_s - idle)  # used meanwhile: wait for the rest
+            elif text_encoders.loaded(self.model):
+                text_encoders.release(self.model)
 
     def _encode(self, prompt: str) -> tuple[PromptEmbedding, bool]:
         key = (self.model.model_id, prompt)

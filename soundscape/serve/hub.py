@@ -43,6 +43,9 @@ def load_scenes(folder: str | Path) -> dict[str, tuple[Path, Scene]]:
     return {f.stem: (f, load_scene(f)) for f in files}
 
 
+ENCODER_HOLD_S = 300.0
+
+
 class Hub:
     def __init__(self, model, scenes: dict[str, tuple[Path, Scene]], *, max_listeners: int = 8,
                  quality: str | None = None, steps: int | None = None, out_rate: int | None = None):
@@ -50,7 +53,9 @@ class Hub:
         self.scenes = scenes
         self.max_listeners = max_listeners
         self.quality, self.steps, self.out_rate = quality, steps, out_rate
-        self.encoder = PromptEncoder(model)
+        # Text encoders (1.2 GB in bf16) stay loaded while listeners bring new prompts, and are released once
+        # none has for ENCODER_HOLD_S; the prompts met so far stay in memory and in the prompt cache.
+        self.encoder = PromptEncoder(model, hold_s=ENCODER_HOLD_S)
         # The shortest hop of any scene: the real-time budget a batch must fit in.
         self.hop_s = min(self._stream(name, 0).hop_s for name in scenes)
         self.loop = GenerationLoop(max_batch=max_listeners)

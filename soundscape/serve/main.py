@@ -33,7 +33,7 @@ def serve(args) -> int:
     sock = bind(args.host, args.port)  # a taken port fails before the model loads
     model = load_model(choose_model(args.model, first.model), device=args.device, dtype=args.dtype,
                        quiet=args.quiet, compile_mode=args.compile, runtime=args.runtime,
-                       keep_encoders=True)  # listeners arrive with their scenes' prompts at any time
+                       keep_encoders=args.keep_encoders)  # else loaded for new prompts, released when idle (Hub)
     hub = Hub(model, scenes, max_listeners=args.max_listeners, quality=args.quality, steps=args.steps)
     hub.calibrate(quiet=args.quiet)
     hub.start()
