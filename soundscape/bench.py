@@ -229,6 +229,9 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
     t1 = time.perf_counter()
     # 2. VAE: latents -> log-mel for the decode window play uses, every stream at once
     start = chunk_spec.decode_start(first=known is None)
+    prefer = getattr(model.vocoder_runtime, "prefer", None)
+    if prefer is not None:  # as play's generate_chunks does: one vocoder shape, the later chunks'
+        prefer((chunk_spec.frames - chunk_spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
     mel = latents_to_mel(model, latents[:, :, start:])
     sync(dev)
     t2 = time.perf_counter()

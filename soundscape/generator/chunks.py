@@ -127,6 +127,9 @@ def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, s
     latents = denoise_batch(model, [j.cond for j in jobs], [j.state.tail_latents for j in jobs],
                             [j.seed for j in jobs], spec.denoise, should_stop, [j.state.known_tail for j in jobs])
     denoise_s = time.perf_counter() - t0
+    prefer = getattr(model.vocoder_runtime, "prefer", None)
+    if prefer is not None:  # OpenVINO: one vocoder shape, the later chunks' (model/openvino_runtime.py)
+        prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
     windows = [(spec.decode_start(first=j.state.tail_latents is None),
                 spec.decode_end(0 if j.state.known_tail is None else j.state.known_tail.shape[2])) for j in jobs]
     audio: list[torch.Tensor | None] = [None] * len(jobs)

@@ -323,6 +323,7 @@ class OpenVINOVocoder:
 
         self.config = vocoder.config
         self.hop = int(np.prod(vocoder.config.upsample_rates))  # samples per mel frame
+        self.window: int | None = None  # the length to compile, when a caller knows it (`prefer`)
         self.model, self.cached = _prepare("vocoder", vocoder, [vocoder], precision, convert, keep_torch, announce,
                                            entry)
 
@@ -339,10 +340,15 @@ class OpenVINOVocoder:
         (and drops the longer one), a longer one runs as overlapping windows of the compiled length.
         """
         frames = row.shape[1]
-        window = min((shape[0][1] for shape in self.model.compiled), default=None)
+        window = self.window or min((shape[0][1] for shape in self.model.compiled), default=None)
         if window is None or frames <= window:
             return self.model([row])
         return stitch_windows(lambda part: self.model([part]), row, window, self.hop)
+
+    def prefer(self, frames: int) -> None:
+        """Compile for `frames` mel frames (a stream's later chunks): its first chunk then runs as windows of
+        that length too, and the vocoder compiles one shape per session instead of two."""
+        self.window = frames
 
 
 class OpenVINOUNet:
