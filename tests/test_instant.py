@@ -87,7 +87,9 @@ def test_an_edited_scene_never_plays_the_old_recording(tmp_path, monkeypatch):
     rec = instant.Recorder(key, 48000, 2)
     rec.add(np.full((5 * 48000, 2), 0.1, np.float32))
     rec.stop()
-    assert instant.cached_audio(key, 48000, 2) is not None
+    assert instant.cached_audio(key, 48000, 2).shape == (5 * 48000, 2)  # all of it, by default
+    part = instant.cached_audio(key, 48000, 2, seconds=1.5)  # a start reads only what it needs
+    assert part.shape == (72000, 2) and np.allclose(part, 0.1, atol=1e-4)
     edited = parse_scene(SCENE.replace("a stream of water", "rain on a tin roof"))
     for other in (instant.key_for(edited, "model-a", 48000, 2), instant.key_for(scene, "model-b", 48000, 2),
                   instant.key_for(scene, "model-a", 44100, 2)):

@@ -410,7 +410,7 @@ def play(args, make_stream) -> int:
 
     key = instant.key_for(scene, model_id, config.rate, config.channels)
     # A night start plays nothing until the alarm: no recording to bridge the model's loading.
-    warm = instant.cached_audio(key, config.rate, config.channels) if not night_start else None
+    warm = instant.cached_audio(key, config.rate, config.channels, seconds=instant.START_S) if not night_start else None
     engine = Engine(None, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
                     prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
                     mixer=web, hop_s=scene.generation.chunk_seconds - scene.generation.overlap_seconds)

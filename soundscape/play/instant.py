@@ -27,6 +27,7 @@ import numpy as np
 FORMAT = 1
 KEEP_S = 600.0  # the last ten minutes
 MIN_S = 30.0  # shorter recordings are not kept: too little to start from without repeats
+START_S = 120.0  # what an instant start reads of a recording (cached_audio)
 
 
 def keep_s() -> float:
@@ -47,22 +48,31 @@ def key_for(scene, model_id: str, rate: int, channels: int) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def cached_audio(key: str, rate: int, channels: int) -> np.ndarray | None:
-    """The recorded audio, (n, channels) float32, or None when there is none (or it is unreadable)."""
+def cached_audio(key: str, rate: int, channels: int, seconds: float | None = None) -> np.ndarray | None:
+    """The recorded audio, (n, channels) float32, or None when there is none (or it is unreadable).
+
+    `seconds`: at most this much of it, from a random place. Why: the start only needs enough to cover
+    the load and the first chunk without repeats, and the whole ten minutes would sit in the cover pool
+    as 230 MB of float32 until fresh audio replaces it.
+    """
     import soundfile as sf
 
     path = _folder() / f"{key}.flac"
     if keep_s() <= 0 or not path.exists():
         return None
     try:
-        audio, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            file_rate, file_channels, total = f.samplerate, f.channels, f.frames
+            if file_rate != rate or file_channels != channels or total < min(MIN_S, keep_s()) * rate:
+                return None
+            n = total if seconds is None else min(total, int(seconds * rate))
+            f.seek(int(np.random.default_rng().integers(0, total - n + 1)))
+            audio = f.read(n, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, OSError, RuntimeError) as exc:
         print(f"soundscape: ignoring a damaged instant-start recording {path} ({exc})", file=sys.stderr)
         path.unlink(missing_ok=True)
         return None
-    if file_rate != rate or audio.shape[1] != channels or len(audio) < min(MIN_S, keep_s()) * rate:
-        return None
-    return audio
+    return audio if len(audio) == n else None
 
 
 class Recorder:
