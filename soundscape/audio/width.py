@@ -70,10 +70,12 @@ def velvet(rate: int, j: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Width:
-    def __init__(self, rate: int, width: float):
+    def __init__(self, rate: int, width: float, period: int | None = None):
+        """`period`: for a loop file, the cycle's length in samples; the weights then turn a whole number of
+        times per cycle, so the cycle's end runs into its start (stream mode: None)."""
         if not 0.0 <= width <= 1.0:
             raise ValueError(f"width: expected a number from 0 to 1, got {width!r}")
-        self.rate, self.width = int(rate), float(width)
+        self.rate, self.width, self.period = int(rate), float(width), period
         hp = butter(2, CROSSOVER_HZ, "highpass", fs=self.rate, output="sos")
         self._sos = np.concatenate([hp, hp])  # Linkwitz-Riley: the Butterworth twice
         self._filters = [velvet(self.rate, j) for j in range(FILTERS)]
@@ -89,7 +91,11 @@ class Width:
         < 0.002 rad in GRID samples), so the weights do not depend on how the stream is cut into blocks."""
         first = start // GRID * GRID
         grid = np.arange(first, start + n + GRID, GRID, dtype=np.int64)
-        a, b, c = (2 * np.pi * ((grid * mhz) % (1000 * self.rate)) / (1000 * self.rate) for mhz in ROTATE_MHZ)
+        if self.period is None:  # turns per 1000 s over samples per 1000 s, in integers: exact for any length
+            cycles = [(mhz, 1000 * self.rate) for mhz in ROTATE_MHZ]
+        else:  # whole turns per cycle, the nearest to the stream's rates
+            cycles = [(max(1, round(mhz * self.period / (1000 * self.rate))), self.period) for mhz in ROTATE_MHZ]
+        a, b, c = (2 * np.pi * ((grid * turns) % length) / length for turns, length in cycles)
         points = (np.cos(c) * np.cos(a), np.cos(c) * np.sin(a), np.sin(c) * np.cos(b), np.sin(c) * np.sin(b))
         at = np.arange(start, start + n, dtype=np.float64)
         return np.stack([np.interp(at, grid, p) for p in points])

@@ -43,12 +43,16 @@ def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
     )
 
 
-def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fade_in: bool = True) -> OutputChain:
-    """The after-model chain of a scene: its seam geometry, loudness, volume and fade-in as numbers."""
+def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fade_in: bool = True,
+                 seed: int | None = None) -> OutputChain:
+    """The after-model chain of a scene: its seam geometry, loudness, volume, fade-in, width and air as
+    numbers; `seed` (the stream's, default the scene's) picks air's noise."""
+    out = scene.output
     return OutputChain(xfade=spec.xfade * SAMPLES_PER_FRAME, edge=spec.edge * SAMPLES_PER_FRAME,
-                       loudness_lufs=scene.output.loudness_lufs, volume=scene.output.volume,
-                       fade_in_s=scene.output.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
-                       out_rate=out_rate, channels=channels)
+                       loudness_lufs=out.loudness_lufs, volume=out.volume,
+                       fade_in_s=out.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
+                       out_rate=out_rate, channels=channels, width=out.width, air=out.air,
+                       seed=scene.seed if seed is None else seed)
 
 
 def presence_of(by_prompt: dict[str, float]) -> float:
@@ -145,7 +149,7 @@ class SceneStream:
         self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
         self.scene = scene
         self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
-        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in)
+        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in, self.seed)
         self._cond_cache = None
         try:
             # Every prompt of the scene at once: the text encoders are loaded at most once and released
@@ -324,6 +328,7 @@ class SceneStream:
                                  f"renders at {self.out_rate} Hz; render again without --resume")
             tail = torch.from_numpy(f["tail_latents"]) if "tail_latents" in f else None
             self.seed = int(f["seed"])
+            self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
                                      out=ChainState.from_arrays(f))
 
