@@ -65,10 +65,14 @@ class AirState:
         return cls(**kw)
 
 
-def noise(seed: int, start: int, n: int) -> np.ndarray:
+def noise(seed: int, start: int, n: int, period: int | None = None) -> np.ndarray:
     """White noise for stream samples start..start+n-1, uniform with unit variance: splitmix64 of
-    (seed, index), so any stretch of the stream can be made on its own and always comes out the same."""
-    z = np.arange(start, start + n, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    (seed, index), so any stretch of the stream can be made on its own and always comes out the same.
+    With a `period` (a loop file's cycle), the index counts modulo it."""
+    idx = np.arange(start, start + n, dtype=np.uint64)
+    if period:
+        idx %= np.uint64(period)
+    z = idx + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
     z = z * np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -84,10 +88,11 @@ def _noise_bandwidth(sos: np.ndarray, rate: int) -> float:
 
 
 class Air:
-    def __init__(self, rate: int, air: float, seed: int = 0):
+    def __init__(self, rate: int, air: float, seed: int = 0, period: int | None = None):
+        """`period`: for a loop file, the cycle's length in samples (the noise repeats with it)."""
         if not 0.0 <= air <= 1.0:
             raise ValueError(f"air: expected a number from 0 to 1, got {air!r}")
-        self.rate, self.air, self.seed = int(rate), float(air), int(seed)
+        self.rate, self.air, self.seed, self.period = int(rate), float(air), int(seed), period
         nyquist = self.rate / 2
         self._bands = [b for b in BANDS_HZ if b[1] <= 0.9 * nyquist] if self.rate >= MIN_RATE else []
         if self.rate >= MIN_RATE and not self._bands and BANDS_HZ[0][0] < 0.9 * nyquist:
@@ -145,7 +150,7 @@ class Air:
         band_zi = st.band_zi.copy()
         for i, (sos, k, roll) in enumerate(zip(self._band_sos, self._k, self._roll)):
             # Each band its own noise: bands of one noise overlap in their skirts and partly cancel there.
-            src = noise(self.seed * len(BANDS_HZ) + i, st.n, n) * self._scale
+            src = noise(self.seed * len(BANDS_HZ) + i, st.n, n, self.period) * self._scale
             band, band_zi[i] = sosfilt(sos, src, zi=st.band_zi[i])
             add += band * np.sqrt(psd_hi * (np.exp(k * log_r) * roll))
         out = (xd + self.gain * add).astype(np.float32)

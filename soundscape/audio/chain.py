@@ -20,8 +20,8 @@ A loop file is finished cyclically instead (`finish_cycle`), so its end runs int
   resampling y's end is the resampler's history and y's start its lookahead; the cycle length P is
              a multiple of its `down`, so the result is exactly periodic, P·up/down long.
   air, width each first runs over the cycle's last CYCLE_WARM_S (its filters and followers settle on
-             what comes before the start), then over the cycle; their noise and mixing clocks count
-             modulo the cycle (width's weights turn a whole number of times per cycle).
+             what comes before the start), then over the cycle; air's noise repeats with the cycle and
+             width's weights turn a whole number of times per cycle, so both are periodic.
   loudness   the controller runs over the cycle until it has heard WARM_S (at least once), then
              once more for the output, starting from the state the cycle's end left. The limiter's
              delay D moves the content D samples later, cyclically (the first D come from the end).
@@ -155,7 +155,7 @@ class OutputChain:
         warm = min(period, int(CYCLE_WARM_S * self.out_rate))
         started = time.perf_counter()
         if self.air.active:
-            y = _cyclic(self.air, y, warm)
+            y = _cyclic(Air(self.out_rate, self.air.air, self.air.seed, period=period), y, warm)
         if self.channels == 2:
             y = _cyclic(Width(self.out_rate, self.width.width, period=period), y, warm)
         self.stage_s += time.perf_counter() - started
