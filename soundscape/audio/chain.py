@@ -14,7 +14,8 @@ Every stage is `(audio, state) -> (audio, state)`; their states travel together 
 so a plain render, `play`, `serve`, a segmented render, a loop file and `enhance` all finish audio
 with the same code, and a resumed render continues exactly where the saved state left off. The chain
 takes plain numbers, not a scene: audio/ knows nothing of scene files or the model. `stage_s` adds up
-the seconds air and width took (the render summary and `bench` report it).
+the CPU seconds air and width took (this thread's, so other threads' work does not count; the render
+summary, `enhance` and `bench` report it).
 
 A loop file is finished cyclically instead (`finish_cycle`), so its end runs into its start like any seam:
   resampling y's end is the resampler's history and y's start its lookahead; the cycle length P is
@@ -106,7 +107,7 @@ class OutputChain:
         self.air = Air(out_rate, air, seed)
         self.width = Width(out_rate, width)
         self.loudness = LoudnessController(out_rate, target_lufs=float(loudness_lufs), channels=channels)
-        self.stage_s = 0.0  # seconds spent in air and width so far
+        self.stage_s = 0.0  # CPU seconds (this thread's) spent in air and width so far
 
     def push(self, audio: np.ndarray, state: ChainState, presence: float = 1.0) -> tuple[np.ndarray, ChainState]:
         """One decoded chunk (model rate, mono) -> its new output audio, (n, channels) float32.
@@ -129,11 +130,11 @@ class OutputChain:
 
     def stereo(self, out: np.ndarray, air: AirState | None, width: WidthState | None):
         """Air, then width (2 channels): (audio (n, 2) or mono (n,), air state, width state)."""
-        started = time.perf_counter()
+        started = time.thread_time()
         out, air = self.air.process(out, air)
         if self.channels == 2:
             out, width = self.width.process(out, width)
-        self.stage_s += time.perf_counter() - started
+        self.stage_s += time.thread_time() - started
         return out, air, width
 
     def fade_and_volume(self, out: np.ndarray, offset: int) -> np.ndarray:
@@ -153,12 +154,12 @@ class OutputChain:
         y = resample_cycle(np.concatenate([b for b, _ in blocks]), rs)
         period = len(y)
         warm = min(period, int(CYCLE_WARM_S * self.out_rate))
-        started = time.perf_counter()
+        started = time.thread_time()
         if self.air.active:
             y = _cyclic(Air(self.out_rate, self.air.air, self.air.seed, period=period), y, warm)
         if self.channels == 2:
             y = _cyclic(Width(self.out_rate, self.width.width, period=period), y, warm)
-        self.stage_s += time.perf_counter() - started
+        self.stage_s += time.thread_time() - started
         # The blocks' presences, at the output rate: block k covers [edges[k], edges[k + 1]).
         edges = np.cumsum([0] + [len(b) for b, _ in blocks]) * rs.up // rs.down
         out_blocks = [(y[a:b], p) for a, b, (_, p) in zip(edges[:-1], edges[1:], blocks) if b > a]

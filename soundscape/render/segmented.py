@@ -297,7 +297,8 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
                                                      "target_lufs": round(target, 2), **loudness}}) + "\n")
         timeline_f.close()
     return RenderResult(path=out, frames=frames, rate=out_rate, seconds_generated=progress.generated,
-                        wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness)
+                        wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness,
+                        stage_s=chain.chain.stage_s)
 
 
 class _Progress:

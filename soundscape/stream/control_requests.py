@@ -72,6 +72,11 @@ class VolumeRequest(_Req):
     volume: Weight
 
 
+class WidthRequest(_Req):
+    cmd: Literal["width"]
+    width: Weight
+
+
 class TimerRequest(_Req):
     cmd: Literal["timer"]
     action: Literal["set", "extend", "cancel"]
@@ -89,7 +94,8 @@ class SceneRequest(_Req):
 
 REQUESTS: dict[str, type[_Req]] = {
     "status": StatusRequest, "set": SetRequest, "prompt": PromptRequest, "add": AddRequest,
-    "remove": RemoveRequest, "volume": VolumeRequest, "timer": TimerRequest, "stop": StopRequest,
+    "remove": RemoveRequest, "volume": VolumeRequest, "width": WidthRequest, "timer": TimerRequest,
+    "stop": StopRequest,
     "scene": SceneRequest,
 }
 
@@ -102,7 +108,7 @@ def parse_request(request) -> _Req:
     model = REQUESTS.get(cmd) if isinstance(cmd, str) else None
     if model is None:
         raise ValueError(f"unknown command {describe(cmd) if not isinstance(cmd, str) else repr(cmd)}; expected "
-                         f"status, set, prompt, add, remove, volume, timer, stop or scene")
+                         f"status, set, prompt, add, remove, volume, width, timer, stop or scene")
     try:
         return model.model_validate(request)
     except ValidationError as exc:

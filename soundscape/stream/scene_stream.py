@@ -181,6 +181,12 @@ class SceneStream:
         at = self.chunk_time(self.state.gen.chunk_index)
         self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
 
+    def set_width(self, width: float) -> None:
+        """A live width change (stream/live.py): the chain is rebuilt with it and keeps its state, so the
+        width stage ramps from where it is (audio/width.py); nothing else changes."""
+        self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
+        self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
+
     def replace_scene(self, scene: Scene) -> None:
         """Switch to an edited scene, easing from the old one over its transition time.
 

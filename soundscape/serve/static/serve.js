@@ -1,4 +1,6 @@
-// Each scene's volume slider sets its <audio> element's volume; starting one scene pauses the others
+// Each scene's volume slider sets its <audio> element's volume; its width slider sets the stream's ?width=
+// (the stereo width it is generated with, from when it starts: a paused stream starts anew); starting one
+// scene pauses the others
 // (each stream is generated for this listener alone, so a paused one frees its slot on the server).
 for (const scene of document.querySelectorAll(".scene")) {
   const audio = scene.querySelector("audio");
@@ -16,4 +18,14 @@ for (const scene of document.querySelectorAll(".scene")) {
     }
   });
   audio.dataset.src = audio.getAttribute("src");
+  const width = scene.querySelector(".width");
+  const withWidth = () => {
+    const url = new URL(audio.dataset.src, location.href);
+    url.searchParams.set("width", width.value);
+    return url.pathname + url.search;
+  };
+  width.addEventListener("change", () => {
+    audio.dataset.src = withWidth();
+    if (audio.paused) { audio.src = audio.dataset.src; }
+  });
 }
