@@ -221,3 +221,52 @@ def _timed(call) -> float:
     started = time.process_time()
     call()
     return time.process_time() - started
+
+
+# Controls: the scene's keys and `soundscape enhance` ------------------------------------------------
+
+def test_scene_output_width_and_air_are_checked():
+    from conftest import SCENE
+
+    from soundscape.errors import SceneError
+    from soundscape.scene import parse_scene
+
+    scene = parse_scene(SCENE)
+    assert scene.output.width == DEFAULT and scene.output.air == DEFAULT
+    assert parse_scene(SCENE.replace("output: {", "output: {width: 0, air: 1, ")).output.air == 1
+    with pytest.raises(SceneError, match="output.width"):
+        parse_scene(SCENE.replace("output: {", "output: {width: 1.5, "))
+
+
+def test_enhance_gives_a_file_width_and_air_at_its_loudness(textures, tmp_path, capsys):
+    import soundfile as sf
+
+    from soundscape.cli import main
+
+    src = tmp_path / "model.wav"
+    sf.write(src, 0.5 * resample_poly(textures["rain"][0], 1, 3).astype(np.float32), 16000)  # 16 kHz mono
+    out, flat = tmp_path / "wide.flac", tmp_path / "flat.wav"
+    assert main(["enhance", str(src), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "air + width:" in err and "% of real time" in err
+    y, rate = sf.read(out)
+    assert rate == FS and y.shape == (len(sf.read(src)[0]) * 3, 2)  # lines up with the input, at 48 kHz
+    m, m_in = measure(y, FS), measure(np.repeat(sf.read(src)[0][:, None], 2, axis=1), 16000)
+    assert abs(m["integrated_lufs"] - m_in["integrated_lufs"]) < 0.5 and m["true_peak_dbtp"] <= -1.0 + 1e-3
+    spectrum = np.abs(np.fft.rfft(y[:, 0])) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / FS)
+    assert spectrum[(f > 9000) & (f < 16000)].sum() > 1e-3 * spectrum.sum()  # air
+    assert np.corrcoef(y[:, 0], y[:, 1])[0, 1] < 0.9  # width
+    assert main(["enhance", str(src), "-o", str(flat), "--width", "0", "--air", "0", "--rate", "44100"]) == 0
+    z, rate = sf.read(flat)
+    assert rate == 44100 and np.array_equal(z[:, 0], z[:, 1])
+    capsys.readouterr()
+    for bad in (["--width", "2"], ["--air", "-0.1"], ["--rate", "16000"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["enhance", str(src), "-o", str(flat), *bad])
+        assert exit_.value.code == 2, bad
+    assert main(["enhance", str(tmp_path / "none.wav"), "-o", str(flat)]) == 2
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    usage = capsys.readouterr().out
+    assert all(option in usage for option in ("--width", "--air", "--rate", "-o"))
