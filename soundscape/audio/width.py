@@ -107,9 +107,10 @@ class Width:
         n = len(x)
         u, zi = sosfilt(self._sos, x, zi=st.hp_zi)
         ext = np.concatenate([st.history, u])  # ext[reach + i] = u[i]
-        ext32 = ext.astype(np.float32)
-        side, d = np.zeros(n, np.float32), np.empty(n, np.float32)
-        for wj, (delays, gains) in zip(self.weights(st.n, n).astype(np.float32), self._filters):
+        still = self.width == 0 and st.g == 0  # dual mono: no side to make (the state still follows)
+        ext32 = ext.astype(np.float32) if not still else None
+        side, d = np.zeros(n, np.float32), np.empty(n if not still else 0, np.float32)
+        for wj, (delays, gains) in zip(self.weights(st.n, n).astype(np.float32) if not still else (), self._filters):
             d[:] = 0.0
             for k, a in zip(delays, gains):  # in place, in float32: the adds are most of this stage's cost
                 d += a * ext32[self.reach - k: self.reach - k + n]
