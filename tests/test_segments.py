@@ -120,7 +120,12 @@ def test_segment_zero_is_the_plain_render_and_bridges_are_seamless(reference, mo
     assert not np.array_equal(seg[:, 0], seg[:, 1])
     for channel in seg.T:
         report = analyse_seams(channel, rate, seams, settings.spec.xfade * SAMPLES_PER_FRAME * 3)
-        assert max(report["step"]) <= max(report["inside"]), report
+        # Why 1.25 (the loop test's margin for its wrap): with air, the largest sample-to-sample step is
+        # set by the noise above 8 kHz, whose level follows the 4-7 kHz band's, and the tiny model's audio
+        # is 2-3 dB louder across its crossfades than just before them (so it was before air too, where
+        # the seams' steps sat at the inside median): those seams' steps come out ~1.1x the inside's largest.
+        # A click is a jump many times the material's own.
+        assert max(report["step"]) <= 1.25 * max(report["inside"]), report
         assert max(report["jump"]) <= max(report["jump_inside"]) + 0.5
         assert max(report["repeat"]) < 0.9
 
