@@ -6,6 +6,8 @@ Each chunk goes through the code `play` runs, timed stage by stage:
   denoise       the whole `denoise()` call: the steps plus scheduler updates and overlap inpainting
   vae, vocoder  the two halves of `decode()`, called here the same way
   resample      the chunk's new audio, 16 kHz -> 48 kHz with StreamResampler
+  air + width   then air above 8 kHz and the stereo width (audio/air.py, audio/width.py) at the scene
+                defaults, one stream's on one core (this thread's CPU time): what they add to a chunk
 Real-time factor = streams * hop / wall seconds per chunk, where hop = chunk - overlap is the new
 audio a chunk adds. Steady-state figures leave out chunk 0 (warm-up: first kernel calls, compilation).
 First audio = from the loaded model to chunk 0's audio ready, prompt encoding included.
@@ -213,9 +215,10 @@ class _PeakRSS:
 
 # Measurement -------------------------------------------------------------------------------------
 
-def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resampler, rs_states):
+def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resampler, rs_states, stereo):
     """One chunk of each of `streams` streams, stage by stage; returns (timings, latents (streams, ...) on
-    the CPU, new resampler states). `known`: the streams' tails (streams, 8, O, F), or None."""
+    the CPU, new resampler states). `known`: the streams' tails (streams, 8, O, F), or None. `stereo`: per
+    stream a dict with its air and width stages and their states (updated)."""
     from .generator.denoise import denoise_batch, latents_to_mel, mel_to_audio
 
     dev = model.device
@@ -239,11 +242,29 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
     audio = mel_to_audio(model, mel).numpy()
     t3 = time.perf_counter()
     # 4. resample each stream's new audio (one hop: the joiner holds the overlap back) to the output rate
-    rs_states = [resampler.push(a[-hop * 640:], st)[1] for a, st in zip(audio, rs_states)]
+    pushed = [resampler.push(a[-hop * 640:], st) for a, st in zip(audio, rs_states)]
+    rs_states = [st for _, st in pushed]
     t4 = time.perf_counter()
+    # 5. air and width on each stream's resampled audio (the chain's next stages), in this thread's CPU time
+    c0 = time.thread_time()
+    for (out, _), stages in zip(pushed, stereo):
+        air_state, width_state = stages.get("air"), stages.get("width")
+        out, stages["air"] = stages["stages"][0].process(out, air_state)
+        _, stages["width"] = stages["stages"][1].process(out, width_state)
+    stereo_s = time.thread_time() - c0
     timings = {"step_s": unet.times[first_step:], "step_guided": unet.guided[first_step:], "denoise_s": t1 - t0, "vae_s": t2 - t1,
-               "vocoder_s": t3 - t2, "resample_s": t4 - t3, "finite": bool(np.isfinite(audio).all())}
+               "vocoder_s": t3 - t2, "resample_s": t4 - t3, "stereo_s": stereo_s, "finite": bool(np.isfinite(audio).all())}
     return timings, latents.float().cpu(), rs_states
+
+
+def _stereo_stages(streams: int, seed: int) -> list[dict]:
+    """Each stream's air and width stages at the scene defaults, fresh."""
+    from .audio.air import Air
+    from .audio.width import Width
+    from .scene.schema import Output
+
+    defaults = Output()
+    return [{"stages": (Air(OUT_RATE, defaults.air, seed + k), Width(OUT_RATE, defaults.width))} for k in range(streams)]
 
 
 def _measure(model, args, frames: int, overlap: int, gen) -> dict:
@@ -295,13 +316,14 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
 
     # 2. The chunks: a continuing stream whose layer weights drift every chunk
     chunks, tail, states = [], None, [ResamplerState() for _ in range(args.batch)]
+    stereo = _stereo_stages(args.batch, seed)
     for i in range(args.chunks):
         t0 = time.perf_counter()
         w = 0.5 + 0.4 * math.sin(i)
         cond = with_negative(blend([encoder.encode(p) for p in PROMPTS], [w, 1 - w]), encoder.encode(NEGATIVE))
         t_cond = time.perf_counter() - t0
         timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), chunk_spec,
-                                          frames - overlap, args.batch, resampler, states)
+                                          frames - overlap, args.batch, resampler, states, stereo)
         tail = latents[:, :, frames - overlap:].clone() if overlap else None
         tail_latents = latents
         total = time.perf_counter() - t0
@@ -317,7 +339,7 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
     cond = with_negative(encoder.encode(WARM_PROMPT), encoder.encode(NEGATIVE))
     steps_before = len(unet.times)
     _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), chunk_spec, frames - overlap, args.batch,
-           resampler, [ResamplerState() for _ in range(args.batch)])
+           resampler, [ResamplerState() for _ in range(args.batch)], _stereo_stages(args.batch, seed + 1))
     warm_start = time.perf_counter() - t0
     del unet.times[steps_before:], unet.guided[steps_before:]
     # 4. Each stage alone, back to back, on the last chunk's inputs: what a stage costs without the others
@@ -403,7 +425,7 @@ def _summary(chunks: list[dict]) -> dict:
     """
     steady = chunks[2:] if len(chunks) >= 3 else chunks[1:] or chunks
     out = {"chunks": [c["index"] for c in steady]}
-    for key in ("conditioning_s", "denoise_s", "vae_s", "vocoder_s", "resample_s", "total_s"):
+    for key in ("conditioning_s", "denoise_s", "vae_s", "vocoder_s", "resample_s", "stereo_s", "total_s"):
         out[key] = sum(c[key] for c in steady) / len(steady)
     steps = [s for c in steady for s in c["step_s"]]
     out["step_s"] = _stats(steps)
@@ -495,6 +517,8 @@ def run_bench(args) -> int:
         "steady": steady,
         "rtf": args.batch * hop_s / steady["total_s"],
         "rtf_per_stream": hop_s / steady["total_s"],
+        # Air and width for one stream on one core, as a share of real time (CPU seconds per second of audio).
+        "stereo_share": steady["stereo_s"] / (args.batch * hop_s),
         "first_audio_s": measured["first_audio_s"],
         "warm_start_s": measured["warm_start_s"],
         "alone": measured["alone"],
@@ -660,12 +684,15 @@ def _table(r: dict) -> str:
             ("VAE decode", first["vae_s"], s["vae_s"]),
             ("vocoder", first["vocoder_s"], s["vocoder_s"]),
             ("resample 16k->48k", first["resample_s"], s["resample_s"]),
+            ("air + width (CPU)", first["stereo_s"], s["stereo_s"]),
             ("chunk total", first["total_s"], s["total_s"])]
     lines += [f"{name:<22}{_fmt(a):>12}{_fmt(b):>28}" for name, a, b in rows]
     cuda = mem["cuda_max_allocated_mb"]
     lines += [
         "",
         f"real-time factor      {r['rtf']:.3g}x ({r['rtf_per_stream']:.3g}x per stream; >1 keeps up)",
+        f"air + width           {100 * r['stereo_share']:.2f}% of real time per stream on one core "
+        f"(48 kHz stereo, the scene defaults)",
         f"first audio           {_fmt(r['first_audio_s'])} from the loaded model "
         f"(prompt encoding {_fmt(r['encode_first_s'])} per prompt, first time)",
         f"warm start            {_fmt(r['warm_start_s'])} for a new prompt after warm-up",

@@ -21,6 +21,9 @@ def test_bench_tiny_json(capsys):
         assert len(chunk["step_s"]) == steps
         for stage in ("denoise_s", "vae_s", "vocoder_s", "resample_s", "total_s"):
             assert chunk[stage] > 0, stage
+        assert chunk["stereo_s"] >= 0  # air + width, CPU time (the clock's tick may round a short one to 0)
+    # Air and width: under 2 % of real time for one stream on one core (issue 25).
+    assert 0 <= report["stereo_share"] < 0.02
     assert report["steady"]["chunks"] == [1]  # chunk 0 is warm-up
     assert report["encode_first_s"] > 0
     assert report["rtf"] > 0

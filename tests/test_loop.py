@@ -15,7 +15,7 @@ from soundscape.render.loop_file import analyse_seams
 from soundscape.model.geometry import SAMPLES_PER_FRAME
 from soundscape.render.plan import bridge_tail, plan_loop
 
-LATENCY = 57  # the loudness controller's delay at 16 kHz (audio/loudness.py)
+LATENCY = 153  # the loudness controller's delay at 48 kHz (audio/loudness.py), in output samples
 
 MONO = """\
 name: Loop scene
@@ -88,18 +88,27 @@ def test_decoded_bridge_matches_both_neighbours_at_its_seams(bridged):
 
 
 def _seams_of(plan, n_samples):
-    return [(p.emit[0] - plan.origin) * SAMPLES_PER_FRAME + LATENCY for p in plan.pieces()[1:]
-            if (p.emit[0] - plan.origin) * SAMPLES_PER_FRAME < n_samples]
+    """Output samples (48 kHz) where each inner seam's crossfade starts."""
+    return [(p.emit[0] - plan.origin) * SAMPLES_PER_FRAME * 3 + LATENCY for p in plan.pieces()[1:]
+            if (p.emit[0] - plan.origin) * SAMPLES_PER_FRAME * 3 < n_samples]
+
+
+STEREO = MONO.replace("sample_rate: 16000, channels: 1", "sample_rate: 48000, channels: 2")
 
 
 def test_loop_wraps_as_smoothly_as_its_interior_seams(scene_file, tiny_model_dir, tmp_path):
-    scene_file.write_text(MONO)
+    """On the stereo 48 kHz output, width and air at their defaults: the wrap runs through them too."""
+    from soundscape.audio.loudness import LoudnessController
+
+    assert LoudnessController(48000).latency == LATENCY
+    scene_file.write_text(STEREO)
     out, timeline = tmp_path / "loop.wav", tmp_path / "t.jsonl"
     code = main(["render", str(scene_file), "-o", str(out), "--duration", "20", "--loop", "--timeline", str(timeline),
                  "--model", str(tiny_model_dir), "--quiet"])
     assert code == 0
     audio, rate = sf.read(out, dtype="float32")
-    assert rate == 16000 and audio.shape == (20 * 16000,)  # exactly the length asked for
+    assert rate == 48000 and audio.shape == (20 * 48000, 2)  # exactly the length asked for
+    assert not np.array_equal(audio[:, 0], audio[:, 1])  # stereo, not the same signal twice
     assert not (tmp_path / "loop.wav.state.npz").exists() and not (tmp_path / "loop.wav.segments").exists()
     # Played twice end to end: the wrap is one more seam, with the loop's x-sample crossfade before it.
     from soundscape.render.segmented import make_plan
@@ -107,23 +116,24 @@ def test_loop_wraps_as_smoothly_as_its_interior_seams(scene_file, tiny_model_dir
     from soundscape.scene.quality import resolve
     from soundscape.stream.scene_stream import chunk_spec
 
-    scene = _scene()
+    scene = _scene(STEREO)
     spec = chunk_spec(resolve(scene.generation, None, "cpu").generation)
     plan, total = make_plan(Settings(scene=scene, seed=scene.seed, model="", spec=spec, quality="balanced"),
-                            20.0, 16000, loop=True)
+                            20.0, 48000, loop=True)
     assert total == len(audio) and len(plan.bridges) == len(plan.segments)  # inner bridges and the wrap
-    twice = np.concatenate([audio, audio])
-    x = spec.xfade * SAMPLES_PER_FRAME
+    x = spec.xfade * SAMPLES_PER_FRAME * 3
     inner = _seams_of(plan, len(audio))
     wrap = len(audio) - x + LATENCY
-    report = analyse_seams(twice, 16000, inner + [wrap] + [len(audio) + s for s in inner], x)
     k = len(inner)
-    wrap_step, inner_steps = report["step"][k], report["step"][:k] + report["step"][k + 1:]
-    assert wrap_step <= max(report["inside"]), (wrap_step, report["inside"])  # no click
-    assert wrap_step <= 1.25 * max(inner_steps), (wrap_step, inner_steps)  # no worse than the other seams
-    assert report["jump"][k] <= max(report["jump_inside"]) + 0.5  # no level jump at the wrap
-    assert report["repeat"][k] < 0.9  # nothing just heard is heard again
-    assert max(report["step"]) <= max(report["inside"])
+    for channel in audio.T:
+        twice = np.concatenate([channel, channel])
+        report = analyse_seams(twice, 48000, inner + [wrap] + [len(audio) + s for s in inner], x)
+        wrap_step, inner_steps = report["step"][k], report["step"][:k] + report["step"][k + 1:]
+        assert wrap_step <= max(report["inside"]), (wrap_step, report["inside"])  # no click
+        assert wrap_step <= 1.25 * max(inner_steps), (wrap_step, inner_steps)  # no worse than the other seams
+        assert report["jump"][k] <= max(report["jump_inside"]) + 0.5  # no level jump at the wrap
+        assert report["repeat"][k] < 0.9  # nothing just heard is heard again
+        assert max(report["step"]) <= max(report["inside"])
     # The weights meet themselves: the last piece's are eased most of the way back to the first's.
     rows = [json.loads(line) for line in timeline.read_text().splitlines() if '"chunk"' in line]
     assert [r["chunk"] for r in rows] == list(range(len(plan.pieces())))

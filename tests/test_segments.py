@@ -111,13 +111,23 @@ def test_segment_zero_is_the_plain_render_and_bridges_are_seamless(reference, mo
     split = first_bridge.emit[0] * SAMPLES_PER_FRAME * 3  # 48 kHz
     assert np.array_equal(seg[: split - 480], plain[: split - 480])  # (less the resampler's lookahead)
     assert not np.allclose(seg[split + 48000:], plain[split + 48000:], atol=1e-3)
-    # Seams: every piece's crossfade, bridges included, checked as tests/test_realtime.py checks them.
-    mono = seg[:, 0]
-    seams = [(p.emit[0] * SAMPLES_PER_FRAME + 57) * 3 for p in plan.pieces()[1:]]
-    report = analyse_seams(mono, rate, seams, settings.spec.xfade * SAMPLES_PER_FRAME * 3)
-    assert max(report["step"]) <= max(report["inside"]), report
-    assert max(report["jump"]) <= max(report["jump_inside"]) + 0.5
-    assert max(report["repeat"]) < 0.9
+    # Seams: every piece's crossfade, bridges included, checked as tests/test_realtime.py checks them, in
+    # each channel of the stereo output (width and air at the scene defaults), late by the limiter's delay.
+    from soundscape.audio.loudness import LoudnessController
+
+    delay = LoudnessController(rate).latency
+    seams = [p.emit[0] * SAMPLES_PER_FRAME * 3 + delay for p in plan.pieces()[1:]]
+    assert not np.array_equal(seg[:, 0], seg[:, 1])
+    for channel in seg.T:
+        report = analyse_seams(channel, rate, seams, settings.spec.xfade * SAMPLES_PER_FRAME * 3)
+        # Why 1.25 (the loop test's margin for its wrap): with air, the largest sample-to-sample step is
+        # set by the noise above 8 kHz, whose level follows the 4-7 kHz band's, and the tiny model's audio
+        # is 2-3 dB louder across its crossfades than just before them (so it was before air too, where
+        # the seams' steps sat at the inside median): those seams' steps come out ~1.1x the inside's largest.
+        # A click is a jump many times the material's own.
+        assert max(report["step"]) <= 1.25 * max(report["inside"]), report
+        assert max(report["jump"]) <= max(report["jump_inside"]) + 0.5
+        assert max(report["repeat"]) < 0.9
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,9 @@ def test_four_listeners_get_a_minute_each_in_real_time(server):
     assert len(seeds) == 4
     a, b = clients[0].audio()[RATE:20 * RATE, 0], clients[2].audio()[RATE:20 * RATE, 0]
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.5
+    # Stereo, not the same signal twice (output.width, issue 25), yet the same sound in both ears.
+    left, right = clients[0].audio()[RATE:20 * RATE].T
+    assert 0.2 < np.corrcoef(left, right)[0, 1] < 0.99
     ids = {c.headers["X-Listener-Id"] for c in clients}
     assert len(ids) == 4
     # All fed: no listener's clock ever found its buffer short, and the slots are free again.
@@ -183,6 +186,14 @@ def test_a_fifth_listener_gets_503_and_a_leaving_one_frees_its_slot(server):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=10)
     assert err.value.code == 400 and "no layer 'owls'" in err.value.read().decode()
+    # The stereo width: live, through the same control, and from the start with ?width=.
+    width = urllib.request.Request(f"{base}/listeners/{lid}/set", data=json.dumps({"cmd": "width", "width": 0.2}).encode(),
+                                   method="POST", headers={"Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(width, timeout=10).read())["applied"] == {"width": 0.2}
+    status = urllib.request.Request(f"{base}/listeners/{lid}/set", data=b'{"cmd": "status"}', method="POST",
+                                    headers={"Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(status, timeout=10).read())["status"]["width"] == 0.2
+    assert _connect(base, "/stream/test?width=2").status == 400
     for r in streams[1:] + [newcomer]:
         r.conn.sock.close()
         r.conn.close()

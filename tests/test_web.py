@@ -403,6 +403,22 @@ def test_master_volume_changes_what_the_device_plays(page_a, players, pulse):
     assert abs(level_db(pulse, "a") - (loud + 20 * np.log10(1.0 / 0.8))) < 4.0
 
 
+def test_width_slider_changes_the_stereo_image_from_the_next_chunk(page_a, players):
+    from selenium.webdriver.common.keys import Keys
+
+    a = players[0]
+    d = page_a
+    assert a.status()["width"] == 0.5 and a.status()["channels"] == 2  # the scene's default, on a stereo sink
+    d.find_element("id", "width").send_keys(Keys.HOME)
+    wait_for(lambda: a.status()["width"] == 0.0, 5)
+    assert d.find_element("id", "width-value").text == "0%"
+    # A live change like the others: logged when it arrives and when its audio is heard.
+    wait_for(lambda: [r for r in rows(a.timeline) if r.get("event") == "tweak_heard" and r["kind"] == "width"], 30)
+    assert [r for r in rows(a.timeline) if r.get("event") == "tweak" and r.get("width") == 0.0]
+    d.find_element("id", "width").send_keys(Keys.END)
+    wait_for(lambda: a.status()["width"] == 1.0, 5)
+
+
 def test_sleep_timer_set_extend_cancel(page_a, players):
     a = players[0]
     d = page_a
@@ -448,6 +464,7 @@ def test_token_and_host_are_checked(players):
     ("POST", "/api/weights", {"weights": {"owls": 0.5}}, "no layer 'owls'; layers are: birds, stream"),
     ("POST", "/api/weights", {"weights": {"birds": 0.5}, "fade": 1}, "fade: unknown key"),
     ("PUT", "/api/volume", {"volume": "loud"}, "volume: expected a number from 0 to 1, got \"loud\""),
+    ("PUT", "/api/width", {"width": 2}, "width: expected a number from 0 to 1, got 2"),
     ("POST", "/api/timer", {"action": "set", "seconds": "soon"},
      "seconds: expected seconds as a number or a duration like 90s or 5m, got \"soon\""),
     ("POST", "/api/layers", {"name": "owls at night", "prompt": "owls", "weight": 0.5},

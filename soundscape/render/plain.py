@@ -32,6 +32,7 @@ class RenderResult:
     wall_s: float
     interrupted: bool = False
     loudness: dict | None = None  # integrated LUFS, loudness range, true peak of the whole file
+    stage_s: float | None = None  # seconds the chain's air and width took (audio/chain.py)
 
 
 @contextmanager
@@ -139,7 +140,8 @@ def render(stream: SceneStream, out: str | Path, duration_s: float, *, timeline:
         if timeline_f:
             timeline_f.close()
     return RenderResult(path=out, frames=frames, rate=rate, seconds_generated=generated,
-                        wall_s=time.perf_counter() - started, interrupted=interrupted, loudness=loudness)
+                        wall_s=time.perf_counter() - started, interrupted=interrupted, loudness=loudness,
+                        stage_s=stream.chain.stage_s)
 
 
 MEASURE_MAX_S = 4 * 3600  # longer files are not read back whole for the loudness summary

@@ -46,7 +46,7 @@ from .plain import RenderResult, _measure_file, _progress, _signals_deferred, ad
 from .plan import Piece, Plan, loop_frames_for, plan_loop, plan_render
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the chain has air and width and levels at the output rate (issue 25)
 
 
 def cache_dir(out: Path) -> Path:
@@ -73,7 +73,7 @@ class Chain:
 
     @classmethod
     def of(cls, settings: Settings, out_rate: int, channels: int) -> "Chain":
-        return cls(output_chain(settings.spec, settings.scene, out_rate, channels))
+        return cls(output_chain(settings.spec, settings.scene, out_rate, channels, seed=settings.seed))
 
     def push(self, audio: np.ndarray, presence: float) -> np.ndarray:
         out, self.state = self.chain.push(audio, self.state, presence)
@@ -299,7 +299,8 @@ def render_segmented(settings: Settings, out: str | Path, duration_s: float, exe
                                                      "target_lufs": round(target, 2), **loudness}}) + "\n")
         timeline_f.close()
     return RenderResult(path=out, frames=frames, rate=out_rate, seconds_generated=progress.generated,
-                        wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness)
+                        wall_s=time.perf_counter() - started, interrupted=False, loudness=loudness,
+                        stage_s=chain.chain.stage_s)
 
 
 class _Progress:
@@ -436,7 +437,7 @@ def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f)
     audio = out_chain.finish_cycle(blocks)
     with _signals_deferred(), GrowingAudioFile(out, out_chain.out_rate, out_chain.channels) as f:
         for i in range(0, total, 1 << 20):
-            f.write(out_chain.to_channels(audio[i:i + (1 << 20)]))
+            f.write(audio[i:i + (1 << 20)])
         frames = f.frames
     if timeline_f:
         for row in rows:

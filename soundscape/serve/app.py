@@ -3,10 +3,12 @@
   GET  /                        the page: every scene with a player and a volume (Media Session: the lock
                                 screen's controls); /serve.js, /icon.svg and /manifest.webmanifest (the
                                 page on a phone's home screen) with it
-  GET  /stream/{scene}          an endless stream for this listener alone (?format=opus|mp3, ?seed=N);
+  GET  /stream/{scene}          an endless stream for this listener alone (?format=opus|mp3, ?seed=N,
+                                ?width=0..1: its stereo width from the start, else the scene's output.width);
                                 its id is in the X-Listener-Id header; 503 + Retry-After when full
   POST /listeners/{id}/set      JSON {"weights": {LAYER: 0..1}} (or the weights alone), applied through
                                 the same LiveControl as `play`; also {"cmd": "prompt"|"add"|"remove"|"status", ...}
+                                and {"cmd": "width", "width": 0..1} (the stereo width, from the next chunk)
   HEAD /stream/{scene}          the stream's headers; admits and counts no listener
   GET  /metrics                 Prometheus text
   GET  /healthz                 200 "ok" while the generator runs
@@ -47,7 +49,7 @@ from .metrics import CONTENT_TYPE, registry_for, render
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "soundscape_serve_token"
-COMMANDS = ("set", "prompt", "add", "remove", "status")
+COMMANDS = ("set", "prompt", "add", "remove", "width", "status")
 
 
 class ListenerResponse(StreamingResponse):
@@ -96,6 +98,18 @@ async def _paced(hub: Hub, listener: Listener):
         yield tail
 
 
+def _width(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"width: expected a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _seed(text: str | None) -> int | None:
     if text is None:
         return None
@@ -121,7 +135,10 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
                 f'<p>{html.escape(scene.description or "")}</p>'
                 f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
                 f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
-                f'</label></li>')
+                f'</label>'
+                f'<label title="0: the same sound in both ears; applies when the stream starts">width '
+                f'<input type="range" class="width" min="0" max="1" step="0.05" '
+                f'value="{scene.output.width:g}"></label></li>')
         page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
         response = HTMLResponse(page)
         if token:
@@ -148,12 +165,13 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
                                      status_code=400)
         try:
             seed = _seed(request.query_params.get("seed"))
+            width = _width(request.query_params.get("width"))
         except ValueError as exc:
             return PlainTextResponse(f"400: {exc}\n", status_code=400)
         if request.method == "HEAD":  # what a stream would be, without admitting (or counting) a listener
             return Response(headers={"Content-Type": FORMATS[fmt].content_type, "Cache-Control": "no-store"})
         try:
-            listener = hub.join(name, seed, fmt)
+            listener = hub.join(name, seed, fmt, width)
         except Full as exc:
             return PlainTextResponse(f"503: {exc}; try again later\n", status_code=503,
                                      headers={"Retry-After": str(exc.retry_after)})

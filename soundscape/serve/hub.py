@@ -104,7 +104,8 @@ class Hub:
         self.loop.stop.set()
 
     # Listeners ----------------------------------------------------------------------------------------
-    def join(self, scene_name: str, seed: int | None, fmt: str) -> Listener:
+    def join(self, scene_name: str, seed: int | None, fmt: str, width: float | None = None) -> Listener:
+        """A new listener of `scene_name`; `width` (0..1): its stereo width from the start (else the scene's)."""
         with self._lock:
             if len(self.listeners) >= self.max_listeners:
                 self.refused += 1
@@ -116,8 +117,10 @@ class Hub:
                            f"machine, and all are listening", 30)
             # The id is the listener's key to its own stream's controls: 128 random bits, shown to it alone.
             # Its number is public (the metrics' label).
-            listener = Listener(secrets.token_urlsafe(16), scene_name, self._stream(scene_name, seed), fmt,
-                                number=self.joined + 1)
+            stream = self._stream(scene_name, seed)
+            if width is not None:  # before the loop has the stream: no chunk is made at the scene's width
+                stream.set_width(width)
+            listener = Listener(secrets.token_urlsafe(16), scene_name, stream, fmt, number=self.joined + 1)
             self.listeners[listener.id] = listener
             self.joined += 1
         self.loop.add(listener.gen)

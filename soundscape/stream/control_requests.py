@@ -73,6 +73,11 @@ class VolumeRequest(_Req):
     volume: Weight
 
 
+class WidthRequest(_Req):
+    cmd: Literal["width"]
+    width: Weight
+
+
 class TimerRequest(_Req):
     cmd: Literal["timer"]
     action: Literal["set", "extend", "cancel"]
@@ -108,9 +113,9 @@ class WakeRequest(_Req):
 
 REQUESTS: dict[str, type[_Req]] = {
     "status": StatusRequest, "set": SetRequest, "prompt": PromptRequest, "add": AddRequest,
-    "remove": RemoveRequest, "volume": VolumeRequest, "timer": TimerRequest, "stop": StopRequest,
-    "scene": SceneRequest, "pause": PauseRequest, "resume": PauseRequest, "toggle": PauseRequest,
-    "wake": WakeRequest,
+    "remove": RemoveRequest, "volume": VolumeRequest, "width": WidthRequest, "timer": TimerRequest,
+    "stop": StopRequest, "scene": SceneRequest, "pause": PauseRequest, "resume": PauseRequest,
+    "toggle": PauseRequest, "wake": WakeRequest,
 }
 
 
@@ -122,7 +127,7 @@ def parse_request(request) -> _Req:
     model = REQUESTS.get(cmd) if isinstance(cmd, str) else None
     if model is None:
         raise ValueError(f"unknown command {describe(cmd) if not isinstance(cmd, str) else repr(cmd)}; expected "
-                         f"status, set, prompt, add, remove, volume, timer, stop, scene, pause, resume, toggle or wake")
+                         f"status, set, prompt, add, remove, volume, width, timer, stop, scene, pause, resume, toggle or wake")
     try:
         return model.model_validate(request)
     except ValidationError as exc:

@@ -14,6 +14,8 @@ each checked with the scene's own types first (control_requests.py):
   add {layer, prompt, weight}     add a layer (refused if it exists)
   remove {layer}                  remove a layer (it fades out over transition_seconds)
   volume {volume}                 master volume 0..1, at once (needs the mixer's player: play --web)
+  width {width}                   stereo width 0..1 (output.width; audio/width.py): from the next chunk,
+                                  the side ramping there over 0.25 s; refused on a mono output
   timer {action, seconds}         sleep timer: set / extend / cancel, until its fade-out has begun
   stop {fade_s}                   fade out and stop
   scene                           the current mix as a scene (what "Save as scene" writes)
@@ -148,6 +150,8 @@ class LiveControl:
             return self._remove(req.layer)
         if cmd == "volume":
             return self._volume(req.volume)
+        if cmd == "width":
+            return self._width(req.width)
         if cmd == "timer":
             return self._timer(req.action, req.seconds)
         if cmd == "stop":
@@ -165,7 +169,8 @@ class LiveControl:
 
     def _status(self) -> dict:
         status = self.engine.status_dict()
-        status.update(description=self.scene.description, volume=self.volume, stopping=self.stopping,
+        status.update(description=self.scene.description, volume=self.volume, width=self.scene.output.width,
+                      channels=self.engine.config.channels, stopping=self.stopping,
                       set_weights={k: self.set_weights.get(k, v.weight) for k, v in self.scene.layers.items()},
                       sleep=self._timer_status(), paused=self.paused,
                       wake=self.alarm.status() if self.alarm is not None else None)
@@ -295,6 +300,14 @@ class LiveControl:
         self.engine.gen.log({"event": "volume", "volume": volume, "received_s": round(self._played_s(), 3)})
         return {"ok": True, "applied": {"volume": volume}}
 
+    def _width(self, width: float) -> dict:
+        if self.engine.config.channels < 2:
+            return {"ok": False, "error": "the output is mono (one channel), so it has no width; play a scene "
+                                          "with output.channels: 2 on a stereo device"}
+        self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
+        self._submit("width", {"width": width}, lambda stream: stream.set_width(width))
+        return {"ok": True, "applied": {"width": width}}
+
     def _timer_status(self) -> dict | None:
         if self.sleep_at is None:
             return None
@@ -389,10 +402,11 @@ class LiveControl:
         and which of those differed ("" if none)."""
         old = self.scene
         changed = [k for k in _GEOMETRY if getattr(new.generation, k) != getattr(old.generation, k)]
-        if not changed and new.output == old.output and new.seed == old.seed:
+        live_output = old.output.model_copy(update={"width": new.output.width})  # width applies live
+        if not changed and new.output == live_output and new.seed == old.seed:
             return new, ""
         kept = new.model_copy(update={"generation": new.generation.model_copy(
-            update={k: getattr(old.generation, k) for k in _GEOMETRY}), "output": old.output, "seed": old.seed})
+            update={k: getattr(old.generation, k) for k in _GEOMETRY}), "output": live_output, "seed": old.seed})
         return kept, f"generation.{', '.join(changed)}" if changed else "seed/output"
 
     def switch_scene(self, new: Scene, path: str | Path | None) -> None:

@@ -44,12 +44,16 @@ def chunk_spec(g, **denoise_overrides) -> ChunkSpec:
     )
 
 
-def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fade_in: bool = True) -> OutputChain:
-    """The after-model chain of a scene: its seam geometry, loudness, volume and fade-in as numbers."""
+def output_chain(spec: ChunkSpec, scene: Scene, out_rate: int, channels: int, fade_in: bool = True,
+                 seed: int | None = None) -> OutputChain:
+    """The after-model chain of a scene: its seam geometry, loudness, volume, fade-in, width and air as
+    numbers; `seed` (the stream's, default the scene's) picks air's noise."""
+    out = scene.output
     return OutputChain(xfade=spec.xfade * SAMPLES_PER_FRAME, edge=spec.edge * SAMPLES_PER_FRAME,
-                       loudness_lufs=scene.output.loudness_lufs, volume=scene.output.volume,
-                       fade_in_s=scene.output.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
-                       out_rate=out_rate, channels=channels)
+                       loudness_lufs=out.loudness_lufs, volume=out.volume,
+                       fade_in_s=out.fade_in_seconds if fade_in else 0.0, model_rate=MODEL_RATE,
+                       out_rate=out_rate, channels=channels, width=out.width, air=out.air,
+                       seed=scene.seed if seed is None else seed)
 
 
 def presence_of(by_prompt: dict[str, float]) -> float:
@@ -151,7 +155,7 @@ class SceneStream:
         self.resolved = resolve(scene.generation, self.quality, self.model.device.type, self._steps)
         self.scene = scene
         self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
-        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in)
+        self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in, self.seed)
         self._cond_cache = None
         try:
             # Every prompt of the scene at once: the text encoders are loaded at most once and released
@@ -192,6 +196,12 @@ class SceneStream:
     def apply_overrides(self, values: dict[str, float]) -> None:
         at = self.chunk_time(self.state.gen.chunk_index)
         self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
+
+    def set_width(self, width: float) -> None:
+        """A live width change (stream/live.py): the chain is rebuilt with it and keeps its state, so the
+        width stage ramps from where it is (audio/width.py); nothing else changes."""
+        self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
+        self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
 
     def replace_scene(self, scene: Scene) -> None:
         """Switch to an edited scene, easing from the old one over its transition time.
@@ -343,6 +353,7 @@ class SceneStream:
             self.seed = int(f["seed"])
             if "day_start" in f and not self._day_start_given:  # a clock scene resumes on the clock it began
                 self.day_start = float(f["day_start"])
+            self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
             self.state = StreamState(gen=GeneratorState(chunk_index=int(f["chunk_index"]), tail_latents=tail),
                                      out=ChainState.from_arrays(f))
 

@@ -50,6 +50,10 @@ class VolumeBody(_Body):
     volume: Weight
 
 
+class WidthBody(_Body):
+    width: Weight
+
+
 class TimerBody(_Body):
     action: Literal["set", "extend", "cancel"]
     seconds: Seconds | None = None

@@ -39,7 +39,7 @@ from ...web_access import foreign_origin, given_token, guarded_protocol, serve_s
 from ...scene import Scene
 from ...audio.mixer import Analyzer
 from .bodies import (BadRequest, NewLayerBody, PauseBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody,
-                     WakeBody, WeightsBody, read_body)
+                     WakeBody, WeightsBody, WidthBody, read_body)
 from .save import new_file, scene_yaml, slug
 
 STATIC = Path(__file__).parent / "static"
@@ -108,6 +108,7 @@ class WebMixer:
             Route("/api/layers", self.add_layer, methods=["POST"]),
             Route("/api/layers/{name}", self.layer, methods=["PUT", "DELETE"]),
             Route("/api/volume", self.volume, methods=["PUT"]),
+            Route("/api/width", self.width, methods=["PUT"]),
             Route("/api/timer", self.timer, methods=["POST"]),
             Route("/api/stop", self.stop, methods=["POST"]),
             Route("/api/pause", self.pause, methods=["POST"]),
@@ -155,6 +156,10 @@ class WebMixer:
     async def volume(self, request: Request) -> Response:
         body = await read_body(request, VolumeBody)
         return await self._run({"cmd": "volume", "volume": body.volume})
+
+    async def width(self, request: Request) -> Response:
+        body = await read_body(request, WidthBody)
+        return await self._run({"cmd": "width", "width": body.width})
 
     async def timer(self, request: Request) -> Response:
         body = await read_body(request, TimerBody)

@@ -1,4 +1,6 @@
-// Each scene's volume slider sets its <audio> element's volume; starting one scene pauses the others
+// Each scene's volume slider sets its <audio> element's volume; its width slider sets the stream's ?width=
+// (the stereo width it is generated with, from when it starts: a paused stream starts anew); starting one
+// scene pauses the others
 // (each stream is generated for this listener alone, so a paused one frees its slot on the server).
 // The Media Session API puts the playing scene on a phone's lock screen and under its media keys.
 const media = "mediaSession" in navigator ? navigator.mediaSession : null;
@@ -46,4 +48,14 @@ for (const scene of document.querySelectorAll(".scene")) {
   });
   audio.addEventListener("pause", () => { if (media && audio === current) media.playbackState = "paused"; });
   audio.dataset.src = audio.getAttribute("src");
+  const width = scene.querySelector(".width");
+  const withWidth = () => {
+    const url = new URL(audio.dataset.src, location.href);
+    url.searchParams.set("width", width.value);
+    return url.pathname + url.search;
+  };
+  width.addEventListener("change", () => {
+    audio.dataset.src = withWidth();
+    if (audio.paused) { audio.src = audio.dataset.src; }
+  });
 }

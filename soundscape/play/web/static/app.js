@@ -58,6 +58,7 @@ function coalescer(send) {
 
 const weights = coalescer((w) => api("POST", "/api/weights", { weights: w }));
 const volume = coalescer((v) => api("PUT", "/api/volume", { volume: v }));
+const width = coalescer((v) => api("PUT", "/api/width", { width: v }));
 
 // --- Helpers -----------------------------------------------------------------------------------
 function clock(seconds) {
@@ -206,6 +207,19 @@ $("volume").addEventListener("input", () => {
   volume.push(() => v);
 });
 $("volume").addEventListener("change", () => volume.now());
+
+// --- Width (stereo image; applies from the next chunk, ramped) ------------------------------------
+let widthTouched = 0, widthHolding = false;
+$("width").addEventListener("pointerdown", () => { widthHolding = true; });
+$("width").addEventListener("pointerup", () => { widthHolding = false; widthTouched = performance.now(); });
+$("width").addEventListener("input", () => {
+  widthTouched = performance.now();
+  const v = Number($("width").value);
+  $("width-value").textContent = `${Math.round(v * 100)}%`;
+  fill($("width"));
+  width.push(() => v);
+});
+$("width").addEventListener("change", () => width.now());
 
 // --- Sleep timer ---------------------------------------------------------------------------------
 function setTimer(seconds) {
@@ -357,6 +371,12 @@ function render(s) {
     $("volume-value").textContent = `${Math.round(s.volume * 100)}%`;
     fill($("volume"));
   }
+  if (s.width !== undefined && !widthHolding && performance.now() - widthTouched > 1500) {
+    $("width").value = s.width;
+    $("width-value").textContent = `${Math.round(s.width * 100)}%`;
+    fill($("width"));
+  }
+  $("width").disabled = s.channels === 1;
   $("st-ahead").textContent = `${s.buffered_s.toFixed(1)} s`;
   $("st-speed").textContent = s.generator_rtf ? `${s.generator_rtf.toFixed(2)}× real time` : "–";
   $("st-speed").classList.toggle("bad", s.generator_rtf > 0 && s.generator_rtf < 1);
@@ -435,4 +455,5 @@ function connect() {
 }
 
 fill($("volume"));
+fill($("width"));
 connect();
