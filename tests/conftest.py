@@ -111,3 +111,52 @@ def start_pulse(root: Path, sinks=("cap",)) -> dict:
 
 def stop_pulse(env: dict) -> None:
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
+    """`predicate()`'s first truthy value, polled every `every` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s")
+
+
+def headless_chrome(*extra_args: str):
+    """Debian's chromium, headless, driven by its chromedriver; skips the test when either is missing.
+
+    Nothing it loads leaves loopback (host resolver rules, no proxy, no background networking), and
+    Selenium Manager is told not to look for a driver or browser online.
+    """
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs chromium and chromedriver (apt: chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
+                "--disable-client-side-phishing-detection", "--no-proxy-server",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", *extra_args):
+        opts.add_argument(arg)
+    saved = os.environ.get("SE_OFFLINE")
+    os.environ["SE_OFFLINE"] = "true"
+    try:
+        return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    finally:
+        if saved is None:
+            os.environ.pop("SE_OFFLINE")
+        else:
+            os.environ["SE_OFFLINE"] = saved
+
+
+# Keeps what a page hands the Media Session in window.__media, to press its buttons as a lock screen would.
+MEDIA_SESSION_HOOK = """
+    window.__media = {};
+    const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
+    navigator.mediaSession.setActionHandler = (action, handler) => { window.__media[action] = handler;
+                                                                     set(action, handler); };"""

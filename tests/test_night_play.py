@@ -10,7 +10,6 @@ one seconds ahead (the sound rises over the fade, in the wake scene), and ends w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import start_pulse, stop_pulse
+from conftest import MEDIA_SESSION_HOOK, headless_chrome, start_pulse, stop_pulse, wait_for
 from soundscape.cli import main
 from soundscape.play.control_socket import request as control
 
@@ -40,16 +39,6 @@ REC_RATE = 16000
 NEEDS = [p for p in ("pulseaudio", "parec", "dbus-daemon", "playerctl") if not shutil.which(p)]
 pytestmark = pytest.mark.skipif(bool(NEEDS), reason=f"needs {', '.join(NEEDS)} (apt: pulseaudio pulseaudio-utils "
                                                     f"dbus playerctl)")
-
-
-def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s")
 
 
 class Recording:
@@ -285,27 +274,9 @@ def test_an_alarm_in_the_past_rings_tomorrow_and_one_seconds_ahead_fades_the_sce
 
 
 def test_the_mixer_page_has_a_media_session_and_a_pause_button(player):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("needs chromium and chromedriver (apt: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--no-proxy-server", "--mute-audio",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a driver online
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver = headless_chrome("--mute-audio")
     try:
-        # Keep what the page hands the Media Session, to press its buttons as a lock screen would.
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-            window.__media = {};
-            const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
-            navigator.mediaSession.setActionHandler = (action, handler) => { window.__media[action] = handler;
-                                                                             set(action, handler); };"""})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MEDIA_SESSION_HOOK})
         driver.get(player.url)
         wait_for(lambda: driver.execute_script(
             "return navigator.mediaSession.metadata && navigator.mediaSession.metadata.title"), 20)

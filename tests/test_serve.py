@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import SCENE, start_logged
+from conftest import MEDIA_SESSION_HOOK, SCENE, headless_chrome, start_logged
 
 from soundscape.serve.decode import decode_stream
 
@@ -325,31 +325,9 @@ def test_token_guards_every_request(tiny_model_dir, tmp_path):
 
 
 def test_a_browser_opening_the_page_hears_the_scene(server, tmp_path):
-    import shutil
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("needs chromium and chromedriver (apt: chromium chromium-driver)")
-    import os
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions", "--no-proxy-server",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--window-size=900,700"):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for a driver online
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver = headless_chrome("--autoplay-policy=no-user-gesture-required", "--window-size=900,700")
     try:
-        # Keep what the page hands the Media Session, to press its buttons as a lock screen would.
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-            window.__media = {};
-            const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
-            navigator.mediaSession.setActionHandler = (action, handler) => { window.__media[action] = handler;
-                                                                             set(action, handler); };"""})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MEDIA_SESSION_HOOK})
         driver.get(server["base"] + "/")
         assert "Test scene" in driver.page_source
         # Play the first scene through an analyser, as a listener's ears would take it.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import start_pulse, stop_pulse
+from conftest import headless_chrome, start_pulse, stop_pulse, wait_for
 from soundscape.cli import main
 from soundscape.play.control_socket import request as control
 from soundscape.scene import load_scene
@@ -52,16 +51,6 @@ def rows(path: Path) -> list[dict]:
 
 def chunks(path: Path) -> list[dict]:
     return [r for r in rows(path) if "chunk" in r]
-
-
-def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s")
 
 
 # --- A private PulseAudio with a null sink: PortAudio's ALSA `default` plays into it in real time ---
@@ -169,27 +158,7 @@ def players(tmp_path_factory, tiny_model_dir, pulse):
 def browser(tmp_path_factory):
     if MISSING:
         pytest.skip(f"needs {' and '.join(MISSING)} (apt: chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--window-size=1280,900", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
-                "--disable-client-side-phishing-detection", "--no-proxy-server", "--mute-audio",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        opts.add_argument(arg)
-    # We name the driver and the browser; Selenium Manager must not look for either online.
-    saved = os.environ.get("SE_OFFLINE")
-    os.environ["SE_OFFLINE"] = "true"
-    try:
-        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    finally:
-        if saved is None:
-            os.environ.pop("SE_OFFLINE")
-        else:
-            os.environ["SE_OFFLINE"] = saved
+    driver = headless_chrome("--window-size=1280,900", "--mute-audio")
     downloads = tmp_path_factory.mktemp("downloads")
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
