@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pyloudnorm
 import pytest
 from scipy.signal import butter, coherence, firwin, resample_poly, sosfilt
 
