@@ -48,9 +48,13 @@ def error_for(text: str) -> str:
      "x.yaml:3: evolution.keyframes.0.weights: a key: expected UTF-8 text"),
     ('name: x\nlayers: {a: {prompt: "b\\0c"}}\n', "x.yaml:2: layers.a.prompt: expected text without control characters"),
     ("name: x\nlayers: {a: {prompt: b}}\ndescription: a\x00b\n", "x.yaml:3: character U+0000 is not allowed"),
+    # a key holding a newline is named on the one line, escaped (found by the fuzzer below; the line is the
+    # mapping's start, as for every layer-name error)
+    ('name: x\nlayers: {"\\n": {prompt: b}}\n', "x.yaml:1: layers.\\n: expected a layer name"),
     ('name: x\nmodel: "\\ud800"\nlayers: {a: {prompt: b}}\n', "x.yaml:2: model: expected UTF-8 text"),
 ], ids=["inf-int", "nan-int", "huge-weight", "huge-seed", "huge-seconds", "huge-interval", "deep", "surrogate-name",
-        "surrogate-prompt", "surrogate-key", "surrogate-keyframe", "nul-escape", "nul-byte", "surrogate-model"])
+        "surrogate-prompt", "surrogate-key", "surrogate-keyframe", "nul-escape", "nul-byte", "newline-key",
+        "surrogate-model"])
 def test_what_the_reader_cannot_hold_is_one_line(text, expected):
     message = error_for(text)
     assert message.startswith(expected), message

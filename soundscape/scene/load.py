@@ -54,6 +54,12 @@ def printable(text: str) -> str:
     return "".join(ch if not bad_text(ch) else ascii(ch)[1:-1] for ch in text)
 
 
+def key_path(path) -> str:
+    """A key path as messages show it, `layers.birds.weight`: every part on one line, whatever its name
+    (a key may hold a newline; `printable` keeps those, for prose)."""
+    return ".".join("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(p)) for p in path)
+
+
 class _TooDeep(Exception):
     """Nesting past MAX_DEPTH, at this line."""
 
@@ -171,7 +177,7 @@ def describe(value: Any) -> str:
 def one_line(exc: ValidationError) -> str:
     """A pydantic error as one line in the scene files' style: `key.path: what was expected, got what`."""
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    key = printable(".".join(str(p) for p in err["loc"]))
+    key = key_path(err["loc"])
     if err["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if err["type"] == "missing":
@@ -235,8 +241,10 @@ def _fields_at(path: tuple) -> list[str]:
 
 def _format(label: str, line: int | None, path: tuple, text: str) -> str:
     where = f"{label}:{line}" if line else label
-    key = ".".join(str(p) for p in path)
-    return printable(f"{where}: {key}: {text}" if key else f"{where}: {text}")
+    key = key_path(path)
+    line_text = f"{where}: {key}: {text}" if key else f"{where}: {text}"
+    # One line, whatever a key or value held: newlines and tabs escaped too (printable keeps those)
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line_text)
 
 
 def parse_scene(text: str, label: str = "<scene>") -> Scene:
