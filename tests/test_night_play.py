@@ -73,8 +73,10 @@ def db(x) -> float:
 
 
 def level_db(env, sink: str, seconds: float = 1.0) -> float:
+    """The level of `seconds` of what reaches the sink from now (after 0.2 s to settle). Waits for that much
+    audio rather than for that much time: under load parec can take a second to start streaming."""
     rec = Recording(env, sink)
-    time.sleep(seconds + 0.2)
+    wait_for(lambda: len(rec.data) >= int((seconds + 0.2) * REC_RATE) * 4, 30, every=0.05)
     return db(rec.stop()[int(0.2 * REC_RATE):])
 
 

@@ -118,9 +118,14 @@ def test_held_encoders_stay_for_new_prompts_and_go_once_idle(tiny_model_dir, cac
     assert model.text_loads == 1 and text_encoders.loaded(model)
     time.sleep(0.9)  # 1.7 s after the first prompt, 0.9 s after the last: still held
     assert text_encoders.loaded(model)
+    from soundscape.model.loading import TEXT_STAGES
+
+    def released():  # every stage gone (the timer thread drops them one by one)
+        return all(getattr(model.pipe, stage) is None for stage in TEXT_STAGES)
+
     deadline = time.monotonic() + 10
-    while text_encoders.loaded(model) and time.monotonic() < deadline:
+    while not released() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not text_encoders.loaded(model) and model.pipe.text_encoder_2 is None
+    assert released() and not text_encoders.loaded(model)
     encoder.encode("wind in the pines")  # known: from memory, nothing loaded
     assert model.text_loads == 1
