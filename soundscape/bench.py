@@ -219,6 +219,7 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
     """One chunk of each of `streams` streams, stage by stage; returns (timings, latents (streams, ...) on
     the CPU, new resampler states). `known`: the streams' tails (streams, 8, O, F), or None. `stereo`: per
     stream a dict with its air and width stages and their states (updated)."""
+    from .generator.chunks import prefer_vocoder_window
     from .generator.denoise import denoise_batch, latents_to_mel, mel_to_audio
 
     dev = model.device
@@ -232,9 +233,7 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
     t1 = time.perf_counter()
     # 2. VAE: latents -> log-mel for the decode window play uses, every stream at once
     start = chunk_spec.decode_start(first=known is None)
-    prefer = getattr(model.vocoder_runtime, "prefer", None)
-    if prefer is not None:  # as play's generate_chunks does: one vocoder shape, the later chunks'
-        prefer((chunk_spec.frames - chunk_spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
+    prefer_vocoder_window(model, chunk_spec)  # as play's generate_chunks does
     mel = latents_to_mel(model, latents[:, :, start:])
     sync(dev)
     t2 = time.perf_counter()

@@ -118,6 +118,14 @@ def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState
     return generate_chunks(model, [ChunkJob(cond, state, scene_seed, attempt)], spec, should_stop)[0]
 
 
+def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
+    """OpenVINO's vocoder compiles one shape: the later chunks' decode length (a first chunk runs as windows
+    of it; model/openvino_runtime.py). A no-op on torch."""
+    prefer = getattr(model.vocoder_runtime, "prefer", None)
+    if prefer is not None:
+        prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
+
+
 def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, should_stop=None) -> list[ChunkResult]:
     """The next chunk of every job's stream, denoised as one batch and decoded in batches.
 
@@ -127,9 +135,7 @@ def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, s
     latents = denoise_batch(model, [j.cond for j in jobs], [j.state.tail_latents for j in jobs],
                             [j.seed for j in jobs], spec.denoise, should_stop, [j.state.known_tail for j in jobs])
     denoise_s = time.perf_counter() - t0
-    prefer = getattr(model.vocoder_runtime, "prefer", None)
-    if prefer is not None:  # OpenVINO: one vocoder shape, the later chunks' (model/openvino_runtime.py)
-        prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
+    prefer_vocoder_window(model, spec)
     windows = [(spec.decode_start(first=j.state.tail_latents is None),
                 spec.decode_end(0 if j.state.known_tail is None else j.state.known_tail.shape[2])) for j in jobs]
     audio: list[torch.Tensor | None] = [None] * len(jobs)

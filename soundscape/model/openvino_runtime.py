@@ -163,7 +163,7 @@ class StaticModel:
             self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
                           f"(once per shape; later starts load it from the cache)")
         try:
-            xml = _static_ir(self.entry, folder, shapes)
+            xml = _static_ir(self.entry, folder, shapes, fp16=self.hint != "f32")
             # By path, not as a model object: OpenVINO's cache then keys the blob on the file's path and
             # imports it without reading the IR. Given a model object it hashes every weight first: 0.7 GB
             # of the UNet's IR paged in for a moment at each start, and 1.4 s (docs/benchmarks.md).
@@ -184,7 +184,7 @@ class StaticModel:
         return compiled
 
 
-def _static_ir(entry: Path, folder: Path, shapes: tuple) -> Path:
+def _static_ir(entry: Path, folder: Path, shapes: tuple, fp16: bool) -> Path:
     """The entry's IR with its inputs fixed to `shapes`, saved once in `folder`: the path of its model.xml.
 
     Its weights file is a hard link to the entry's (reshaping changes the graph's shapes, not one weight:
@@ -199,8 +199,8 @@ def _static_ir(entry: Path, folder: Path, shapes: tuple) -> Path:
     model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry))
     try:
-        # Weights as the entry stores them (fp16 for a half-precision model): compress_to_fp16 keeps them so
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=_stores_fp16(entry))
+        # Weights as the entry stores them (fp16 for a half-precision model, as _convert_and_save wrote them)
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=fp16)
         del model
         shared = entry / "model.bin"
         if filecmp.cmp(tmp / "model.bin", shared, shallow=False):
@@ -218,10 +218,6 @@ def _static_ir(entry: Path, folder: Path, shapes: tuple) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return xml
-
-
-def _stores_fp16(entry: Path) -> bool:
-    return (entry / "fp16").exists()
 
 
 def _prune_shapes(shapes: Path, keep: Path, most: int = 4) -> None:
@@ -514,8 +510,6 @@ def _convert_and_save(module, precision, convert, root: Path, entry: Path) -> No
         # Half precision: fp16 weights in the IR (marked as decompressed, so OpenVINO keeps them in fp16
         # instead of folding them back to fp32): the compiled UNet holds 1.7 GB instead of 2.4 GB.
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision != torch.float32)
-        if precision != torch.float32:
-            (tmp / "fp16").touch()  # the static shapes' IR keeps the weights as they are here (_static_ir)
         del model
         try:
             os.replace(tmp, entry)
