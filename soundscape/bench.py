@@ -27,11 +27,13 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import UsageError
+from .stream.options import ModelOptions
 from .model.geometry import MODEL_RATE
 from .model.loading import sync
 
@@ -42,62 +44,36 @@ OUT_RATE = 48000
 GUIDANCE_SCALE = 3.5  # the scene default
 
 
-def _int_in(lo, hi):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            v = lo - 1
-        if not lo <= v <= hi:
-            import argparse
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `soundscape bench` was asked (cli/bench.py makes it from the flags)."""
 
-            raise argparse.ArgumentTypeError(f"expected a whole number from {lo} to {hi}, got {text!r}")
-        return v
-    return parse
-
-
-def add_bench_parser(sub, add_model_args) -> None:
-    p = sub.add_parser("bench", help="measure generation speed (per stage, real-time factor, memory)",
-                       description="Time every stage of chunk generation and report the real-time factor "
-                                   "and peak memory. Needs the model (or --random-weights / --tiny).")
-    add_model_args(p)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--random-weights", action="store_true",
-                       help="the full cvssp/audioldm2 architecture with random weights (no download)")
-    which.add_argument("--tiny", action="store_true", help="the tiny random pipeline (quick smoke runs)")
-    p.add_argument("--chunks", type=_int_in(1, 1000), default=3, help="chunks to generate (default 3)")
-    p.add_argument("--chunk-seconds", type=float, default=None,
-                   help="chunk length, a multiple of 0.32 (default: the --quality preset's, 10.24)")
-    p.add_argument("--overlap-seconds", type=float, default=2.56, help="overlap, a multiple of 0.04 (2.56)")
-    p.add_argument("--scheduler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
-    p.add_argument("--no-guidance", action="store_true", help="no classifier-free guidance: UNet batch 1, not 2")
-    p.add_argument("--batch", type=_int_in(1, 256), default=1, help="concurrent streams in one UNet call (1)")
-    p.add_argument("--attention", choices=["default", "sdpa", "math"], default="default",
-                   help="UNet attention: as loaded, torch SDPA (AttnProcessor2_0), or explicit matmul (AttnProcessor)")
-    p.add_argument("--threads", type=_int_in(1, 1024), help="torch CPU threads (default: torch's choice, one per core)")
-    p.add_argument("--compare-diffusers", nargs="?", const="same", choices=["same", "blog"],
-                   help="also time diffusers' own AudioLDM2Pipeline making 10.24 s clips back to back, in the same "
-                        "run: `same` at our steps, dtype and guidance (ours then guides every step); `blog` as the "
-                        "HF blog runs it (20 DPM-Solver++ steps, fp32, full guidance) against ours as set")
-    p.add_argument("--diffusers-clips", type=_int_in(1, 100), default=3,
-                   help="clips for --compare-diffusers; the first is warm-up (default 3)")
-    p.add_argument("--compare-runtimes", action="store_true",
-                   help="also run the same chunks on torch (prepacked bf16) in this run, interleaved chunk by chunk "
-                        "with the chosen runtime, and print both per-stage tables, their real-time factors and the "
-                        "ratio (loads the model twice)")
-    p.add_argument("--precision-error", action="store_true",
-                   help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    model: ModelOptions = ModelOptions()
+    random_weights: bool = False
+    tiny: bool = False
+    chunks: int = 3
+    chunk_seconds: float | None = None
+    overlap_seconds: float = 2.56
+    scheduler: str = "dpmsolver++"
+    no_guidance: bool = False
+    batch: int = 1
+    attention: str = "default"
+    threads: int | None = None
+    compare_diffusers: str | None = None
+    diffusers_clips: int = 3
+    compare_runtimes: bool = False
+    precision_error: bool = False
+    json: bool = False
 
 
 # Setup -------------------------------------------------------------------------------------------
 
-def _geometry(args, preset_chunk_s: float) -> tuple[int, int]:
+def _geometry(opts, preset_chunk_s: float) -> tuple[int, int]:
     """Chunk and overlap in latent frames (40 ms each), checked like a scene's `generation:`."""
     from .scene.schema import CHUNK_QUANTUM_S, LATENT_FRAME_S
 
-    chunk = preset_chunk_s if args.chunk_seconds is None else args.chunk_seconds
-    overlap = args.overlap_seconds
+    chunk = preset_chunk_s if opts.chunk_seconds is None else opts.chunk_seconds
+    overlap = opts.overlap_seconds
     frames, o_frames = chunk / LATENT_FRAME_S, overlap / LATENT_FRAME_S
     if not (math.isfinite(chunk) and CHUNK_QUANTUM_S <= chunk <= 20.48 and abs(frames / 8 - round(frames / 8)) < 1e-6):
         raise UsageError(f"--chunk-seconds: expected a multiple of {CHUNK_QUANTUM_S} from {CHUNK_QUANTUM_S} "
@@ -109,39 +85,39 @@ def _geometry(args, preset_chunk_s: float) -> tuple[int, int]:
     return int(round(frames)), int(round(o_frames))
 
 
-def _load(args):
+def _load(opts):
     """The model to time: real weights (the normal path), the full random architecture, or the tiny one."""
-    from .model.loading import LoadedModel, _to_stderr, choose_device, choose_dtype, choose_model, load_model
+    from .model.loading import LoadedModel, to_stderr, choose_device, choose_dtype, choose_model, load_model
 
-    if (args.random_weights or args.tiny) and args.model:
-        flag = "--random-weights" if args.random_weights else "--tiny"
-        raise UsageError(f"--model {args.model}: cannot be combined with {flag}; pass one of them")
-    if not (args.random_weights or args.tiny):
-        return load_model(choose_model(args.model), device=args.device, dtype=args.dtype, runtime=args.runtime,
-                          keep_torch=_keeps_torch(args))
-    device = choose_device(args.device)
-    dtype = choose_dtype(args.dtype, device)
-    if args.random_weights:
+    if (opts.random_weights or opts.tiny) and opts.model.name:
+        flag = "--random-weights" if opts.random_weights else "--tiny"
+        raise UsageError(f"--model {opts.model.name}: cannot be combined with {flag}; pass one of them")
+    if not (opts.random_weights or opts.tiny):
+        return load_model(choose_model(opts.model.name), device=opts.model.device, dtype=opts.model.dtype, runtime=opts.model.runtime,
+                          keep_torch=_keeps_torch(opts))
+    device = choose_device(opts.model.device)
+    dtype = choose_dtype(opts.model.dtype, device)
+    if opts.random_weights:
         from .model.architecture import build_random_audioldm2
 
         print("building the cvssp/audioldm2 architecture with random weights (~1.1B parameters)...",
               file=sys.stderr)
         model = build_random_audioldm2(dtype=dtype, device=device)
-        model.announce = _to_stderr  # what OpenVINO prepares on a first start, as load_model says it
-        model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
+        model.announce = to_stderr  # what OpenVINO prepares on a first start, as load_model says it
+        model.use_runtime(opts.model.runtime, keep_torch=_keeps_torch(opts))
         return model
     from .model.tiny import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype, announce=_to_stderr)
-    model.use_runtime(args.runtime, keep_torch=_keeps_torch(args))
+    model = LoadedModel(pipe=pipe.to(device, dtype), model_id="tiny", device=device, dtype=dtype, announce=to_stderr)
+    model.use_runtime(opts.model.runtime, keep_torch=_keeps_torch(opts))
     return model
 
 
-def _keeps_torch(args) -> bool:
+def _keeps_torch(opts) -> bool:
     """diffusers' pipeline and the fp32 copy for --precision-error need torch's weights beside OpenVINO's."""
-    return bool(args.compare_diffusers or args.precision_error)
+    return bool(opts.compare_diffusers or opts.precision_error)
 
 
 def _set_attention(unet, name: str) -> None:
@@ -266,8 +242,8 @@ def _stereo_stages(streams: int, seed: int) -> list[dict]:
     return [{"stages": (Air(OUT_RATE, defaults.air, seed + k), Width(OUT_RATE, defaults.width))} for k in range(streams)]
 
 
-def _measure(model, args, frames: int, overlap: int, gen) -> dict:
-    return _drive([_measure_steps(model, args, frames, overlap, gen)])[0]
+def _measure(model, opts, frames: int, overlap: int, gen) -> dict:
+    return _drive([_measure_steps(model, opts, frames, overlap, gen)])[0]
 
 
 def _drive(runs: list) -> list[dict]:
@@ -283,7 +259,7 @@ def _drive(runs: list) -> list[dict]:
     return results
 
 
-def _measure_steps(model, args, frames: int, overlap: int, gen):
+def _measure_steps(model, opts, frames: int, overlap: int, gen):
     """The measurement as a generator that yields after each chunk (so two runtimes can interleave);
     returns the measured dict."""
     from .audio.resample import ResamplerState, StreamResampler
@@ -291,20 +267,20 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
     from .generator.chunks import ChunkSpec, chunk_seed
     from .generator.denoise import DenoiseSpec
 
-    spec = DenoiseSpec(frames=frames, steps=gen.steps, scheduler=args.scheduler,
-                       guidance_scale=1.0 if args.no_guidance else GUIDANCE_SCALE,
+    spec = DenoiseSpec(frames=frames, steps=gen.steps, scheduler=opts.scheduler,
+                       guidance_scale=1.0 if opts.no_guidance else GUIDANCE_SCALE,
                        guidance_interval=gen.guidance_interval)
     chunk_spec = ChunkSpec(frames=frames, overlap=overlap, denoise=spec)
-    _set_attention(model.pipe.unet, args.attention)
+    _set_attention(model.pipe.unet, opts.attention)
     unet_impl = model.unet  # torch's, or OpenVINO's with --runtime openvino
-    if args.compile:
-        unet_impl = torch.compile(unet_impl, mode=None if args.compile == "default" else args.compile)
-    unet = _TimedUNet(unet_impl, model.device, args.batch)
+    if opts.model.compile:
+        unet_impl = torch.compile(unet_impl, mode=None if opts.model.compile == "default" else opts.model.compile)
+    unet = _TimedUNet(unet_impl, model.device, opts.batch)
     view = type(model)(pipe=_PipeView(model.pipe, unet), model_id=model.model_id, device=model.device,
                        dtype=model.dtype, precision=model.precision)
     resampler = StreamResampler(MODEL_RATE, OUT_RATE)
     encoder = PromptEncoder(model)
-    seed = 0 if args.seed is None else args.seed
+    seed = 0 if opts.model.seed is None else opts.model.seed
 
     # 1. First-time prompt encoding (CLAP, Flan-T5, projection, 8 GPT-2 steps per prompt)
     start = time.perf_counter()
@@ -314,22 +290,22 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
     encode_first = (time.perf_counter() - start) / (len(PROMPTS) + 1)
 
     # 2. The chunks: a continuing stream whose layer weights drift every chunk
-    chunks, tail, states = [], None, [ResamplerState() for _ in range(args.batch)]
-    stereo = _stereo_stages(args.batch, seed)
-    for i in range(args.chunks):
+    chunks, tail, states = [], None, [ResamplerState() for _ in range(opts.batch)]
+    stereo = _stereo_stages(opts.batch, seed)
+    for i in range(opts.chunks):
         t0 = time.perf_counter()
         w = 0.5 + 0.4 * math.sin(i)
         cond = with_negative(blend([encoder.encode(p) for p in PROMPTS], [w, 1 - w]), encoder.encode(NEGATIVE))
         t_cond = time.perf_counter() - t0
         timings, latents, states = _chunk(model, view, unet, cond, tail, chunk_seed(seed, i), chunk_spec,
-                                          frames - overlap, args.batch, resampler, states, stereo)
+                                          frames - overlap, opts.batch, resampler, states, stereo)
         tail = latents[:, :, frames - overlap:].clone() if overlap else None
         tail_latents = latents
         total = time.perf_counter() - t0
         chunks.append({"index": i, "conditioning_s": t_cond, **timings, "total_s": total})
         if i == 0:
             first_audio = time.perf_counter() - start
-        print(f"chunk {i + 1}/{args.chunks}: {total:.3f} s" + (f" ({model.runtimes['unet']})" if args.compare_runtimes
+        print(f"chunk {i + 1}/{opts.chunks}: {total:.3f} s" + (f" ({model.runtimes['unet']})" if opts.compare_runtimes
                                                                  else ""), file=sys.stderr)
         yield
 
@@ -337,13 +313,13 @@ def _measure_steps(model, args, frames: int, overlap: int, gen):
     t0 = time.perf_counter()
     cond = with_negative(encoder.encode(WARM_PROMPT), encoder.encode(NEGATIVE))
     steps_before = len(unet.times)
-    _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), chunk_spec, frames - overlap, args.batch,
-           resampler, [ResamplerState() for _ in range(args.batch)], _stereo_stages(args.batch, seed + 1))
+    _chunk(model, view, unet, cond, None, chunk_seed(seed + 1, 0), chunk_spec, frames - overlap, opts.batch,
+           resampler, [ResamplerState() for _ in range(opts.batch)], _stereo_stages(opts.batch, seed + 1))
     warm_start = time.perf_counter() - t0
     del unet.times[steps_before:], unet.guided[steps_before:]
     # 4. Each stage alone, back to back, on the last chunk's inputs: what a stage costs without the others
     #    beside it (two runtimes' thread pools taking turns on the cores)
-    alone = _stages_alone(model, unet_impl, cond, tail_latents, chunk_spec) if args.compare_runtimes else None
+    alone = _stages_alone(model, unet_impl, cond, tail_latents, chunk_spec) if opts.compare_runtimes else None
     return {"encode_first_s": encode_first, "chunks": chunks, "first_audio_s": first_audio,
             "warm_start_s": warm_start, "alone": alone, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
             "guidance_interval": list(spec.guidance_interval),
@@ -439,51 +415,51 @@ def _rss_max_mb() -> float:
     return kib / 2**20 if sys.platform == "darwin" else kib / 1024  # bytes on macOS, KiB on Linux
 
 
-def _generation(args, device_type: str):
+def _generation(opts, device_type: str):
     """The quality preset's settings under bench's explicit options (as a scene's values win in play)."""
     from .scene.quality import resolve
     from .scene.schema import Generation
 
-    gen = resolve(Generation(), args.quality, device_type, args.steps).generation
-    if args.compare_diffusers == "same":  # like for like: diffusers guides every step
+    gen = resolve(Generation(), opts.model.quality, device_type, opts.model.steps).generation
+    if opts.compare_diffusers == "same":  # like for like: diffusers guides every step
         gen = gen.model_copy(update={"guidance_interval": (0.0, 1.0)})
     return gen
 
 
-def run_bench(args) -> int:
+def run_bench(opts) -> int:
     from .model.architecture import parameter_counts
     from .model.loading import choose_device
     from .model.precision import cpu_flags
 
-    gen = _generation(args, choose_device(args.device).type)
-    frames, overlap = _geometry(args, gen.chunk_seconds)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    gen = _generation(opts, choose_device(opts.model.device).type)
+    frames, overlap = _geometry(opts, gen.chunk_seconds)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
-    model = _load(args)
+    model = _load(opts)
     load_s = time.perf_counter() - t0
     import psutil
 
     rss_loaded = psutil.Process().memory_info().rss
     other = None
-    if args.compare_runtimes:
-        other, other_load_s, other_rss = _load_torch_twin(args, rss_loaded)
+    if opts.compare_runtimes:
+        other, other_load_s, other_rss = _load_torch_twin(opts, rss_loaded)
     on_cuda = model.device.type == "cuda"
     with _PeakRSS() as rss:
         try:
-            runs = [_measure_steps(model, args, frames, overlap, gen)]
+            runs = [_measure_steps(model, opts, frames, overlap, gen)]
             if other is not None:
-                runs.append(_measure_steps(other, args, frames, overlap, gen))
+                runs.append(_measure_steps(other, opts, frames, overlap, gen))
             measured, *other_measured = _drive(runs)
         except RuntimeError as exc:  # out of memory, kernels missing for a dtype/device, compiler failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             if isinstance(exc, torch.OutOfMemoryError):
-                raise UsageError(f"bench ran out of memory on {model.device} with --batch {args.batch}: "
+                raise UsageError(f"bench ran out of memory on {model.device} with --batch {opts.batch}: "
                                  f"lower --batch or --chunk-seconds ({first})") from None
             raise UsageError(f"bench failed on {model.device.type} with {str(model.dtype).removeprefix('torch.')}"
-                             f"{' and --compile' if args.compile else ''}: {first}; try --dtype fp32"
-                             f"{' or leave out --compile' if args.compile else ''}") from None
+                             f"{' and --compile' if opts.model.compile else ''}: {first}; try --dtype fp32"
+                             f"{' or leave out --compile' if opts.model.compile else ''}") from None
     hop_s = (frames - overlap) * 0.04
     steady = _summary(measured["chunks"])
     result = {
@@ -496,28 +472,28 @@ def run_bench(args) -> int:
         "runtimes": model.runtimes,
         "prepacked": list(model.prepacked),  # stages with oneDNN-prepacked bf16 weights (model/prepack.py)
         "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
-        "quality": args.quality or "auto",
+        "quality": opts.model.quality or "auto",
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         # Other work on the machine skews CPU figures (OpenMP threads spin while waiting for a core).
         "load_avg_1m": [load_before, os.getloadavg()[0] if load_before is not None else None],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "versions": _versions(),
-        "config": {"chunks": args.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
-                   "steps": measured["steps"], "scheduler": args.scheduler,
+        "config": {"chunks": opts.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
+                   "steps": measured["steps"], "scheduler": opts.scheduler,
                    "guidance_scale": measured["guidance_scale"], "guidance_interval": measured["guidance_interval"],
                    "guided_steps": measured["guided_steps"], "decode_frames": measured["decode_frames"],
-                   "edge_frames": measured["edge"], "xfade_frames": measured["xfade"], "streams": args.batch,
-                   "unet_batch": args.batch * (1 if args.no_guidance else 2),
-                   "compile": args.compile, "attention": args.attention},
+                   "edge_frames": measured["edge"], "xfade_frames": measured["xfade"], "streams": opts.batch,
+                   "unet_batch": opts.batch * (1 if opts.no_guidance else 2),
+                   "compile": opts.model.compile, "attention": opts.attention},
         "load_s": load_s,
         "encode_first_s": measured["encode_first_s"],
         "chunks": measured["chunks"],
         "step_s": [s for c in measured["chunks"] for s in c["step_s"]],
         "steady": steady,
-        "rtf": args.batch * hop_s / steady["total_s"],
+        "rtf": opts.batch * hop_s / steady["total_s"],
         "rtf_per_stream": hop_s / steady["total_s"],
         # Air and width for one stream on one core, as a share of real time (CPU seconds per second of audio).
-        "stereo_share": steady["stereo_s"] / (args.batch * hop_s),
+        "stereo_share": steady["stereo_s"] / (opts.batch * hop_s),
         "first_audio_s": measured["first_audio_s"],
         "warm_start_s": measured["warm_start_s"],
         "alone": measured["alone"],
@@ -528,27 +504,27 @@ def run_bench(args) -> int:
     }
     if other is not None:
         result["compare_runtimes"] = _runtime_comparison(result, other, other_measured[0], other_load_s, other_rss,
-                                                         hop_s, args.batch)
-    if args.compare_diffusers:
-        result["diffusers"] = _compare_diffusers(model, args, result)
-    if args.precision_error:
-        result["precision_error_db"] = _precision_error(model, args)
-    print(json.dumps(result, indent=1) if args.json else _table(result))
+                                                         hop_s, opts.batch)
+    if opts.compare_diffusers:
+        result["diffusers"] = _compare_diffusers(model, opts, result)
+    if opts.precision_error:
+        result["precision_error_db"] = _precision_error(model, opts)
+    print(json.dumps(result, indent=1) if opts.json else _table(result))
     return 0
 
 
-def _load_torch_twin(args, rss_before: int):
+def _load_torch_twin(opts, rss_before: int):
     """The same model on torch (prepacked bf16 where that applies), for --compare-runtimes: (model, load s, RSS added)."""
     import argparse
 
     import psutil
 
-    if args.runtime == "torch":
+    if opts.model.runtime == "torch":
         raise UsageError("--compare-runtimes: compares the chosen runtime with torch; leave out --runtime torch "
                          "(the default, auto, picks OpenVINO on a CPU)")
     print("loading the same model again on torch, for --compare-runtimes...", file=sys.stderr)
     t0 = time.perf_counter()
-    twin = _load(argparse.Namespace(**{**vars(args), "runtime": "torch", "compare_runtimes": False}))
+    twin = _load(argparse.Namespace(**{**vars(opts), "runtime": "torch", "compare_runtimes": False}))
     return twin, time.perf_counter() - t0, psutil.Process().memory_info().rss - rss_before
 
 
@@ -563,7 +539,7 @@ def _runtime_comparison(ours: dict, twin, measured: dict, load_s: float, rss_add
             "alone": measured["alone"], "ratio": ours["rtf"] / rtf}
 
 
-def _compare_diffusers(model, args, ours: dict) -> dict:
+def _compare_diffusers(model, opts, ours: dict) -> dict:
     """diffusers' AudioLDM2Pipeline on the same weights, 10.24 s clips back to back, in this run.
 
     `same`: our steps, dtype and guidance scale (ours guided every step too). `blog`: 20 DPM-Solver++
@@ -574,7 +550,7 @@ def _compare_diffusers(model, args, ours: dict) -> dict:
 
     pipe = model.pipe
     ov_decode = pipe.vae.__dict__.pop("decode", None)  # diffusers runs its own VAE decode, not OpenVINO's
-    blog = args.compare_diffusers == "blog"
+    blog = opts.compare_diffusers == "blog"
     steps = 20 if blog else ours["config"]["steps"]
     guidance = GUIDANCE_SCALE if blog else ours["config"]["guidance_scale"]
     dtypes = {name: next(m.parameters()).dtype for name, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
@@ -587,14 +563,14 @@ def _compare_diffusers(model, args, ours: dict) -> dict:
     clip_s = 10.24
     times = []
     try:
-        for i in range(args.diffusers_clips):
+        for i in range(opts.diffusers_clips):
             sync(model.device)
             t0 = time.perf_counter()
             pipe(PROMPTS[i % 2], negative_prompt=NEGATIVE, num_inference_steps=steps, audio_length_in_s=clip_s,
                  guidance_scale=guidance, generator=torch.Generator().manual_seed(i), output_type="np")
             sync(model.device)
             times.append(time.perf_counter() - t0)
-            print(f"diffusers clip {i + 1}/{args.diffusers_clips}: {times[-1]:.3f} s", file=sys.stderr)
+            print(f"diffusers clip {i + 1}/{opts.diffusers_clips}: {times[-1]:.3f} s", file=sys.stderr)
     finally:
         pipe.scheduler = scheduler
         if ov_decode is not None:
@@ -605,13 +581,13 @@ def _compare_diffusers(model, args, ours: dict) -> dict:
     steady = times[1:] or times
     per_clip = sum(steady) / len(steady)
     rtf = clip_s / per_clip
-    return {"mode": args.compare_diffusers, "steps": steps, "guidance_scale": guidance,
+    return {"mode": opts.compare_diffusers, "steps": steps, "guidance_scale": guidance,
             "dtype": "fp32" if blog else str(model.dtype).removeprefix("torch."), "clip_s": clip_s,
             "clip_times_s": times, "per_clip_s": per_clip, "rtf": rtf,
             "ratio": ours["rtf_per_stream"] / rtf}
 
 
-def _precision_error(model, args) -> dict:
+def _precision_error(model, opts) -> dict:
     """Per-stage SNR of the model's half precision against fp32 (an fp32 copy is made: memory doubles)."""
     import copy
 

@@ -31,8 +31,7 @@ class FlakyStream(SceneStream):
 
 
 def run_engine(stream, seconds, speed=2.0):
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
-    engine.capture, engine.sink_speed = [], speed
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, capture=[], sink_speed=speed)
     engine.gen.max_backoff = 1.0
     result = engine.run(duration=seconds, fade_out=0.3)
     return engine, result, np.concatenate(engine.capture)[: int(seconds * 16000)]

@@ -99,8 +99,9 @@ def test_an_edited_scene_never_plays_the_old_recording(tmp_path, monkeypatch):
 def test_play_reaches_the_sound_card_without_importing_torch(tmp_path):
     # torch and diffusers take seconds to import: nothing play runs before an instant start may need them.
     code = ("import sys; from soundscape.cli import build_parser; "
-            "a = build_parser(bench=False).parse_args(['play', 'forest', '--output-device', 'null']); "
-            "from soundscape.play.engine import Engine, check_args, play; check_args(a); "
+            "a = build_parser().parse_args(['play', 'forest', '--output-device', 'null']); "
+            "from soundscape.cli.play import play_options; play_options(a); "
+            "from soundscape.play.engine import Engine; from soundscape.play.session import play; "
             "from soundscape.play import instant; from soundscape.model.source import resolve_source; "
             "from soundscape.scene.shipped import find_scene; from soundscape.scene import load_scene; "
             "load_scene(find_scene('forest')); "

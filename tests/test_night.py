@@ -126,27 +126,23 @@ def test_a_time_already_past_is_tomorrow_and_a_delay_is_from_now(berlin):
     assert parse_wake("6:45:30") == ("at", 6 * 3600 + 45 * 60 + 30)
 
 
-class _Live:
-    """What the alarm asks of LiveControl."""
+def _paused_transport(calls: list):
+    """play's transport over a real Player, paused (the night's silence), logging into `calls`."""
+    from soundscape.audio.output import Player
+    from soundscape.audio.ringbuffer import RingBuffer
+    from soundscape.play.transport import Transport
 
-    def __init__(self):
-        self.paused = True
-        self.calls: list = []
-        self.engine = SimpleNamespace(gen=SimpleNamespace(log=lambda row: self.calls.append(("log", row["event"]))))
-
-    def resume(self, fade_s, why):
-        self.paused = False
-        self.calls.append(("resume", fade_s, why))
-
-    def switch_scene(self, scene, path):
-        self.calls.append(("switch", scene, path))
+    transport = Transport(Player(RingBuffer(1600, 1), 16000), 16000, lambda row: calls.append(row["event"]),
+                          made_at=1.0)
+    assert transport.pause(0.01)["ok"] and transport.paused
+    return transport
 
 
 def test_the_alarm_waits_for_the_wall_clock_switches_the_scene_ahead_and_rings_once():
-    clock = [1_000_000.0]
-    live = _Live()
+    clock, calls = [1_000_000.0], []
+    transport = _paused_transport(calls)
     dawn = SimpleNamespace(name="Dawn")
-    alarm = WakeAlarm(live, fade_s=1200, scene=dawn, scene_path="dawn.yaml", lead_s=lambda: 60.0,
+    alarm = WakeAlarm(transport, fade_s=1200, scene=dawn, scene_path="dawn.yaml", lead_s=lambda: 60.0,
                       clock=lambda: clock[0], quiet=True)
     tod = parse_time_of_day(time.strftime("%H:%M:%S", time.localtime(clock[0] + 3600)))
     assert alarm.set(time.strftime("%H:%M:%S", time.localtime(clock[0] + 3600)))["ok"]
@@ -154,29 +150,31 @@ def test_the_alarm_waits_for_the_wall_clock_switches_the_scene_ahead_and_rings_o
     for step in (600, 1200, 1700):  # an hour of waiting, checked every so often: nothing yet
         clock[0] += step - (clock[0] - 1_000_000.0)
         alarm._next_check = 0
-        alarm.tick()
-    assert ("resume", 1200, "wake") not in live.calls and not [c for c in live.calls if c[0] == "switch"]
+        assert alarm.tick() is None
+    assert "wake" not in calls and transport.paused
     clock[0] = 1_000_000.0 + 3600 - 30  # inside the lead: the wake scene is made while silent
     alarm._next_check = 0
-    alarm.tick()
-    assert ("switch", dawn, "dawn.yaml") in live.calls and live.paused and alarm.status()["scene"] == "Dawn"
+    assert alarm.tick() == (dawn, "dawn.yaml")  # LiveControl switches to it (it owns the scene)
+    assert transport.paused and alarm.status()["scene"] == "Dawn"
     clock[0] += 4 * 3600  # the machine slept through the alarm: the first check after it rings, once
     alarm._next_check = 0
-    alarm.tick()
-    assert ("resume", 1200, "wake") in live.calls and not alarm.armed and alarm.rung == 1
+    assert alarm.tick() is None  # switched already: only the fade-in is left
+    # The alarm's row, then the resume's (logged as why it resumed: "wake").
+    assert calls[-2:] == ["wake", "wake"] and not transport.paused and not alarm.armed and alarm.rung == 1
+    assert transport.player.pausing.target == 1.0
     alarm.tick()
     assert alarm.rung == 1
 
 
 def test_an_alarm_set_in_the_past_rings_tomorrow_not_now():
-    clock = [2_000_000.0]
-    live = _Live()
-    alarm = WakeAlarm(live, clock=lambda: clock[0], quiet=True)
+    clock, calls = [2_000_000.0], []
+    transport = _paused_transport(calls)
+    alarm = WakeAlarm(transport, clock=lambda: clock[0], quiet=True)
     past = time.strftime("%H:%M:%S", time.localtime(clock[0] - 60))
     assert alarm.set(past)["ok"]
     assert alarm.status()["in_s"] > 23 * 3600
     alarm.tick()
-    assert live.paused and alarm.armed
+    assert transport.paused and alarm.armed
     assert not alarm.set("25:99")["ok"]
 
 
@@ -267,7 +265,7 @@ def test_keys_in_a_terminal_pause_change_the_volume_and_quit():
 def test_every_new_option_has_help():
     from soundscape.cli import build_parser
 
-    text = build_parser(bench=False)._subparsers._group_actions[0].choices
+    text = build_parser()._subparsers._group_actions[0].choices
     play_help = text["play"].format_help()
     for flag in ("--wake", "--wake-fade", "--wake-scene", "--no-mpris"):
         assert flag in play_help

@@ -79,8 +79,7 @@ class SlowStream(SceneStream):
 def test_slow_generator_never_goes_silent(tiny_model, scene):
     stream = SlowStream(tiny_model, scene, out_rate=16000, channels=1)
     stream.delay = 1.5 * stream.hop_s  # well under real time
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
-    engine.capture = []
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, capture=[])
     result = engine.run(duration=9.0, fade_out=0.5)
     played = np.concatenate(engine.capture)[: 9 * 16000]
     assert result.coverups >= 1 and result.underruns == 0
@@ -90,8 +89,7 @@ def test_slow_generator_never_goes_silent(tiny_model, scene):
 
 def test_fast_generator_needs_no_coverups(tiny_model, scene):
     stream = SceneStream(tiny_model, scene, out_rate=16000, channels=1)
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
-    engine.capture = []
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, capture=[])
     result = engine.run(duration=5.0, fade_out=0.5)
     played = np.concatenate(engine.capture)
     ref = SceneStream(tiny_model, scene, out_rate=16000, channels=1)
@@ -118,13 +116,18 @@ def test_sigint_fades_out_and_exits_promptly(scene_file, tiny_model_dir, tmp_pat
 
 
 def test_sleep_timer_fades_out_slowly_then_stops(tiny_model, scene):
+    """The one sleep timer (play/transport.py) on the engine: wall-clock time, so a real-time sink."""
+    from soundscape.play.transport import Transport
+
     stream = SceneStream(tiny_model, scene, out_rate=16000, channels=1)
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
-    engine.capture, engine.sink_speed = [], 2.0
-    result = engine.run(sleep=6.0, fade_out=3.0)
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, capture=[])
+    playback = engine.playback
+    transport = Transport(playback.player, playback.rate, playback.log, made_at=scene.output.volume, fade_s=3.0)
+    assert transport.timer("set", 6.0)["ok"]
+    result = engine.run(ticks=[transport.tick])
     played = np.concatenate(engine.capture)[:, 0]
     rms = lambda a, b: float(np.sqrt(np.mean(played[int(a * 16000):int(b * 16000)] ** 2)))
     assert not result.interrupted and 6.0 <= result.frames_played / 16000 < 6.5
     # A slow fade over the last 3 s: each second quieter than the one before, silence after.
     assert rms(2, 3) > rms(3.5, 4.5) > rms(4.5, 5.5) > rms(5.6, 5.95)
-    assert np.abs(played[6 * 16000:]).max() == 0.0
+    assert np.abs(played[int(6.1 * 16000):]).max() == 0.0

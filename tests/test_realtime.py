@@ -236,8 +236,7 @@ def _run_slowed(tiny_model_dir, delay_per_step: float, seconds: float, timeline=
     model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="torch")  # its own: the hook stays here
     model.pipe.unet.register_forward_pre_hook(lambda m, a: time.sleep(delay_per_step))
     stream = SceneStream(model, _scene(ADAPTIVE), out_rate=16000, channels=1)
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, timeline=timeline)
-    engine.capture = []
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, timeline=timeline, capture=[])
     result = engine.run(duration=seconds, fade_out=0.3)
     return stream, engine, result
 
@@ -249,7 +248,7 @@ def test_adaptive_steps_keep_a_slow_generator_ahead(tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "t.jsonl") if '"chunk"' in line]
     assert rows[0]["steps"] == 4  # nothing measured yet: the floor
     assert (stream.resolved.min_steps, stream.resolved.max_steps) == (4, 8)
-    assert engine.status_dict()["steps"] == rows[-1]["steps"] and engine.status_dict()["steps_range"] == [4, 8]
+    assert engine.playback.status()["steps"] == rows[-1]["steps"] and engine.playback.status()["steps_range"] == [4, 8]
     assert result.underruns == 0
     assert result.coverups == 0, ("the floor runs in real time: no cover-ups after the first chunk",
                                   [(r["chunk"], r["steps"], r["gen_s"]) for r in rows])

@@ -69,8 +69,7 @@ def test_play_covers_while_a_chunk_is_made_again(tiny_model, scene):
     from soundscape.play.engine import Engine
 
     stream = BadStream(tiny_model, scene, out_rate=16000, channels=1)
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True)
-    engine.capture, engine.sink_speed = [], 2.0
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", 16000, 1), quiet=True, capture=[], sink_speed=2.0)
     result = engine.run(duration=10.0, fade_out=0.3)
     played = np.concatenate(engine.capture)[: 10 * 16000]
     assert result.underruns == 0 and np.isfinite(played).all()

@@ -204,6 +204,11 @@ class Generation(_Strict):
     def overlap_frames(self) -> int:
         return int(round(self.overlap_seconds / LATENT_FRAME_S))
 
+    @property
+    def hop_seconds(self) -> float:
+        """The new audio each chunk adds (the scene's own geometry; a quality preset may change it)."""
+        return (self.chunk_frames - self.overlap_frames) * LATENT_FRAME_S
+
 
 class Drift(_Strict):
     depth: _number(0, 1) = 0.15

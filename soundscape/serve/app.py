@@ -75,7 +75,7 @@ async def _paced(hub: Hub, listener: Listener):
 
     Ends (a complete response) when the server stops, so shutting down never cancels a stream mid-write.
     """
-    rate = listener.config.rate
+    rate = listener.rate
     while not listener.started:
         if hub.stopping:
             return

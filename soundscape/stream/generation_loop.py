@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..audio.feeder import MARGIN_S, XFADE_S  # noqa: F401 (the feeder's; serve's listener reads them here)
+from ..audio.feeder import MARGIN_S, XFADE_S
 from .adaptive import StepController
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
@@ -55,7 +55,7 @@ class StreamSlot:
     """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
 
     def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
-                 name: str = ""):
+                 name: str = "", ahead=None):
         self.stream = stream
         self.out = out
         self.name = name
@@ -63,7 +63,7 @@ class StreamSlot:
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
         self.epoch = 0  # how many batches of live changes have been applied
-        self.ahead = lambda: float("inf")  # seconds of audio buffered ahead; the owner sets it
+        self.ahead = ahead or (lambda: float("inf"))  # seconds of audio buffered ahead (the consumer's)
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
         self.closed = False
@@ -91,6 +91,7 @@ class StreamSlot:
 
     def close(self) -> None:
         self.closed = True
+        self.ahead = lambda: 0.0  # drops the consumer it pointed at (a gone listener's buffers go at once)
         if self._timeline:
             with self._log_lock:
                 self._timeline.close()

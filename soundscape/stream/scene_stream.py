@@ -99,7 +99,8 @@ class Segment:
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
                  out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
-                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None):
+                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None,
+                 heard_at=None):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -126,7 +127,7 @@ class SceneStream:
         # --start-time`; default: now), unless `heard_at` (play) says when each chunk will be heard.
         self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
         self._day_start_given = day_start is not None  # else a resumed render keeps the one it started with
-        self.heard_at = None  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
+        self.heard_at = heard_at  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
