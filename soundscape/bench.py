@@ -34,7 +34,7 @@ import torch
 
 from .errors import UsageError
 from .stream.options import ModelOptions
-from .model.geometry import MODEL_RATE
+from .model.geometry import FRAME_S, MODEL_RATE, SAMPLES_PER_FRAME
 from .model.loading import sync
 
 PROMPTS = ("birds singing in the forest", "gentle rain on a roof")
@@ -70,7 +70,7 @@ class BenchOptions:
 
 def _geometry(opts, preset_chunk_s: float) -> tuple[int, int]:
     """Chunk and overlap in latent frames (40 ms each), checked like a scene's `generation:`."""
-    from .scene.schema import CHUNK_QUANTUM_S, LATENT_FRAME_S
+    from .model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S
 
     chunk = preset_chunk_s if opts.chunk_seconds is None else opts.chunk_seconds
     overlap = opts.overlap_seconds
@@ -217,7 +217,7 @@ def _chunk(model, view, unet, cond, known, seed, chunk_spec, hop, streams, resam
     audio = mel_to_audio(model, mel).numpy()
     t3 = time.perf_counter()
     # 4. resample each stream's new audio (one hop: the joiner holds the overlap back) to the output rate
-    pushed = [resampler.push(a[-hop * 640:], st) for a, st in zip(audio, rs_states)]
+    pushed = [resampler.push(a[-hop * SAMPLES_PER_FRAME:], st) for a, st in zip(audio, rs_states)]
     rs_states = [st for _, st in pushed]
     t4 = time.perf_counter()
     # 5. air and width on each stream's resampled audio (the chain's next stages), in this thread's CPU time
@@ -460,7 +460,7 @@ def run_bench(opts) -> int:
             raise UsageError(f"bench failed on {model.device.type} with {str(model.dtype).removeprefix('torch.')}"
                              f"{' and --compile' if opts.model.compile else ''}: {first}; try --dtype fp32"
                              f"{' or leave out --compile' if opts.model.compile else ''}") from None
-    hop_s = (frames - overlap) * 0.04
+    hop_s = (frames - overlap) * FRAME_S
     steady = _summary(measured["chunks"])
     result = {
         "model": model.model_id,
@@ -478,7 +478,7 @@ def run_bench(opts) -> int:
         "load_avg_1m": [load_before, os.getloadavg()[0] if load_before is not None else None],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "versions": _versions(),
-        "config": {"chunks": opts.chunks, "chunk_s": frames * 0.04, "overlap_s": overlap * 0.04, "hop_s": hop_s,
+        "config": {"chunks": opts.chunks, "chunk_s": frames * FRAME_S, "overlap_s": overlap * FRAME_S, "hop_s": hop_s,
                    "steps": measured["steps"], "scheduler": opts.scheduler,
                    "guidance_scale": measured["guidance_scale"], "guidance_interval": measured["guidance_interval"],
                    "guided_steps": measured["guided_steps"], "decode_frames": measured["decode_frames"],

@@ -23,11 +23,11 @@ class FlakyStream(SceneStream):
     error: type = RuntimeError
     calls = 0
 
-    def _prepare(self):
+    def _prepare(self, steps=None):
         self.calls += 1
         if self.calls % self.every == 0:
             raise self.error("injected failure")
-        return super()._prepare()
+        return super()._prepare(steps)
 
 
 def run_engine(stream, seconds, speed=2.0):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from ..units import DAY_S, format_time_of_day, parse_duration, parse_time_of_day
 from ..errors import UsageError
 
-from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S  # noqa: F401 (bench reads them here)
+from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S
 MAX_PROMPT_CHARS = 1000
 MAX_LAYERS = 16
 MAX_KEYFRAMES = 1000

@@ -114,7 +114,6 @@ class SceneStream:
         self._denoise_overrides: dict = {}
         self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
         self.quality = quality  # --quality; None: the scene's
-        self.next_steps: int | None = None  # play's adaptive choice for the next chunk (min_steps..max_steps)
         self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
         self._clap: watchdog.ClapScorer | None = None
         self._fade_in = fade_in  # False after an instant start: the recording played the fade-in (play/instant.py)
@@ -199,10 +198,10 @@ class SceneStream:
         self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
 
     def set_width(self, width: float) -> None:
-        """A live width change (stream/live.py): the chain is rebuilt with it and keeps its state, so the
-        width stage ramps from where it is (audio/width.py); nothing else changes."""
+        """A live width change (stream/live.py): the new target of the chain's width stage, which ramps there
+        from where it is (audio/width.py); the scene says it too, for a chain built later from it."""
         self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
-        self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
+        self.chain.width.set_target(width)
 
     def replace_scene(self, scene: Scene) -> None:
         """Switch to an edited scene, easing from the old one over its transition time.
@@ -243,13 +242,14 @@ class SceneStream:
             raise out
         return out
 
-    def _prepare(self) -> _Prepared:
-        """What the next chunk is made from: the scene's weights at its time, its conditioning and settings."""
+    def _prepare(self, steps: int | None = None) -> _Prepared:
+        """What the next chunk is made from: the scene's weights at its time, its conditioning and settings;
+        `steps` its denoising steps (the generation loop's adaptive choice), None for the scene's."""
         index = self.state.gen.chunk_index
         t = self.control_time(index)
         spec = self.spec
-        if self.next_steps is not None and self.next_steps != spec.denoise.steps:
-            spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
+        if steps is not None and steps != spec.denoise.steps:
+            spec = replace(spec, denoise=replace(spec.denoise, steps=steps))
         day = self.day_start_at(t) if self.scene.evolution.follows_clock else None
         return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change, day), spec,
                               controller.weights_at(self.scene, t, self.overrides, day))
@@ -398,8 +398,10 @@ def _judge(p: _Prepared, result: ChunkResult):
                          f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits")
 
 
-def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment | BaseException]:
-    """The next segment of every stream, their chunks generated together (one UNet call per step).
+def next_segments(streams: list[SceneStream], should_stop=None,
+                  steps: int | None = None) -> list[Segment | BaseException]:
+    """The next segment of every stream, their chunks generated together (one UNet call per step), each
+    with `steps` denoising steps (None: each stream's own setting).
 
     Streams with the same chunk settings share a batch. A chunk the watchdog turns down is made
     again with its next seed, in a batch of the streams still waiting. One stream's rejection is
@@ -414,7 +416,7 @@ def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment 
     prepared: dict[int, _Prepared] = {}
     for i, s in enumerate(streams):
         try:
-            prepared[i] = s._prepare()
+            prepared[i] = s._prepare(steps)
         except _OOM:
             raise  # the batch's trouble: the loop makes every stream smaller
         except Exception as exc:  # this stream's own trouble (its conditioning): never the batch's
