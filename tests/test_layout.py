@@ -17,7 +17,7 @@ PACKAGE = Path(soundscape.__file__).parent
 COMMANDS = {"play", "render", "serve"}
 GROUND = {"errors", "units", "memory", "periodic", "web_access", "interrupts"}
 TOOLS = {"cli", "bench", "soak", "__main__", "__init__"}  # the top: may import anything
-TOP_MODULES = GROUND | TOOLS - {"cli"}  # cli is a folder: argparse in, typed options out
+TOP_MODULES = GROUND | TOOLS - {"cli", "bench"}  # folders: argparse in, typed options out; measure and report
 # What each part may import, besides itself and the ground modules.
 ALLOWED = {
     "scene": {"model.geometry"},
@@ -95,7 +95,7 @@ def test_the_top_of_the_package_holds_no_command_code():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert top == TOP_MODULES, f"modules at the top beyond the tools and ground: {sorted(top - TOP_MODULES)}"
-    assert folders == {"scene", "model", "generator", "audio", "stream", "play", "render", "serve", "cli"}
+    assert folders == {"scene", "model", "generator", "audio", "stream", "play", "render", "serve", "cli", "bench"}
     for folder in folders:  # each package says what it owns and what it may import
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc and "import" in doc, f"soundscape/{folder}/__init__.py: no import rule in its docstring"

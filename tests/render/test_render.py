@@ -98,9 +98,9 @@ def test_render_reports_loudness_near_the_target(tiny_model, tmp_path):
     from soundscape.scene import parse_scene
     from soundscape.stream.scene_stream import SceneStream
     from soundscape.render.plain import render
-    from conftest import SCENE
+    from conftest import scene_yaml
 
-    scene = parse_scene(SCENE.replace("output: {", "output: {volume: 1.0, loudness_lufs: -26, "))
+    scene = parse_scene(scene_yaml({"output": {"volume": 1.0, "loudness_lufs": -26}}))
     result = render(SceneStream(tiny_model, scene), tmp_path / "l.wav", 40.0, timeline=tmp_path / "t.jsonl",
                     quiet=True)
     summary = [json.loads(line)["summary"] for line in open(tmp_path / "t.jsonl") if '"summary"' in line]

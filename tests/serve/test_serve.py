@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import MEDIA_SESSION_HOOK, SCENE, headless_chrome, start_logged
+from conftest import MEDIA_SESSION_HOOK, SCENE, headless_chrome, scene_yaml, start_logged
 
 from soundscape.serve.decode import decode_stream
 
@@ -39,7 +39,7 @@ def server(tiny_model_dir, tmp_path_factory):
     scenes = folder / "scenes"
     scenes.mkdir()
     (scenes / "test.yaml").write_text(SCENE)
-    (scenes / "other.yaml").write_text(SCENE.replace("Test scene", "Other scene").replace("birds singing", "owls"))
+    (scenes / "other.yaml").write_text(scene_yaml({"name": "Other scene", "layers": {"birds": {"prompt": "owls in a forest"}}}))
     log = folder / "serve.log"
     proc, url = _start([sys.executable, "-m", "soundscape", "serve", "--model", str(tiny_model_dir), "--port", "0",
                         "--scenes", str(scenes), "--max-listeners", "4"], log)

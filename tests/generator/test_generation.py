@@ -18,7 +18,7 @@ def four_chunks(tiny_model, tmp_path_factory):
 
     scene = parse_scene(SCENE)
     stream = SceneStream(tiny_model, scene)
-    from soundscape.generator.chunks import generate_chunk
+    from one_stream import generate_chunk
 
     results, state = [], stream.state.gen
     cond = stream.conditioning({"birds": 0.8, "stream": 0.4})
@@ -97,9 +97,9 @@ def test_restore_and_continue_equals_uninterrupted(tiny_model, scene, tmp_path):
 
 def test_no_guidance_and_ddim_with_resampling_run(tiny_model, scene):
     from soundscape.scene import parse_scene
-    from conftest import SCENE
+    from conftest import scene_yaml
 
-    ddim = parse_scene(SCENE.replace("guidance_scale: 3.0}", "guidance_scale: 1.0, scheduler: ddim, resample_passes: 1}"))
+    ddim = parse_scene(scene_yaml({"generation": {"guidance_scale": 1.0, "scheduler": "ddim", "resample_passes": 1}}))
     s = SceneStream(tiny_model, ddim)
     a, b = s.next_segment(), s.next_segment()
     assert np.isfinite(a.audio).all() and np.abs(b.audio).max() > 0.01

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SCENE
+from conftest import SCENE, scene_yaml
+from one_stream import is_cached
 from soundscape.model.loading import load_model
 from soundscape.scene import parse_scene
 from soundscape.stream.scene_stream import SceneStream
@@ -44,12 +45,12 @@ def test_second_start_loads_no_text_encoder_and_plays_the_same(tiny_model_dir, c
 def test_a_new_prompt_while_released_is_encoded_and_played(tiny_model_dir, cache_home):
     model, stream, _ = _play(tiny_model_dir, parse_scene(SCENE), chunks=1)
     assert model.pipe.text_encoder_2 is None
-    edited = parse_scene(SCENE.replace("a stream of water", "rain on a tin roof"))
+    edited = parse_scene(scene_yaml({"layers": {"stream": {"prompt": "rain on a tin roof"}}}))
     stream.replace_scene(edited)
     assert model.text_loads == 2 and model.pipe.text_encoder_2 is None  # loaded for it, released again
     seg = stream.next_segment()
     assert np.isfinite(seg.audio).all() and np.abs(seg.audio).max() > 0
-    assert stream.encoder.cached("rain on a tin roof")
+    assert is_cached(stream.encoder, "rain on a tin roof")
 
 
 def test_another_prompt_or_model_misses(tiny_model_dir, tmp_path, cache_home):

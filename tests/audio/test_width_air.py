@@ -225,16 +225,16 @@ def _timed(call) -> float:
 # Controls: the scene's keys and `soundscape enhance` ------------------------------------------------
 
 def test_scene_output_width_and_air_are_checked():
-    from conftest import SCENE
+    from conftest import SCENE, scene_yaml
 
     from soundscape.errors import SceneError
     from soundscape.scene import parse_scene
 
     scene = parse_scene(SCENE)
     assert scene.output.width == DEFAULT and scene.output.air == DEFAULT
-    assert parse_scene(SCENE.replace("output: {", "output: {width: 0, air: 1, ")).output.air == 1
+    assert parse_scene(scene_yaml({"output": {"width": 0, "air": 1}})).output.air == 1
     with pytest.raises(SceneError, match="output.width"):
-        parse_scene(SCENE.replace("output: {", "output: {width: 1.5, "))
+        parse_scene(scene_yaml({"output": {"width": 1.5}}))
 
 
 def test_enhance_gives_a_file_width_and_air_at_its_loudness(textures, tmp_path, capsys):

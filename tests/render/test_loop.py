@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 from soundscape.cli import main
-from soundscape.generator.chunks import GeneratorState, generate_chunk
+from one_stream import generate_chunk
+from soundscape.generator.chunks import GeneratorState
 from soundscape.render.loop_file import analyse_seams
 from soundscape.model.geometry import SAMPLES_PER_FRAME
 from soundscape.render.plan import bridge_tail, plan_loop

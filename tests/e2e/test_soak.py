@@ -3,12 +3,11 @@
 from soundscape.scene import parse_scene
 from soundscape.soak import run_soak
 
-from conftest import SCENE
+from conftest import scene_yaml
 
 
 def test_short_soak(tiny_model, tmp_path):
-    scene = parse_scene(SCENE.replace("chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 3",
-                                      "chunk_seconds: 5.12, overlap_seconds: 1.28, steps: 2"))
+    scene = parse_scene(scene_yaml({"generation": {"chunk_seconds": 5.12, "overlap_seconds": 1.28, "steps": 2}}))
     result = run_soak(tiny_model, scene, minutes=3.0, speed=6.0, timeline=str(tmp_path / "t.jsonl"))
     assert result.audio_s >= 179.9
     assert result.underruns == 0 and result.coverups == 0

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from soundscape.generator.chunks import ChunkSpec, GeneratorState, generate_chunk
-from soundscape.generator.denoise import DenoiseSpec, decode, denoise
+from one_stream import decode, denoise, generate_chunk
+from soundscape.generator.chunks import ChunkSpec, GeneratorState
+from soundscape.generator.denoise import DenoiseSpec
 from soundscape.stream.scene_stream import SceneStream
 
 LONG_OVERLAP = """\

@@ -20,20 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MEDIA_SESSION_HOOK, headless_chrome, start_pulse, stop_pulse, wait_for
+from conftest import MEDIA_SESSION_HOOK, headless_chrome, scene_yaml, start_pulse, stop_pulse, wait_for
 from soundscape.cli import main
 from soundscape.play.control_socket import request as control
 
-SCENE = """\
-name: Night test
-seed: 3
-layers:
-  crickets: {prompt: crickets at night, weight: 0.8}
-  wind: {prompt: soft wind, weight: 0.4}
-generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 3, guidance_scale: 3.0}
-evolution: {drift: {depth: 0}}
-output: {volume: 1.0, fade_in_seconds: 0.5, sample_rate: 48000, channels: 2}
-"""
+NIGHT = {"name": "Night test", "seed": 3,
+         "layers": {"crickets": {"prompt": "crickets at night", "weight": 0.8},
+                    "wind": {"prompt": "soft wind", "weight": 0.4}},
+         "generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 3, "guidance_scale": 3.0},
+         "evolution": {"drift": {"depth": 0}},
+         "output": {"volume": 1.0, "fade_in_seconds": 0.5, "sample_rate": 48000, "channels": 2}}
+SCENE = scene_yaml(base=NIGHT)
 
 REC_RATE = 16000
 NEEDS = [p for p in ("pulseaudio", "parec", "dbus-daemon", "playerctl") if not shutil.which(p)]
@@ -114,7 +111,7 @@ class NightPlayer:
         self.scene, self.sock, self.timeline = folder / "night.yaml", folder / "ctl" / "p.sock", folder / "t.jsonl"
         self.scene.write_text(SCENE)
         self.dawn = folder / "dawn.yaml"
-        self.dawn.write_text(SCENE.replace("Night test", "Dawn test").replace("crickets at night", "birds at dawn"))
+        self.dawn.write_text(scene_yaml({"name": "Dawn test", "layers": {"crickets": {"prompt": "birds at dawn"}}}, base=NIGHT))
         self.env = env
         cmd = [sys.executable, "-m", "soundscape", "play", str(self.scene), "--model", str(model), "--runtime",
                "torch", "--control", str(self.sock), "--timeline", str(self.timeline), "--wake", "+1h",

@@ -9,18 +9,16 @@ import time
 
 import pytest
 
+from conftest import scene_yaml
 from soundscape.cli import main
 
-SCENE = """\
-name: Live
-seed: 5
-layers:
-  birds: {prompt: birds singing, weight: 0.8}
-  stream: {prompt: a stream of water, weight: 0.4}
-generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 3, guidance_scale: 3.0}
-evolution: {drift: {depth: 0, period_seconds: 60}, transition_seconds: 2}
-output: {fade_in_seconds: 0.5, sample_rate: 16000, channels: 1}
-"""
+LIVE = {"name": "Live", "seed": 5,
+        "layers": {"birds": {"prompt": "birds singing", "weight": 0.8},
+                   "stream": {"prompt": "a stream of water", "weight": 0.4}},
+        "generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 3, "guidance_scale": 3.0},
+        "evolution": {"drift": {"depth": 0, "period_seconds": 60}, "transition_seconds": 2},
+        "output": {"fade_in_seconds": 0.5, "sample_rate": 16000, "channels": 1}}
+SCENE = scene_yaml(base=LIVE)
 
 
 def rows(path):
@@ -81,11 +79,11 @@ def test_set_status_reload_and_latency(player, capsys):
 
     # A broken edit is reported and ignored: the player keeps going.
     n_before = len(rows(timeline))
-    scene.write_text(SCENE.replace("weight: 0.4", "weight: loud"))
+    scene.write_text(scene_yaml({"layers": {"stream": {"weight": "loud"}}}, base=LIVE))
     wait_for(lambda: len(rows(timeline)) > n_before + 2)
     assert proc.poll() is None
     # A valid edit changes the weights within the promised time.
-    scene.write_text(SCENE.replace("weight: 0.4", "weight: 0.9"))
+    scene.write_text(scene_yaml({"layers": {"stream": {"weight": 0.9}}}, base=LIVE))
     reload_heard = wait_for(lambda: [r for r in rows(timeline)
                                      if r.get("event") == "tweak_heard" and r["kind"] == "reload"])[0]
     assert reload_heard["latency_s"] <= hop + max(r["gen_s"] for r in chunks) + 1.0

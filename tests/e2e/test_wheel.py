@@ -20,7 +20,7 @@ import pytest
 
 from conftest import SCENE, start_logged
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What a user's shell has: no PYTHONPATH pointing into a checkout (a test run may set one).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 

@@ -12,7 +12,7 @@ from soundscape.scene import load_scene, parse_scene
 
 from conftest import SCENE
 
-SCENES = sorted(Path(__file__).resolve().parent.parent.joinpath("scenes").glob("*.yaml"))
+SCENES = sorted(Path(__file__).resolve().parents[2].joinpath("scenes").glob("*.yaml"))
 
 
 def error_for(text: str) -> str:

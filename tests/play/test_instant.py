@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SCENE, start_pulse, stop_pulse
+from conftest import SCENE, scene_yaml, start_pulse, stop_pulse
 
 RATE = 16000  # what parec records the sink's monitor at
 MISSING = [p for p in ("pulseaudio", "parec") if not shutil.which(p)]
@@ -54,7 +54,7 @@ def _first_sound_s(audio: np.ndarray, offset: float) -> float:
 
 def test_a_scene_played_before_sounds_within_two_seconds_and_hands_over_cleanly(env, tmp_path, tiny_model_dir):
     scene = tmp_path / "scene.yaml"
-    scene.write_text(SCENE.replace("steps: 3", "steps: 12"))
+    scene.write_text(scene_yaml({"generation": {"steps": 12}}))
     # 1. A cold start: nothing recorded yet. It records what it plays (8 s kept).
     cold, offset, _ = _play_captured(env, scene, tiny_model_dir, 14)
     cold_first = _first_sound_s(cold, offset)
@@ -90,7 +90,7 @@ def test_an_edited_scene_never_plays_the_old_recording(tmp_path, monkeypatch):
     assert instant.cached_audio(key, 48000, 2).shape == (5 * 48000, 2)  # all of it, by default
     part = instant.cached_audio(key, 48000, 2, seconds=1.5)  # a start reads only what it needs
     assert part.shape == (72000, 2) and np.allclose(part, 0.1, atol=1e-4)
-    edited = parse_scene(SCENE.replace("a stream of water", "rain on a tin roof"))
+    edited = parse_scene(scene_yaml({"layers": {"stream": {"prompt": "rain on a tin roof"}}}))
     for other in (instant.key_for(edited, "model-a", 48000, 2), instant.key_for(scene, "model-b", 48000, 2),
                   instant.key_for(scene, "model-a", 44100, 2)):
         assert other != key and instant.cached_audio(other, 48000, 2) is None

@@ -7,14 +7,14 @@ import numpy as np
 from soundscape.scene import load_scene
 from soundscape.stream.scene_stream import SceneStream, next_segments
 
-from conftest import SCENE
+from conftest import SCENE, scene_yaml
 
 
 def test_a_batch_gives_each_stream_its_own_audio(tiny_model, tmp_path):
     # Two scenes whose prompts tokenize to different T5 lengths (padding and masking), three seeds.
     (tmp_path / "a.yaml").write_text(SCENE)
-    (tmp_path / "b.yaml").write_text(SCENE.replace("birds singing in a forest",
-                                                   "a distant thunderstorm rolling over wide open hills at night"))
+    (tmp_path / "b.yaml").write_text(scene_yaml({"layers": {"birds": {
+        "prompt": "a distant thunderstorm rolling over wide open hills at night"}}}))
     a, b = load_scene(tmp_path / "a.yaml"), load_scene(tmp_path / "b.yaml")
     make = lambda: [SceneStream(tiny_model, a, seed=1, out_rate=16000, channels=1),
                     SceneStream(tiny_model, b, seed=2, out_rate=16000, channels=1),
