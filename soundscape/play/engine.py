@@ -1,10 +1,11 @@
 """`soundscape play`: the threads that turn a scene stream into sound.
 
 Threads and what each owns:
-  main thread     the CLI. Owns the Feeder (moves fresh segments, or earlier material when the
-                  generator is late, into the ring buffer), the status line, the timers
-                  (--duration, --sleep), signals (Ctrl-C / SIGTERM arrive here as
-                  KeyboardInterrupt) and the control socket. It may start the fade-out.
+  main thread     the CLI. Owns the Playback (stream/playback.py: its feeder moves fresh segments, or
+                  earlier material when the generator is late, into the ring buffer), the status
+                  line, --duration, the transport's ticks (play/transport.py: the sleep timer, the
+                  wake alarm), signals (Ctrl-C / SIGTERM arrive here as KeyboardInterrupt) and the
+                  control socket. It may start the fade-out.
   generator       the GenerationLoop (stream/generation_loop.py, shared with serve) with one StreamSlot:
                   owns the SceneStream (model, conditioning, generator state). Produces one
                   Segment at a time into a queue of one; holds the next while the queue is full
@@ -17,7 +18,7 @@ Threads and what each owns:
   mpris (optional) the MPRIS player on the D-Bus session bus (play/mpris.py): desktop media keys,
                   `playerctl`, the lock screen. Hands requests to the main thread through the same
                   Bridge as the web mixer and reads its snapshot.
-Night (play/wake.py, stream/live.py): pause fades the Player's pause glide to 0 and the callback stops
+Night (play/transport.py, play/wake.py): pause fades the Player's pause glide to 0 and the callback stops
 reading the ring, so the feeder and then the generator idle; the wake alarm and the terminal's keys
 (play/keys.py) are polled on the main thread.
   loader (warm start only) loads the model while the main thread already plays the scene's recording
