@@ -184,28 +184,7 @@ def table(r: dict) -> str:
         f"after loading, ru_maxrss {mem['ru_maxrss_mb']:.0f} MiB"
         + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""),
     ]
-    cmp = r.get("compare_runtimes")
-    if cmp:
-        t = cmp["steady"]
-        ours_name = "+".join(sorted(set(r["runtimes"].values())))
-        lines += ["", f"{'interleaved, steady':<22}{ours_name:>14}{'torch':>14}"]
-        for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s")):
-            lines.append(f"{name:<22}{fmt(s[key].get('mean', 0)):>14}{fmt(t[key].get('mean', 0)):>14}")
-        for name, key in (("denoise", "denoise_s"), ("VAE decode", "vae_s"), ("vocoder", "vocoder_s"),
-                          ("chunk total", "total_s")):
-            lines.append(f"{name:<22}{fmt(s[key]):>14}{fmt(t[key]):>14}")
-        lines.append(f"{'real-time factor':<22}{r['rtf']:>14.3g}{cmp['rtf']:>14.3g}   ratio {cmp['ratio']:.2f}x")
-        a, b = r.get("alone") or {}, cmp.get("alone") or {}
-        if a and b:
-            lines.append(f"{'each stage alone':<22}{ours_name:>14}{'torch':>14}   (in the pipeline / alone)")
-            for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s"),
-                              ("VAE decode", "vae_s"), ("vocoder", "vocoder_s")):
-                ours_in = s[key].get("mean", 0) if isinstance(s[key], dict) else s[key]
-                theirs_in = t[key].get("mean", 0) if isinstance(t[key], dict) else t[key]
-                lines.append(f"{name:<22}{fmt(a[key]):>14}{fmt(b[key]):>14}   "
-                             f"{ours_in / a[key]:.2f}x / {theirs_in / b[key]:.2f}x")
-        lines.append(f"{'first audio':<22}{fmt(r['first_audio_s']):>14}{fmt(cmp['first_audio_s']):>14}")
-        lines.append(f"{'load':<22}{fmt(r['load_s']):>14}{fmt(cmp['load_s']):>14}")
+    lines += comparison_lines(r, r.get("compare_runtimes"))
     d = r.get("diffusers")
     if d:
         lines.append(f"diffusers             {d['per_clip_s']:.2f} s per {d['clip_s']:.2f} s clip ({d['steps']} DPM-Solver++ "
@@ -222,3 +201,31 @@ def table(r: dict) -> str:
     if not all(ch["finite"] for ch in r["chunks"]):
         lines.append("note                  the audio had NaN/inf samples (random weights?); timings still hold")
     return "\n".join(lines)
+
+
+def comparison_lines(r: dict, cmp: dict | None) -> list[str]:
+    """--compare-runtimes: the interleaved run's steady figures beside ours, and each stage alone."""
+    if not cmp:
+        return []
+    s, lines = r["steady"], []
+    t = cmp["steady"]
+    ours_name = "+".join(sorted(set(r["runtimes"].values())))
+    lines += ["", f"{'interleaved, steady':<22}{ours_name:>14}{'torch':>14}"]
+    for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s")):
+        lines.append(f"{name:<22}{fmt(s[key].get('mean', 0)):>14}{fmt(t[key].get('mean', 0)):>14}")
+    for name, key in (("denoise", "denoise_s"), ("VAE decode", "vae_s"), ("vocoder", "vocoder_s"),
+                      ("chunk total", "total_s")):
+        lines.append(f"{name:<22}{fmt(s[key]):>14}{fmt(t[key]):>14}")
+    lines.append(f"{'real-time factor':<22}{r['rtf']:>14.3g}{cmp['rtf']:>14.3g}   ratio {cmp['ratio']:.2f}x")
+    a, b = r.get("alone") or {}, cmp.get("alone") or {}
+    if a and b:
+        lines.append(f"{'each stage alone':<22}{ours_name:>14}{'torch':>14}   (in the pipeline / alone)")
+        for name, key in (("guided step", "step_guided_s"), ("unguided step", "step_single_s"),
+                          ("VAE decode", "vae_s"), ("vocoder", "vocoder_s")):
+            ours_in = s[key].get("mean", 0) if isinstance(s[key], dict) else s[key]
+            theirs_in = t[key].get("mean", 0) if isinstance(t[key], dict) else t[key]
+            lines.append(f"{name:<22}{fmt(a[key]):>14}{fmt(b[key]):>14}   "
+                         f"{ours_in / a[key]:.2f}x / {theirs_in / b[key]:.2f}x")
+    lines.append(f"{'first audio':<22}{fmt(r['first_audio_s']):>14}{fmt(cmp['first_audio_s']):>14}")
+    lines.append(f"{'load':<22}{fmt(r['load_s']):>14}{fmt(cmp['load_s']):>14}")
+    return lines

@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
                             "machine belongs to, else a local one)")
     scale.add_argument("--min-replicas", type=ranged(1, 1024), default=1, metavar="N")
     scale.add_argument("--max-replicas", type=ranged(1, 1024), default=1, metavar="N")
-    scale.add_argument("--gpus-per-replica", type=float, default=None, metavar="G",
+    scale.add_argument("--gpus-per-replica", type=ranged(0, 64, kind=float), default=None, metavar="G",
                        help="GPUs each replica holds (default: 1 when the cluster has GPUs, else 0)")
 
 

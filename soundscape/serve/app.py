@@ -119,6 +119,35 @@ def _seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {exc}") from None
 
 
+def _index_page(hub: Hub, token: str | None) -> Response:
+    """The page: every scene with a player, a volume and a width (and the token's cookie, when there is one)."""
+    query = f"&token={token}" if token else ""
+    items = []
+    for name, (_, scene) in hub.scenes.items():
+        src = html.escape(f"/stream/{name}?format=opus{query}")
+        items.append(
+            f'<li class="scene"><h2>{html.escape(scene.name)}</h2>'
+            f'<p>{html.escape(scene.description or "")}</p>'
+            f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
+            f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
+            f'</label>'
+            f'<label title="0: the same sound in both ears; applies when the stream starts">width '
+            f'<input type="range" class="width" min="0" max="1" step="0.05" '
+            f'value="{scene.output.width:g}"></label></li>')
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
+    response = HTMLResponse(page)
+    if token:
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+def _static(name: str, media_type: str):
+    """A route that answers with one of the page's files."""
+    async def route(request: Request) -> Response:
+        return Response((STATIC / name).read_bytes(), media_type=media_type)
+    return route
+
+
 def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None,
               port: int | None = None) -> Starlette:
     """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py).
@@ -126,34 +155,13 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     registry = registry_for(hub)
 
     async def index(request: Request) -> Response:
-        query = f"&token={token}" if token else ""
-        items = []
-        for name, (_, scene) in hub.scenes.items():
-            src = html.escape(f"/stream/{name}?format=opus{query}")
-            items.append(
-                f'<li class="scene"><h2>{html.escape(scene.name)}</h2>'
-                f'<p>{html.escape(scene.description or "")}</p>'
-                f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
-                f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
-                f'</label>'
-                f'<label title="0: the same sound in both ears; applies when the stream starts">width '
-                f'<input type="range" class="width" min="0" max="1" step="0.05" '
-                f'value="{scene.output.width:g}"></label></li>')
-        page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
-        response = HTMLResponse(page)
-        if token:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
+        return _index_page(hub, token)
 
-    async def script(request: Request) -> Response:
-        return Response((STATIC / "serve.js").read_bytes(), media_type="text/javascript")
-
-    async def icon(request: Request) -> Response:
-        return Response((STATIC / "icon.svg").read_bytes(), media_type="image/svg+xml")
-
-    async def manifest(request: Request) -> Response:
-        # The web app manifest's own type (the W3C spec's), so a phone offers "add to home screen".
-        return Response((STATIC / "manifest.webmanifest").read_bytes(), media_type="application/manifest+json")
+    # The page's script and icon, and the web app manifest in its own type (the W3C spec's), so a phone
+    # offers "add to home screen".
+    script = _static("serve.js", "text/javascript")
+    icon = _static("icon.svg", "image/svg+xml")
+    manifest = _static("manifest.webmanifest", "application/manifest+json")
 
     async def stream(request: Request) -> Response:
         name = request.path_params["scene"]

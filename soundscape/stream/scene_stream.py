@@ -316,23 +316,6 @@ class SceneStream:
                        steps=p.spec.denoise.steps, denoise_s=result.denoise_s,
                        quality=verdict.scores if verdict else None, rejected=p.rejected or None)
 
-    def checked_chunk(self, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
-        """One chunk from an explicit generator state and seed, passed by the watchdog.
-
-        For segmented renders (render/workers.py): the caller places the chunk; returns
-        (ChunkResult, Verdict or None, rejected tries, presence).
-        """
-        self.seed = seed
-        self.state = replace(self.state, gen=gen)
-        p = self._prepared(gen.chunk_index, by_prompt, spec, weights={})
-        while True:
-            result = generate_chunks(self.model, [p.job()], spec)[0]
-            out = _judge(p, result)
-            if out is not None:
-                if isinstance(out, BaseException):
-                    raise out
-                return result, out[1], p.rejected, p.presence
-
     # State -----------------------------------------------------------------
     def save_state(self, path: str | Path) -> None:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
@@ -396,6 +379,24 @@ def _judge(p: _Prepared, result: ChunkResult):
     qc = stream.scene.quality_check
     return ChunkRejected(f"chunk {p.index} failed the quality check {qc.max_tries} times "
                          f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits")
+
+
+def checked_chunk(stream: SceneStream, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
+    """One chunk of `stream` from an explicit generator state and seed, passed by the watchdog.
+
+    For segmented renders (render/workers.py): the caller places the chunk; returns
+    (ChunkResult, Verdict or None, rejected tries, presence).
+    """
+    stream.seed = seed
+    stream.state = replace(stream.state, gen=gen)
+    p = stream._prepared(gen.chunk_index, by_prompt, spec, weights={})
+    while True:
+        result = generate_chunks(stream.model, [p.job()], spec)[0]
+        out = _judge(p, result)
+        if out is not None:
+            if isinstance(out, BaseException):
+                raise out
+            return result, out[1], p.rejected, p.presence
 
 
 def next_segments(streams: list[SceneStream], should_stop=None,
