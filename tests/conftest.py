@@ -138,6 +138,16 @@ def stop_pulse(env: dict) -> None:
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
 
 
+def longest_silence(x, rate: int) -> float:
+    """The longest run of silent frames in `x` (frames, channels), in seconds."""
+    quiet = abs(x).max(axis=1) < 1e-7
+    longest = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    return longest / rate
+
+
 def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
     """`predicate()`'s first truthy value, polled every `every` s; AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SCENE
-from test_serve import _metrics, _start, _wait_for
+from serve_client import _metrics, _start, _wait_for
 
 DEEP = "[" * 30000 + "]" * 30000  # under the 64 KiB cap, far past any parser's recursion
 HUGE = "9" * 400

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import SCENE
-from test_serve import RATE, Client, _start
+from serve_client import RATE, Client, _start
 
 # Not imported here: importing Ray at collection would fix its settings before other tests set them.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs pip install -e ".[ray]"')

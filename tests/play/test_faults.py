@@ -13,7 +13,7 @@ from soundscape.audio.output import NULL_DEVICE, OutputConfig
 from soundscape.play.engine import Engine
 from soundscape.stream.scene_stream import SceneStream
 
-from test_play import longest_silence
+from conftest import longest_silence
 
 
 class FlakyStream(SceneStream):

@@ -9,18 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from conftest import longest_silence
 from soundscape.audio.output import NULL_DEVICE, OutputConfig
 from soundscape.play.engine import Engine
 from soundscape.stream.scene_stream import SceneStream
-
-
-def longest_silence(x: np.ndarray, rate: int) -> float:
-    quiet = np.abs(x).max(axis=1) < 1e-7
-    longest = run = 0
-    for q in quiet:
-        run = run + 1 if q else 0
-        longest = max(longest, run)
-    return longest / rate
 
 
 @pytest.fixture()

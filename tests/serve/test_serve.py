@@ -21,16 +21,12 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import MEDIA_SESSION_HOOK, SCENE, headless_chrome, scene_yaml, start_logged
+from conftest import MEDIA_SESSION_HOOK, SCENE, headless_chrome, scene_yaml
+from serve_client import RATE, Client, _metrics, _start, _wait_for
 
 from soundscape.serve.decode import decode_stream
 
-RATE = 48000
 ERROR_WORDS = ("Traceback", "Exception", "ERROR", "Error", "error")
-
-
-def _start(cmd: list[str], log_path) -> tuple[subprocess.Popen, str]:
-    return start_logged(cmd, log_path, r"serve: listening on (http://\S+)")
 
 
 @pytest.fixture(scope="module")
@@ -49,59 +45,8 @@ def server(tiny_model_dir, tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def _metrics(base: str) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else "")
-            out[key] = s.value
-    return out
-
-
-def _wait_for(predicate, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def _log_errors(log) -> list[str]:
     return [line for line in log.read_text().splitlines() if any(w in line for w in ERROR_WORDS)]
-
-
-class Client(threading.Thread):
-    """A listener: reads the stream and decodes it with PyAV as it arrives, noting when each frame came."""
-
-    def __init__(self, url: str, seconds: float):
-        super().__init__(daemon=True)
-        self.url, self.seconds = url, seconds
-        self.frames: list[np.ndarray] = []
-        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, samples decoded so far)
-        self.headers: dict = {}
-        self.error: BaseException | None = None
-
-    def run(self):
-        try:
-            with urllib.request.urlopen(self.url, timeout=30) as response:
-                self.headers = response.headers  # case-insensitive
-                total = 0
-                for pcm, rate in decode_stream(response, "opus"):
-                    assert rate == RATE
-                    total += len(pcm)
-                    self.frames.append(pcm)
-                    self.arrivals.append((time.monotonic(), total))
-                    if total >= self.seconds * RATE:
-                        break
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def audio(self) -> np.ndarray:
-        return np.concatenate(self.frames)
 
 
 def test_four_listeners_get_a_minute_each_in_real_time(server):

@@ -12,7 +12,7 @@ from soundscape.errors import ChunkRejected
 from soundscape.stream.scene_stream import SceneStream
 from soundscape.stream.watchdog import check
 
-from test_play import longest_silence
+from conftest import longest_silence
 
 
 class BadStream(SceneStream):
