@@ -79,7 +79,9 @@ def test_set_status_reload_and_latency(player, capsys):
 
     # A broken edit is reported and ignored: the player keeps going.
     n_before = len(rows(timeline))
-    scene.write_text(scene_yaml({"layers": {"stream": {"weight": "loud"}}}, base=LIVE))
+    broken = scene_yaml({"layers": {"stream": {"weight": "loud"}}}, base=LIVE)
+    scene.write_text(broken)
+    loud_line = 1 + next(i for i, line in enumerate(broken.splitlines()) if "loud" in line)
     wait_for(lambda: len(rows(timeline)) > n_before + 2)
     assert proc.poll() is None
     # A valid edit changes the weights within the promised time.
@@ -92,7 +94,7 @@ def test_set_status_reload_and_latency(player, capsys):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert "live.yaml:5: layers.stream.weight: expected a number from 0 to 1, got \"loud\" " \
+    assert f"live.yaml:{loud_line}: layers.stream.weight: expected a number from 0 to 1, got \"loud\" " \
            "(keeping the last good scene)" in err
     assert "Traceback" not in err
     assert not sock.exists()
