@@ -172,13 +172,11 @@ def test_a_full_disk_exits_6_and_leaves_no_partial_file(tmp_path):
         def limit():
             resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
-        import signal
         run = subprocess.run([sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
                               " from soundscape.cli import main; sys.exit(main(sys.argv[1:]))",
                               "enhance", str(src), "-o", str(disk / "o.wav")], capture_output=True, text=True,
                              preexec_fn=limit)
         left = sorted(p.name for p in disk.iterdir())
-        del signal
     assert run.returncode == 6, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
     assert left == []
