@@ -190,10 +190,12 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
 
     enhance = sub.add_parser("enhance", help="give any audio file (e.g. 16 kHz mono) stereo width and air above 8 kHz",
                              description="Run an audio file through the output chain's air and width stages (the "
-                                         "same code a render runs) and write it as stereo at --rate, at the input's "
-                                         "loudness, true peak <= -1 dBTP. Meant for audio that ends at 8 kHz: "
-                                         "another AudioLDM tool's, an old render.")
-    enhance.add_argument("input", metavar="IN", help="an audio file (WAV, FLAC or Ogg; stereo is mixed to mono first)")
+                                         "same code a render runs) and write it as stereo at --rate: one gain keeps "
+                                         "the input's loudness and range, a true-peak limiter holds what air and "
+                                         "width push over -1 dBTP. Streams any length; OUT is written to a "
+                                         "temporary file beside it and renamed at the end. Meant for audio that "
+                                         "ends at 8 kHz: another AudioLDM tool's, an old render.")
+    enhance.add_argument("input", metavar="IN", help="an audio file (WAV, FLAC or Ogg, 8000 Hz or more; any channels are mixed to mono first)")
     enhance.add_argument("-o", "--output", required=True, help="output file (.wav, .flac or .ogg)")
     enhance.add_argument("--width", type=_unit("--width"), default=0.5,
                          help="stereo width 0..1 (0: the same signal in both channels; default 0.5, the scene default)")
@@ -441,18 +443,15 @@ def cmd_render(args) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from .audio.enhance import enhance
+    from pathlib import Path
 
-    result = enhance(args.input, args.output, width=args.width, air=args.air, rate=args.rate)
-    seconds = result.frames / result.rate
-    m = result.output
-    print(f"wrote {result.path}: {seconds:.2f} s at {result.rate} Hz, stereo (width {args.width:g}, air {args.air:g})",
-          file=sys.stderr)
-    before = f"{result.input_lufs:.1f} LUFS in" if result.input_lufs is not None else "input too short to measure"
-    if m.get("integrated_lufs") is not None and math.isfinite(m["integrated_lufs"]):
-        print(f"loudness {m['integrated_lufs']:.1f} LUFS integrated ({before}), true peak "
-              f"{m['true_peak_dbtp']:.1f} dBTP", file=sys.stderr)
-    print(_stage_cost(result.stage_s, seconds), file=sys.stderr)
+    from .audio.enhance import EnhanceOptions, enhance, summary
+
+    result = enhance(EnhanceOptions(input=Path(args.input), output=Path(args.output), width=args.width, air=args.air,
+                                    rate=args.rate, progress=True))
+    for line in summary(result, args.width, args.air):
+        print(line, file=sys.stderr)
+    print(_stage_cost(result.stage_s, result.frames / result.rate), file=sys.stderr)
     return 0
 
 

@@ -141,16 +141,20 @@ def test_width_moves_smoothly_when_changed_and_streams_exactly():
 
 # Air -------------------------------------------------------------------------------------------
 
-def test_air_fills_8_to_16_khz_within_6_db_of_the_originals(textures):
+def test_air_fills_8_to_16_khz_within_7_db_of_the_synthetic_originals(textures):
     centres = [8000, 10000, 12500, 16000]
-    for name in ("rain", "stream", "wind", "fire"):
+    # Not the synthetic wind: its 12 dB/octave fall from 500 Hz never stops, where real wind flattens out
+    # (the real recordings' wind came out at -7 and 0 dB at 16 kHz, this one at +10).
+    for name in ("rain", "stream", "fire"):
         original, x = textures[name]
         y, _ = Air(FS, DEFAULT, seed=1).process(x.astype(np.float32), None)
         before = 10 * np.log10(third_octaves(x, centres) / third_octaves(original, centres))
         error = 10 * np.log10(third_octaves(y, centres) / third_octaves(original, centres))
         if name != "wind":  # wind's own air is ~70 dB down, where the resamplers' stopbands leak as much
             assert before[1:].max() < -30, (name, before)  # the band-limited version is missing it
-        assert np.abs(error).max() <= 6.0, (name, error)
+        # 7 dB: the stream's synthetic 12 kHz low-pass is steeper than any real recording's roll-off; the
+        # tuning now follows real recordings (tests/test_air_real.py, docs/air-real.md), 6.6 dB here.
+        assert np.abs(error).max() <= 7.0, (name, error)
 
 
 def test_air_adds_nothing_above_a_low_passed_sound_and_is_off_at_16_khz(textures):
