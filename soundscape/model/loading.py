@@ -47,6 +47,8 @@ class LoadedModel:
     # Stages built without weights, their OpenVINO cache entries found from the source files (model/prepared.py).
     prepared: dict = field(default_factory=dict)
     weights_folder: Path | None = None  # the weights' folder on this machine (the hub cache's snapshot for a hub id)
+    # What `--runtime auto` measured on this CPU to choose the decoders' runtimes (model/probe.py), or None.
+    probe: object = None
 
     def __post_init__(self):
         if self.precision is None:
@@ -92,7 +94,7 @@ class LoadedModel:
             if self.unet_runtime is not None:
                 return runtime
             try:
-                self._use_openvino(keep_torch)
+                self._use_openvino(keep_torch, self._measured_stages() if name == "auto" else None)
                 return runtime
             except ModelError as exc:
                 if name != "auto":
@@ -110,12 +112,34 @@ class LoadedModel:
         self._prepack(["unet", "vae", "vocoder"], keep_torch)
         return runtime
 
-    def _use_openvino(self, keep_torch: bool) -> None:
+    def _measured_stages(self) -> tuple[str, ...] | None:
+        """`auto` on a CPU: the stages OpenVINO runs as this CPU's probe measured them (model/probe.py); None
+        for the defaults ($SOUNDSCAPE_OPENVINO_STAGES set, or nothing could be measured). A stage built
+        without torch weights (model/prepared.py) stays OpenVINO's whatever the probe says."""
+        import os
+
+        from . import probe
+        from .openvino_runtime import OPENVINO_STAGES
+
+        if os.environ.get("SOUNDSCAPE_OPENVINO_STAGES") or os.environ.get("SOUNDSCAPE_PROBE", "1") == "0":
+            return None
+        if self.probe is None:
+            self.probe = probe.choose(self, progress=self.announce)
+            if self.probe is not None and not self.probe.cached and self.announce is not None:
+                self.announce("measured this CPU once (cached): " + ", ".join(
+                    f"{s} on {r}" for s, r in self.probe.runtimes.items()))
+        if self.probe is None:
+            return None
+        stages = set(self.probe.openvino_stages(OPENVINO_STAGES)) | set(self.prepared)
+        return tuple(s for s in ("unet", "vae", "vocoder") if s in stages)
+
+    def _use_openvino(self, keep_torch: bool, stages: tuple[str, ...] | None = None) -> None:
         """Convert (or find cached) every OpenVINO stage, then free torch's copies; ModelError when one fails."""
         from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, free_torch_weights,
                                        openvino_stages)
 
-        pipe, p, stages = self.pipe, self.precision, openvino_stages()
+        pipe, p = self.pipe, self.precision
+        stages = stages or openvino_stages()
         if set(stages) & set(self.prepacked) - set(self.packed):
             raise UsageError("--runtime openvino: this model's torch weights were prepacked for torch's "
                              "runtime; load it again with --runtime openvino")
@@ -310,6 +334,6 @@ def _prepared_stages(source, runtime: str, dev: torch.device, dtype: torch.dtype
     from .prepared import STAGES, find, local_folder
 
     folder = local_folder(source)
-    if folder is None or set(openvino_stages()) != set(STAGES):
+    if folder is None or not set(STAGES) <= set(openvino_stages()):
         return folder, {}
     return folder, find(folder, Precision.of(dtype))
