@@ -95,8 +95,9 @@ def openvino_available() -> bool:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "soundscape" / "openvino"
+    from .. import caches
+
+    return caches.folder("openvino")
 
 
 _CORE = None
