@@ -179,3 +179,24 @@ def test_a_folder_where_the_recording_goes_is_replaced(home, monkeypatch):
     rec.add(np.full((5 * 48000, 2), 0.1, np.float32))
     rec.stop()
     assert instant.cached_audio("k", 48000, 2).shape == (5 * 48000, 2)
+
+
+def _render(scene_file, model_dir, out, home):
+    env = dict(os.environ, XDG_CACHE_HOME=str(home.parent))
+    return subprocess.run([sys.executable, "-m", "soundscape", "render", str(scene_file), "--model", str(model_dir),
+                           "--runtime", "openvino", "--duration", "3", "-o", str(out)], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_a_damaged_openvino_entry_is_compiled_again_without_stray_lines(tiny_model_dir, scene_file, tmp_path, home):
+    first = _render(scene_file, tiny_model_dir, tmp_path / "a.wav", home)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for where in ("shapes", "entry"):  # a static shape's IR, then the converted model's own
+        xmls = [p for p in (home / "openvino").rglob("model.xml") if ("shapes" in p.parts) == (where == "shapes")]
+        assert xmls
+        for xml in xmls:
+            xml.write_text("garbage<")
+        again = _render(scene_file, tiny_model_dir, tmp_path / f"{where}.wav", home)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "tensorflow" not in again.stderr and "E0000" not in again.stderr, again.stderr[-2000:]
+        assert sf.info(str(tmp_path / f"{where}.wav")).duration == pytest.approx(3.0)
