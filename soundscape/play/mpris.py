@@ -4,7 +4,7 @@
 (a second player at once takes org.mpris.MediaPlayer2.soundscape.instance<PID>, as the MPRIS spec
 says; `playerctl -p soundscape` matches both). What it offers:
   org.mpris.MediaPlayer2         Identity "soundscape", Quit (fade out and stop), CanQuit, DesktopEntry
-                                 "soundscape" when soundscape.desktop is installed (`soundscape desktop-file`)
+                                 "soundscape" when a soundscape.desktop is installed (XDG data folders)
   org.mpris.MediaPlayer2.Player  Play, Pause, PlayPause, Stop (fade out and stop), Volume (read and
                                  write: the master volume the web mixer's slider shows, 0 to 1),
                                  PlaybackStatus, Metadata (xesam:title = the scene's name,
