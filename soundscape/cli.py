@@ -100,7 +100,8 @@ def _add_model_args(p):
                    help="what runs the UNet and vocoder: auto (default) = OpenVINO on a CPU (compiled for the "
                         "session's static shapes, faster than torch there; the first start converts and compiles, "
                         "later starts load the cache), torch on GPUs or where OpenVINO is missing or fails to "
-                        "convert; torch = always torch; openvino = OpenVINO or an error (docs/benchmarks.md)")
+                        "convert; torch = always torch; openvino = OpenVINO or an error (compare both on this machine: "
+                        "`soundscape bench --compare-runtimes`)")
     g.add_argument("--quality", choices=["auto", "eco", "balanced", "best"],
                    help="preset for steps, guidance interval and chunk length (default: the scene's "
                         "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")
@@ -113,7 +114,7 @@ def _add_model_args(p):
                         "has come for 5 minutes")
     g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
-                        "compile; off by default: it did not pay on CPU, see docs/benchmarks.md)")
+                        "compile; off by default: it did not pay on CPU; measure it here with `soundscape bench --compile`)")
 
 
 def build_parser(bench: bool = True) -> argparse.ArgumentParser:
@@ -186,7 +187,7 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
                              "file starts at (default: now), so the same command makes the same file")
     render.add_argument("--ray", metavar="ADDRESS",
                         help="make the segments as tasks on a Ray cluster: host:port, or auto for the one this "
-                             "machine belongs to (pip install -e \".[ray]\"); see docs/ray.md")
+                             "machine belongs to (pip install \"soundscape[ray]\"; the README's \"Loops and segmented renders\")")
 
     enhance = sub.add_parser("enhance", help="give any audio file (e.g. 16 kHz mono) stereo width and air above 8 kHz",
                              description="Run an audio file through the output chain's air and width stages (the "
@@ -214,10 +215,14 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
 
-    cache = sub.add_parser("cache", help="show what soundscape's caches hold; `cache clear` empties them",
+    cache = sub.add_parser("cache", help="show what soundscape's caches hold; `cache clear [NAME]` empties them",
                            description="The caches under $XDG_CACHE_HOME/soundscape (~/.cache/soundscape): "
-                                       "encoded prompts, and OpenVINO's converted models.")
+                                       "prompts (encoded prompts), openvino (OpenVINO's converted models), "
+                                       "prepared (which OpenVINO entry each model's stage became) and audio "
+                                       "(instant-start recordings). Each is rebuilt when needed.")
     cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
+    cache.add_argument("name", nargs="?", choices=["prompts", "openvino", "prepared", "audio"],
+                       help="one cache (default: all)")
 
     set_ = sub.add_parser("set", help="change a running player: LAYER=VALUE weights, or a layer's prompt",
                           description="Change a running `soundscape play`: weights take effect within one chunk "
@@ -251,7 +256,7 @@ def build_parser(bench: bool = True) -> argparse.ArgumentParser:
                                        "to have one made up and printed; required for a --host other than loopback")
     _add_model_args(serve)
     serve.add_argument("--quiet", action="store_true", help="fewer messages")
-    scale = serve.add_argument_group("Ray Serve (pip install -e \".[ray]\"; see docs/serve.md)")
+    scale = serve.add_argument_group("Ray Serve (pip install \"soundscape[ray]\"; the README's \"Serving many listeners\")")
     scale.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                        help="run as a Ray Serve deployment: one model per replica (auto: the cluster this "
                             "machine belongs to, else a local one)")
@@ -307,22 +312,20 @@ def cmd_scenes(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    import shutil
+    from . import caches
 
-    from .generator.prompt_cache import cache_root
-
-    root = cache_root()
-    names = {"prompts": "encoded prompts", "openvino": "OpenVINO's converted and compiled models"}
-    for name, what in names.items():
-        folder = root / name
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-        size = sum(p.stat().st_size for p in files)
-        if args.action == "clear":
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"{folder}: removed {len(files)} files, {size / 2**20:.1f} MiB ({what})")
-        else:
-            print(f"{folder}: {len(files)} files, {size / 2**20:.1f} MiB ({what})")
-    return 0
+    code = 0
+    for name in [args.name] if args.name else list(caches.CACHES):
+        where, what = caches.folder(name), caches.CACHES[name][1]
+        tally = caches.clear(name) if args.action == "clear" else caches.survey(name)
+        done = "removed " if args.action == "clear" else ""
+        print(f"{name:<9} {done}{tally.files} files, {tally.bytes / 2**20:.1f} MiB  {where}  ({what})")
+        for problem in tally.problems[:3]:
+            print(f"{'':<9} could not {'remove' if done else 'read'} {problem}", file=sys.stderr)
+        if len(tally.problems) > 3:
+            print(f"{'':<9} and {len(tally.problems) - 3} more", file=sys.stderr)
+        code = EXIT_FAILURE if tally.problems and done else code
+    return code
 
 
 def cmd_devices(args) -> int:
@@ -394,6 +397,10 @@ def cmd_render(args) -> int:
                          f"re-encoding what it holds; render to .wav or .flac to be able to resume "
                          f"(and convert at the end)")
     check_timeline_path(args.timeline)
+    if args.resume and not segmented_flags(args):
+        from .render.plain import check_resume_clock
+
+        check_resume_clock(state_path(out), args.start_time)
     if args.start_time is None and not (args.resume and not segmented_flags(args)):
         # A clock scene starts at the time it is rendered unless told otherwise (a resumed plain render: at
         # the time its first part started, kept in its state).
@@ -566,6 +573,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _pipe_closed()
+
+
+# Commands that only print a listing: a reader that stops early (`| head`) is not a failure.
+LISTING = ("scenes", "status", "cache", "devices", "validate")
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`soundscape scenes | head -1`): exit quietly."""
+    # Python's own flush at exit would fail again and print its "Exception ignored" lines
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0 if _command in LISTING else EXIT_FAILURE
 
 
 def _main(argv: list[str] | None) -> int:
@@ -601,6 +622,8 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _pipe_closed()
     except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
         if interrupts.pending():  # a library turned our KeyboardInterrupt into its own error
             print("\ninterrupted", file=sys.stderr)

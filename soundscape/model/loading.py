@@ -261,12 +261,15 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
     import warnings
 
     from diffusers import AudioLDM2Pipeline
+    from diffusers.utils import logging as diffusers_logging
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    # One progress bar (diffusers' per component) is enough; transformers' per-file bars nest badly.
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    # Our own line says what loads; the libraries' per-component and per-file bars and their warnings are
+    # not for our users (the hub's download bars stay: a first download takes minutes).
+    for lib in (hf_logging, diffusers_logging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*torch_dtype.*")
 
     dev = choose_device(device)
@@ -293,7 +296,7 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
                              f"download it again") from None
         raise ModelError(
             f"--model {model}: the weights are not in the local cache and the hub cannot be reached "
-            f"({first[:160]}). On a connected machine run `huggingface-cli download {model} "
+            f"({first[:160]}). On a connected machine run `hf download {model} "
             f"--local-dir DIR` (about 4.5 GB), copy DIR here and pass --model DIR") from None
     except Exception as exc:  # corrupt weights surface as many error types
         raise ModelError(f"--model {model}: could not load the pipeline: {type(exc).__name__}: "

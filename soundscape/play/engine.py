@@ -356,9 +356,13 @@ def check_args(args) -> None:
     check_timeline_path(args.timeline)
     check_socket_path(args.control)
     if getattr(args, "wake", None) is not None:
-        from .wake import parse_wake
+        import time
 
-        parse_wake(args.wake)
+        from .wake import WakeTime, check_fade
+
+        WakeTime.from_text(args.wake, time.time())  # the socket's bounds, before the model loads
+        if getattr(args, "wake_fade", None) is not None:
+            check_fade(args.wake_fade, "--wake-fade")
     else:
         for flag, value in (("--wake-fade", getattr(args, "wake_fade", None)),
                             ("--wake-scene", getattr(args, "wake_scene", None))):
