@@ -21,6 +21,7 @@ CACHES = {
     "openvino": ("openvino", "OpenVINO's converted and compiled models", ("sources",)),
     "prepared": ("openvino/sources", "prepared weights: which OpenVINO entry each model's stage became", ()),
     "audio": ("audio", "instant-start recordings of what play played", ()),
+    "probe": ("probe", "which runtime runs each decoder fastest on this CPU, as measured", ()),
 }
 
 

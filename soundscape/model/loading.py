@@ -49,6 +49,7 @@ class LoadedModel:
     weights_folder: Path | None = None  # the weights' folder on this machine (the hub cache's snapshot for a hub id)
     # What `--runtime auto` measured on this CPU to choose the decoders' runtimes (model/probe.py), or None.
     probe: object = None
+    quantized: tuple[str, ...] = ()  # stages running an int8 IR (model/int8.py)
 
     def __post_init__(self):
         if self.precision is None:
@@ -166,11 +167,30 @@ class LoadedModel:
         if self.vae_runtime is not None:
             pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
         self.unet_runtime = made["unet"]
+        if self.probe is not None:  # `auto` on a CPU: the int8 UNet where this CPU measured it faster and it passed
+            self._use_int8()
         if self.weights_folder is not None and not self.prepared:
             from .prepared import STAGES, remember
 
             remember(self.weights_folder, p, {s: made[s].model.entry for s in STAGES if s in made})
         self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
+
+    def _use_int8(self) -> None:
+        """Run the UNet's int8 IR (model/int8.py) where `bench --probe` measured it on this CPU and chose it."""
+        import os
+
+        from . import int8
+        from .openvino_runtime import MAX_SHAPES, StaticModel
+        from .probe import cpu_key
+
+        if os.environ.get("SOUNDSCAPE_INT8", "1") == "0" or self.precision.unet != torch.bfloat16:
+            return
+        static = self.unet_runtime.model
+        verdict = int8.read_choice(static.entry, cpu_key())
+        if verdict is not None and verdict.chosen:
+            self.unet_runtime.model = StaticModel("unet (int8)", int8.folder(static.entry), self.precision.unet,
+                                                  MAX_SHAPES["unet"], self.announce)
+            self.quantized = ("unet",)
 
     def _prepack(self, stages, keep_torch: bool) -> None:
         import copy

@@ -71,8 +71,9 @@ class Choice:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "soundscape" / "probe"
+    from ..caches import folder
+
+    return folder("probe")
 
 
 def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
@@ -97,6 +98,15 @@ def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
 
 def cpu_name() -> str:
     return cpu_identity()[0]
+
+
+def cpu_key() -> str:
+    """A short key of this CPU (name, flags, cores), threads and OpenVINO's version: what a speed answer holds for."""
+    import openvino as ov
+
+    name, flags = cpu_identity()
+    return hashlib.sha256(json.dumps([name, flags, os.cpu_count(), torch.get_num_threads(), ov.get_version()])
+                          .encode()).hexdigest()[:16]
 
 
 def probe_key(pipe, precision, cpuinfo: str = "/proc/cpuinfo") -> str:
