@@ -8,9 +8,9 @@ a cricket's band stop near 8 kHz. So air follows the band's noise floor, measure
 
   1. P[k, b]   periodogram of frame k (N ~ 21 ms Hann, hop H = N/4, the last N samples before k·H),
                one-sided PSD per bin b, for the bins of TOP = 6.2-7.0 kHz and REF = 2.5-4.0 kHz
-  2. S[k, b]   P smoothed over frames (TAU_BIN), and its minimum over the last ~MIN_WINDOW_S (minimum
-     F[k, b]   statistics, kept as U sub-windows' minima), times MIN_BIAS: the stationary noise floor per
-               bin, which a song or a trill lasting less than the window does not lift
+  2. S[k, b]   P smoothed over frames (TAU_BIN), and its minimum over the last MIN_WINDOW_S of frames
+     F[k, b]   (minimum statistics), times MIN_BIAS, at most S: the stationary noise floor per bin, which
+               a song or a trill lasting less than the window does not lift
   3. E[k, b]   max(P - F, 0): what rises above the floor now. Its QUANTILE over the bins (corrected to a
      X[k]      mean) is broadband: a raindrop or a crackle lifts every bin, a tonal peak only a few
   4. est[k]    = min(mean_b F_TOP, mean_b F_REF) + g · X_TOP,   g = min(1, X_REF / X_TOP)
@@ -34,8 +34,8 @@ flat above it, and the slope's estimate made birds and rain worse than none; TOP
 is where the continuation starts, so a band that has already fallen by 7 kHz (the forest at night) gets
 little. What it cannot do: invent detail the band does not carry. A bird's overtones above 8 kHz are not
 there to follow; it gets the background's breath, not its harmonics.
-Every stage state is explicit (AirState): the frame history and clock, the floors, the filters' states
-and the noise's counter.
+Every stage state is explicit (AirState): the frame history, the window of S, the smoothers, the
+filters' states and the sample counter (which also places the frames).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ REF_HZ = (2500.0, 4000.0)
 BANDS_HZ = ((7600.0, 10000.0), (10000.0, 12600.0), (12600.0, 16000.0), (16000.0, 19000.0))
 FRAME_48K = 1024  # samples per frame at 48 kHz (21 ms, 47 Hz bins); scaled with the rate
 TAU_BIN = 0.02  # s: each bin's power smoothed before its minimum is taken
-MIN_WINDOW_S = 2.0  # s: a floor is the minimum over about this long (U sub-windows and the current one)
-SUBWINDOWS = 7
+MIN_WINDOW_S = 2.0  # s: a floor is the minimum over the frames of this long
 MIN_BIAS = 5.0  # the minimum of a smoothed noise bin lies ~7 dB under its mean: white noise gets its own PSD
 QUANTILE = 0.25  # of the rise over the bins: a peak filling three quarters of them does not count
 TAU_EST = 0.03
@@ -65,12 +64,9 @@ MIN_RATE = 22050  # below this there is no room above 8 kHz
 @dataclass
 class AirState:
     hist: np.ndarray  # (N,) the last N input samples: the next frame's start
-    phase: int  # samples since the last frame boundary, 0..H-1
     frames: int  # frames analysed so far (0: nothing yet)
     smooth: np.ndarray  # (bins,) S of the last frame
-    sub_min: np.ndarray  # (SUBWINDOWS, bins) the finished sub-windows' minima of S (inf: not yet)
-    cur_min: np.ndarray  # (bins,) the current sub-window's minimum so far
-    count: int  # frames in the current sub-window
+    recent: np.ndarray  # (W - 1, bins) S of the frames before, oldest first (inf: none yet)
     est_zi: np.ndarray  # (1,) the est smoother's state
     ramp: np.ndarray  # (2,) est of the frame before last and of the last frame: this hop ramps between them
     band_zi: np.ndarray  # (bands, 2, 2) sosfilt states of the synthesis band-passes
@@ -84,7 +80,7 @@ class AirState:
         """A state saved before the noise-floor analysis (other keys) keeps its noise counter and filters;
         the analysis starts afresh (fields None, filled in by `process`)."""
         kw = {f.name: np.array(d[prefix + f.name]) if prefix + f.name in d else None for f in fields(cls)}
-        for name in ("phase", "frames", "count", "n"):
+        for name in ("frames", "n"):
             kw[name] = int(kw[name]) if kw[name] is not None else None
         return cls(**kw)
 
@@ -132,7 +128,7 @@ class Air:
         frame_rate = self.rate / self._hop
         self._a_bin = 1.0 - np.exp(-1.0 / (TAU_BIN * frame_rate))
         self._a_est = 1.0 - np.exp(-1.0 / (TAU_EST * frame_rate))
-        self._sub = max(1, round(MIN_WINDOW_S * frame_rate / SUBWINDOWS))  # frames per sub-window
+        self._window = max(2, round(MIN_WINDOW_S * frame_rate))  # frames
         self._q_norm = -np.log(1.0 - QUANTILE)  # the QUANTILE of an exponential of unit mean
         # 6. Synthesis: one band-pass per band; unit-variance noise scaled by sqrt(rate/2) has unit PSD.
         self._band_sos = [butter(2, b, "bandpass", fs=self.rate, output="sos") for b in self._bands]
@@ -142,9 +138,8 @@ class Air:
 
     def initial_state(self) -> AirState:
         bins = len(self._bins)
-        return AirState(hist=np.zeros(self._n), phase=0, frames=0, smooth=np.zeros(bins),
-                        sub_min=np.full((SUBWINDOWS, bins), np.inf), cur_min=np.full(bins, np.inf), count=0,
-                        est_zi=np.zeros(1), ramp=np.zeros(2), band_zi=np.zeros((len(self._bands), 2, 2)), n=0)
+        return AirState(hist=np.zeros(self._n), frames=0, smooth=np.zeros(bins),
+                        recent=np.full((self._window - 1, bins), np.inf), est_zi=np.zeros(1), ramp=np.zeros(2), band_zi=np.zeros((len(self._bands), 2, 2)), n=0)
 
     def _completed(self, st: AirState) -> AirState:
         """A copy of `st` (the caller's stays as it was), with what a state from an older file lacks (the
@@ -155,18 +150,12 @@ class Air:
         return AirState(**kw)
 
     def _floors(self, s: np.ndarray, st: AirState) -> np.ndarray:
-        """2. Each frame's floor: the minimum of S over the stored sub-windows and the current one so far."""
-        out = np.empty_like(s)
-        k = 0
-        while k < len(s):
-            take = min(self._sub - st.count, len(s) - k)
-            run = np.minimum(np.minimum.accumulate(s[k:k + take], axis=0), st.cur_min)
-            out[k:k + take] = np.minimum(run, st.sub_min.min(axis=0))
-            st.cur_min, st.count, k = run[-1], st.count + take, k + take
-            if st.count == self._sub:  # a sub-window ends: it replaces the oldest
-                st.sub_min = np.concatenate([st.sub_min[1:], st.cur_min[None]])
-                st.cur_min, st.count = np.full_like(st.cur_min, np.inf), 0
-        return out
+        """2. Each frame's floor: the minimum of S over its window (the frames before it and itself).
+        Exact, not in sub-windows: the floor depends on the last frames only, so a loop's cycle warmed on
+        its own end comes out as the endless repeat does."""
+        seen = np.concatenate([st.recent, s])
+        st.recent = seen[len(s):].copy()
+        return sliding_window_view(seen, self._window, axis=0).min(axis=-1)
 
     def _estimates(self, frames: np.ndarray, st: AirState) -> np.ndarray:
         """Steps 1-5 for whole frames (F, N): est per frame, one-sided PSD at the band's top."""
@@ -190,14 +179,15 @@ class Air:
     def _envelope(self, xd: np.ndarray, st: AirState) -> np.ndarray:
         """est at every sample of the block: the frames that end in it, ramped hop by hop (step 5)."""
         n, hop = len(xd), self._hop
+        phase = st.n % hop  # frames lie on the stream's clock: a loop's cycle (n from 0) on the repeat's
         hist = np.concatenate([st.hist, xd])
-        ends = np.arange(hop - st.phase, n + 1, hop)  # where in the block a frame ends (it holds xd[e-N:e])
+        ends = np.arange(hop - phase, n + 1, hop)  # where in the block a frame ends (it holds xd[e-N:e])
         new = self._estimates(sliding_window_view(hist, self._n)[ends], st) if len(ends) else np.zeros(0)
         vals = np.concatenate([st.ramp, new])
-        idx = st.phase + np.arange(n)
+        idx = phase + np.arange(n)
         h, frac = idx // hop, (idx % hop) / hop
         env = vals[h] + (vals[h + 1] - vals[h]) * frac
-        st.ramp, st.phase, st.hist = vals[-2:].copy(), (st.phase + n) % hop, hist[-self._n:].copy()
+        st.ramp, st.hist = vals[-2:].copy(), hist[-self._n:].copy()
         return np.maximum(env, 0.0)
 
     def process(self, x: np.ndarray, state: AirState | None) -> tuple[np.ndarray, AirState]:
