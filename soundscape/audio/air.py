@@ -11,8 +11,9 @@ a cricket's band stop near 8 kHz. So air follows the band's noise floor, measure
   2. S[k, b]   P smoothed over frames (TAU_BIN), and its minimum over the last MIN_WINDOW_S of frames
      F[k, b]   (minimum statistics), times MIN_BIAS, at most S: the stationary noise floor per bin, which
                a song or a trill lasting less than the window does not lift
-  3. E[k, b]   max(P - F, 0): what rises above the floor now. Its QUANTILE over the bins (corrected to a
-     X[k]      mean) is broadband: a raindrop or a crackle lifts every bin, a tonal peak only a few
+  3. X[k]      max(QUANTILE_b P / c - mean_b F, 0): what rises above the floor now across the bins (c
+               turns a noise bin's QUANTILE into its mean): a raindrop or a crackle lifts every bin, a tonal
+               peak only a few, which the quantile passes over
   4. est[k]    = min(mean_b F_TOP, mean_b F_REF) + g · X_TOP,   g = min(1, X_REF / X_TOP)
                The floor is capped by the band below (a floor that peaks at 4-7 kHz, an insect's band, does
                not go on upward), and the broadband rise counts only as far as it also reaches 2.5-4 kHz:
@@ -52,12 +53,13 @@ BANDS_HZ = ((7600.0, 10000.0), (10000.0, 12600.0), (12600.0, 16000.0), (16000.0,
 FRAME_48K = 1024  # samples per frame at 48 kHz (21 ms, 47 Hz bins); scaled with the rate
 TAU_BIN = 0.02  # s: each bin's power smoothed before its minimum is taken
 MIN_WINDOW_S = 2.0  # s: a floor is the minimum over the frames of this long
-MIN_BIAS = 5.0  # the minimum of a smoothed noise bin lies ~7 dB under its mean: white noise gets its own PSD
+MIN_BIAS = 5.0  # the minimum of a smoothed noise bin lies ~7 dB under its mean
 QUANTILE = 0.25  # of the rise over the bins: a peak filling three quarters of them does not count
 TAU_EST = 0.03
 # Tuned on 13 real recordings (scripts/air_real.py, docs/air-real.md): above 8 kHz real ambience rolls
-# off by about this much per octave, whatever its slope at 4-7 kHz.
-ROLL_DB_PER_OCT = 3.0
+# off by about this much per octave, whatever its slope at 4-7 kHz (fires faster, wind slower: 4.8 leaves
+# both within 4 dB).
+ROLL_DB_PER_OCT = 4.8
 MIN_RATE = 22050  # below this there is no room above 8 kHz
 
 
@@ -166,13 +168,14 @@ class Air:
         s, zf = lfilter([self._a_bin], [1.0, self._a_bin - 1.0], p, axis=0, zi=((1 - self._a_bin) * st.smooth)[None])
         st.smooth, st.frames = s[-1], st.frames + len(p)
         floor = np.minimum(self._floors(s, st) * MIN_BIAS, s)
-        rise = np.maximum(p - floor, 0.0)
         t = self._top
-        # 3. The broadband rise of each group, and 4. how far the top's also reaches down to REF.
-        x_top = np.quantile(rise[:, :t], QUANTILE, axis=1) / self._q_norm
-        x_ref = np.quantile(rise[:, t:], QUANTILE, axis=1) / self._q_norm
+        f_top, f_ref = floor[:, :t].mean(axis=1), floor[:, t:].mean(axis=1)
+        # 3. The broadband rise of each group: its bins' QUANTILE, as a mean, above its floor; and 4. how
+        # far the top's also reaches down to REF.
+        x_top = np.maximum(np.quantile(p[:, :t], QUANTILE, axis=1) / self._q_norm - f_top, 0.0)
+        x_ref = np.maximum(np.quantile(p[:, t:], QUANTILE, axis=1) / self._q_norm - f_ref, 0.0)
         g = np.minimum(1.0, (x_ref + 1e-30) / (x_top + 1e-30))
-        est = np.minimum(floor[:, :t].mean(axis=1), floor[:, t:].mean(axis=1)) + g * x_top
+        est = np.minimum(f_top, f_ref) + g * x_top
         est, st.est_zi = lfilter([self._a_est], [1.0, self._a_est - 1.0], est, zi=st.est_zi)
         return est
 
