@@ -30,7 +30,7 @@ def figures():
     spec.loader.exec_module(air_real)
     try:
         return air_real.run(air_real.SMALL + air_real.LARGE)
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:  # no apt-get or no network: say so, never pass
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:  # no apt-get or network: say so
         pytest.skip(f"the recordings could not be read or fetched ({exc}); apt-get install ufoai-sound, and "
                     f"let `apt-get download megaglest-data` reach the network once")
 

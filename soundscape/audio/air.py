@@ -141,7 +141,8 @@ class Air:
     def initial_state(self) -> AirState:
         bins = len(self._bins)
         return AirState(hist=np.zeros(self._n), frames=0, smooth=np.zeros(bins),
-                        recent=np.full((self._window - 1, bins), np.inf), est_zi=np.zeros(1), ramp=np.zeros(2), band_zi=np.zeros((len(self._bands), 2, 2)), n=0)
+                        recent=np.full((self._window - 1, bins), np.inf), est_zi=np.zeros(1), ramp=np.zeros(2),
+                        band_zi=np.zeros((len(self._bands), 2, 2)), n=0)
 
     def _completed(self, st: AirState) -> AirState:
         """A copy of `st` (the caller's stays as it was), with what a state from an older file lacks (the
@@ -165,7 +166,7 @@ class Air:
         p = (spec.real**2 + spec.imag**2) * self._psd
         if st.frames == 0:
             st.smooth = p[0]  # the first frame is its own history: no climb from silence
-        s, zf = lfilter([self._a_bin], [1.0, self._a_bin - 1.0], p, axis=0, zi=((1 - self._a_bin) * st.smooth)[None])
+        s, _ = lfilter([self._a_bin], [1.0, self._a_bin - 1.0], p, axis=0, zi=((1 - self._a_bin) * st.smooth)[None])
         st.smooth, st.frames = s[-1], st.frames + len(p)
         floor = np.minimum(self._floors(s, st) * MIN_BIAS, s)
         t = self._top
