@@ -1,8 +1,8 @@
 """Air on real recordings: how close `Air` at the default 0.5 comes to what a full-band recording holds
 above 8 kHz, once the recording is band-limited to 16 kHz mono as the model outputs it.
 
-    python scripts/air_real.py                 # the set the test uses (ufoai-sound, 19 MB)
-    python scripts/air_real.py --megaglest     # and rain, birds and wind from megaglest-data (242 MB)
+    python scripts/air_real.py                 # ufoai-sound's seven (19 MB)
+    python scripts/air_real.py --megaglest     # and rain, birds and wind from megaglest-data (242 MB): the test's set
     python scripts/air_real.py --markdown      # the table in docs/air-real.md
 
 The recordings come from Debian packages: an installed one is read where it lies (CI and the README's
