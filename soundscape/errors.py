@@ -8,7 +8,7 @@ EXIT_USAGE = 2  # bad scene file or bad command-line value
 EXIT_MODEL = 3  # model weights missing, unreachable or corrupt
 EXIT_AUDIO = 4  # audio device missing or failing
 EXIT_NO_PLAYER = 5  # `set`/`status`: no player (of this user's) listening on the control socket
-EXIT_WRITE = 6  # `render`: the output could not be written (disk full, file-size limit); --resume continues
+EXIT_WRITE = 6  # `render`, `enhance`: the output could not be written (disk full, file-size limit)
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM before finishing
 
 
@@ -24,6 +24,12 @@ class UsageError(SoundscapeError):
 
 class SceneError(UsageError):
     """A scene file problem. `str()` is the full one-line message."""
+
+
+class WriteError(SoundscapeError):
+    """The output could not be written (a full disk, a file-size limit)."""
+
+    exit_code = EXIT_WRITE
 
 
 class ModelError(SoundscapeError):

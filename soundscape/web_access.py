@@ -107,12 +107,12 @@ def _int(text: str) -> int:
 def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is too large a number")
+        raise ValueError(f"{text[:20]}, a number too large to hold")
     return value
 
 
 def _constant(name: str):
-    raise ValueError(f"{name} is not a number a request may carry")
+    raise ValueError(f"{name}, which is not a number")
 
 
 def parse_json_object(raw: bytes) -> dict:

@@ -23,6 +23,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # play records what it plays for the next start (play/instant.py): tests that compare a play with a
 # render must start cold, so recording is off unless a test turns it on (tests/test_instant.py).
 os.environ.setdefault("SOUNDSCAPE_INSTANT_S", "0")
+# `--runtime auto` measures each decoder's runtimes once per machine and model (model/probe.py): a timing can
+# choose differently from one cold cache to the next, so the tests that compare two runs keep the defaults;
+# tests/test_probe.py turns it on.
+os.environ.setdefault("SOUNDSCAPE_PROBE", "0")
 warnings.filterwarnings("ignore", category=FutureWarning)
 # OpenVINO's converted models (the default runtime on a CPU) go to one cache for the whole session, shared with
 # the CLI subprocesses, and never to the user's own cache (whose entries the tiny model's would push out).

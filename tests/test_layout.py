@@ -15,7 +15,7 @@ import soundscape
 
 PACKAGE = Path(soundscape.__file__).parent
 COMMANDS = {"play", "render", "serve"}
-GROUND = {"errors", "units", "memory", "periodic", "web_access", "interrupts"}
+GROUND = {"errors", "units", "memory", "periodic", "web_access", "interrupts", "caches"}
 TOOLS = {"cli", "bench", "soak", "__main__", "__init__"}  # the top: may import anything
 TOP_MODULES = GROUND | TOOLS - {"cli", "bench"}  # folders: argparse in, typed options out; measure and report
 # What each part may import, besides itself and the ground modules.

@@ -1,31 +1,42 @@
-"""Air: the spectrum above 8 kHz, continued from the signal's own 4-7 kHz band (envelope-driven
-bandwidth extension, the idea of HE-AAC's spectral band replication, with noise as the source).
+"""Air: the spectrum above 8 kHz, continued from the noise-like part of the signal's own 4-7 kHz band
+(bandwidth extension in the spirit of HE-AAC's spectral band replication, with noise as the source).
 
 The model's audio ends at 8 kHz (16 kHz sampling; the resampler's filter is flat to 7 kHz and
--6 dB at 8 kHz). At the output rate, for one block x[n]:
+-6 dB at 8 kHz). What lies above 8 kHz in real ambience is mostly its noise (rain's hiss, wind, a
+room's or a forest's background), not the continuation of what is loud at 4-7 kHz: birdsong, a trill or
+a cricket's band stop near 8 kHz. So air follows the band's noise floor, measured per frame:
 
-  1. lo, hi   x band-passed to LO = 4.0-5.3 kHz and HI = 5.3-7.0 kHz (4th-order Butterworths)
-  2. Pf[n]    HI's power followed fast (one-pole, TAU_FAST = 2 ms): the band's envelope over time,
-              so a raindrop or a crackle in 4-7 kHz brings its own burst of air
-     Ph, Pl   HI's and LO's power followed slowly (TAU_SLOW = 0.3 s): the spectral slope
-  3. r[n]     = (Ph / Bh) / (Pl / Bl), at most 1     the PSD ratio HI : LO (B: the filters' noise
-              bandwidths). Continued as a power law: band i, centred f_i, gets the PSD
-              (Pf / Bh) · r^k_i,  k_i = log2(f_i / f_HI) / log2(f_HI / f_LO)
-              so rain (flat) keeps its hiss, wind (falling 12 dB/octave) gets a whisper, and a sound
-              low-passed at 4 kHz (HI empty, r ~ 0) gets nothing: the stage adds nothing where the top
-              of the band is empty. r <= 1: never a spectrum that rises past 8 kHz.
-  4. y[n]     = x[n] + 2·air · Σ_i BAND_i(noise)[n] · sqrt(PSD_i[n] · R_i)
-              R_i: a natural roll-off, ROLL_DB_PER_OCT per octave above 8 kHz. air = 0.5 (the default)
-              is the level the extension estimates, 1 is 6 dB brighter, 0 is off.
-              noise: white, unit PSD, one per band, from a counter-based hash of (seed, band, sample index), so the same
-              stream gets the same air in play, render, a resumed render and any segmented render.
+  1. P[k, b]   periodogram of frame k (N ~ 21 ms Hann, hop H = N/4, the last N samples before k·H),
+               one-sided PSD per bin b, for the bins of TOP = 6.2-7.0 kHz and REF = 2.5-4.0 kHz
+  2. S[k, b]   P smoothed over frames (TAU_BIN), and its minimum over the last MIN_WINDOW_S of frames
+     F[k, b]   (minimum statistics), times MIN_BIAS, at most S: the stationary noise floor per bin, which
+               a song or a trill lasting less than the window does not lift
+  3. X[k]      max(QUANTILE_b P / c - mean_b F, 0): what rises above the floor now across the bins (c
+               turns a noise bin's QUANTILE into its mean): a raindrop or a crackle lifts every bin, a tonal
+               peak only a few, which the quantile passes over
+  4. est[k]    = min(mean_b F_TOP, mean_b F_REF) + g · X_TOP,   g = min(1, X_REF / X_TOP)
+               The floor is capped by the band below (a floor that peaks at 4-7 kHz, an insect's band, does
+               not go on upward), and the broadband rise counts only as far as it also reaches 2.5-4 kHz:
+               a raindrop does, a trill confined to 4-8 kHz does not.
+  5. est       smoothed over frames (TAU_EST) and ramped linearly across each hop from the previous frame's
+               value: a frame's figure holds from one hop after its last sample on (causal, ~5 ms late)
+  6. y[n]      = x[n] + 2·air · Σ_i BAND_i(noise)[n] · sqrt(est[n] · R_i)
+               R_i: a roll-off of ROLL_DB_PER_OCT per octave above 8 kHz. air = 0.5 (the default) is the level
+               the extension estimates, 1 is 6 dB brighter, 0 is off.
+               noise: white, unit PSD, one per band, from a counter-based hash of (seed, band, sample index), so
+               the same stream gets the same air in play, render, a resumed render and any segmented render.
   Bands: 7.6-10, 10-12.6, 12.6-16 and 16-19 kHz (4th-order Butterworths), those below 0.45 of the
   output rate: at 16 kHz the stage is off (nothing above 8 kHz to fill), at 22.05/24 kHz it fills
   the first band. Above 19 kHz nothing: the roll-off of a real microphone and of the air itself.
 
-What it cannot do: invent detail the 4-7 kHz band does not carry. A bird's overtones above 8 kHz
-are not there to follow; it gets a breath of noise in time with its song, not its harmonics.
-Every stage state is explicit (AirState), with the filters' states and the sample counter.
+Tuned on 13 real recordings (scripts/air_real.py, docs/air-real.md). The 4-7 kHz slope is no longer
+continued: real ambience that falls 6-20 dB from 4 to 7 kHz (rain, wind, birds' background) is about
+flat above it, and the slope's estimate made birds and rain worse than none; TOP (the band's upper edge)
+is where the continuation starts, so a band that has already fallen by 7 kHz (the forest at night) gets
+little. What it cannot do: invent detail the band does not carry. A bird's overtones above 8 kHz are not
+there to follow; it gets the background's breath, not its harmonics.
+Every stage state is explicit (AirState): the frame history, the window of S, the smoothers, the
+filters' states and the sample counter (which also places the frames).
 """
 
 from __future__ import annotations
@@ -33,25 +44,33 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy.signal import butter, lfilter, sosfilt, sosfreqz
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import butter, lfilter, sosfilt
 
-LO_HZ = (4000.0, 5300.0)
-HI_HZ = (5300.0, 7000.0)
+TOP_HZ = (6200.0, 7000.0)
+REF_HZ = (2500.0, 4000.0)
 BANDS_HZ = ((7600.0, 10000.0), (10000.0, 12600.0), (12600.0, 16000.0), (16000.0, 19000.0))
-TAU_FAST = 0.002
-TAU_SLOW = 0.3
-# Above 8 kHz real recordings fall faster than the slope just below suggests (air absorbs, microphones and
-# sources roll off): set so that a flat texture (rain, fire) and one that falls from 12 kHz (a stream)
-# come out equally close to their originals (tests/test_air.py), about ±5 dB at 16 kHz.
-ROLL_DB_PER_OCT = 4.5
+FRAME_48K = 1024  # samples per frame at 48 kHz (21 ms, 47 Hz bins); scaled with the rate
+TAU_BIN = 0.02  # s: each bin's power smoothed before its minimum is taken
+MIN_WINDOW_S = 2.0  # s: a floor is the minimum over the frames of this long
+MIN_BIAS = 5.0  # the minimum of a smoothed noise bin lies ~7 dB under its mean
+QUANTILE = 0.25  # of the rise over the bins: a peak filling three quarters of them does not count
+TAU_EST = 0.03
+# Tuned on 13 real recordings (scripts/air_real.py, docs/air-real.md): above 8 kHz real ambience rolls
+# off by about this much per octave, whatever its slope at 4-7 kHz (fires faster, wind slower: 4.8 leaves
+# both within 4 dB).
+ROLL_DB_PER_OCT = 4.8
 MIN_RATE = 22050  # below this there is no room above 8 kHz
 
 
 @dataclass
 class AirState:
-    lo_zi: np.ndarray  # sosfilt states of the analysis band-passes
-    hi_zi: np.ndarray
-    env_zi: np.ndarray  # (3,) one-pole states: Pf, Ph, Pl
+    hist: np.ndarray  # (N,) the last N input samples: the next frame's start
+    frames: int  # frames analysed so far (0: nothing yet)
+    smooth: np.ndarray  # (bins,) S of the last frame
+    recent: np.ndarray  # (W - 1, bins) S of the frames before, oldest first (inf: none yet)
+    est_zi: np.ndarray  # (1,) the est smoother's state
+    ramp: np.ndarray  # (2,) est of the frame before last and of the last frame: this hop ramps between them
     band_zi: np.ndarray  # (bands, 2, 2) sosfilt states of the synthesis band-passes
     n: int  # samples processed: the noise's counter
 
@@ -60,8 +79,11 @@ class AirState:
 
     @classmethod
     def from_arrays(cls, d, prefix: str = "") -> "AirState":
-        kw = {f.name: np.array(d[prefix + f.name]) for f in fields(cls)}
-        kw["n"] = int(kw["n"])
+        """A state saved before the noise-floor analysis (other keys) keeps its noise counter and filters;
+        the analysis starts afresh (fields None, filled in by `process`)."""
+        kw = {f.name: np.array(d[prefix + f.name]) if prefix + f.name in d else None for f in fields(cls)}
+        for name in ("frames", "n"):
+            kw[name] = int(kw[name]) if kw[name] is not None else None
         return cls(**kw)
 
 
@@ -81,12 +103,6 @@ def noise(seed: int, start: int, n: int, period: int | None = None) -> np.ndarra
     return (u - 0.5) * np.sqrt(12.0)
 
 
-def _noise_bandwidth(sos: np.ndarray, rate: int) -> float:
-    """∫|H(f)|² df over 0..rate/2, Hz: the power a unit-PSD white noise has after the filter."""
-    f, h = sosfreqz(sos, worN=1 << 14, fs=rate)
-    return float(np.trapezoid(np.abs(h) ** 2, f))
-
-
 class Air:
     def __init__(self, rate: int, air: float, seed: int = 0, period: int | None = None):
         """`period`: for a loop file, the cycle's length in samples (the noise repeats with it)."""
@@ -101,57 +117,101 @@ class Air:
         self.active = self.air > 0 and bool(self._bands)
         if not self.active:
             return
-        # 8th-order: what leaks in from below 4 kHz must not pass for 4-7 kHz content (a low-passed sound)
-        self._lo = butter(4, LO_HZ, "bandpass", fs=self.rate, output="sos")
-        self._hi = butter(4, HI_HZ, "bandpass", fs=self.rate, output="sos")
+        # 1. Frames: about 21 ms at any rate (a power of two), a quarter of one per hop.
+        self._n = int(2 ** round(np.log2(FRAME_48K * self.rate / 48000)))
+        self._hop = self._n // 4
+        self._win = np.hanning(self._n)
+        self._psd = 1.0 / (nyquist * np.sum(self._win**2))  # |X|² -> one-sided PSD
+        f = np.fft.rfftfreq(self._n, 1.0 / self.rate)
+        top = np.flatnonzero((f >= TOP_HZ[0]) & (f < TOP_HZ[1]))
+        ref = np.flatnonzero((f >= REF_HZ[0]) & (f < REF_HZ[1]))
+        self._bins = np.concatenate([top, ref])
+        self._top = len(top)
+        frame_rate = self.rate / self._hop
+        self._a_bin = 1.0 - np.exp(-1.0 / (TAU_BIN * frame_rate))
+        self._a_est = 1.0 - np.exp(-1.0 / (TAU_EST * frame_rate))
+        self._window = max(2, round(MIN_WINDOW_S * frame_rate))  # frames
+        self._q_norm = -np.log(1.0 - QUANTILE)  # the QUANTILE of an exponential of unit mean
+        # 6. Synthesis: one band-pass per band; unit-variance noise scaled by sqrt(rate/2) has unit PSD.
         self._band_sos = [butter(2, b, "bandpass", fs=self.rate, output="sos") for b in self._bands]
-        bl, bh = _noise_bandwidth(self._lo, self.rate), _noise_bandwidth(self._hi, self.rate)
-        self._bh = bh
-        # Unit-PSD noise has variance rate/2; through band i it has power B_i. The gain that gives band i
-        # the PSD P is sqrt(P · rate/2 / ...): with unit-variance noise scaled by sqrt(rate/2), just sqrt(P).
         self._scale = np.sqrt(nyquist)
-        f_lo, f_hi = np.sqrt(np.prod(LO_HZ)), np.sqrt(np.prod(HI_HZ))
         centres = np.sqrt(np.prod(np.array(self._bands), axis=1))
-        self._k = np.log2(centres / f_hi) / np.log2(f_hi / f_lo)
-        # The natural roll-off: ROLL_DB_PER_OCT more per octave above 8 kHz, as a power factor per band.
         self._roll = 10.0 ** (-ROLL_DB_PER_OCT * np.log2(np.maximum(centres, 8000.0) / 8000.0) / 10.0)
-        self._ratio_norm = bl / bh  # r = (Ph / Bh) / (Pl / Bl) = Ph / Pl · Bl / Bh
-        self._fast = 1.0 - np.exp(-1.0 / (TAU_FAST * self.rate))
-        self._slow = 1.0 - np.exp(-1.0 / (TAU_SLOW * self.rate))
 
     def initial_state(self) -> AirState:
-        return AirState(lo_zi=np.zeros((4, 2)), hi_zi=np.zeros((4, 2)), env_zi=np.zeros(3),
+        bins = len(self._bins)
+        return AirState(hist=np.zeros(self._n), frames=0, smooth=np.zeros(bins),
+                        recent=np.full((self._window - 1, bins), np.inf), est_zi=np.zeros(1), ramp=np.zeros(2),
                         band_zi=np.zeros((len(self._bands), 2, 2)), n=0)
 
-    def _follow(self, p: np.ndarray, alpha: float, zi: float) -> tuple[np.ndarray, float]:
-        y, z = lfilter([alpha], [1.0, alpha - 1.0], p, zi=[zi])
-        return y, float(z[0])
+    def _completed(self, st: AirState) -> AirState:
+        """A copy of `st` (the caller's stays as it was), with what a state from an older file lacks (the
+        analysis) started afresh."""
+        fresh = self.initial_state()
+        kw = {f.name: getattr(st, f.name) if getattr(st, f.name) is not None else getattr(fresh, f.name)
+              for f in fields(AirState)}
+        return AirState(**kw)
+
+    def _floors(self, s: np.ndarray, st: AirState) -> np.ndarray:
+        """2. Each frame's floor: the minimum of S over its window (the frames before it and itself).
+        Exact, not in sub-windows: the floor depends on the last frames only, so a loop's cycle warmed on
+        its own end comes out as the endless repeat does."""
+        seen = np.concatenate([st.recent, s])
+        st.recent = seen[len(s):].copy()
+        return sliding_window_view(seen, self._window, axis=0).min(axis=-1)
+
+    def _estimates(self, frames: np.ndarray, st: AirState) -> np.ndarray:
+        """Steps 1-5 for whole frames (F, N): est per frame, one-sided PSD at the band's top."""
+        spec = np.fft.rfft(frames * self._win, axis=1)[:, self._bins]
+        p = (spec.real**2 + spec.imag**2) * self._psd
+        if st.frames == 0:
+            st.smooth = p[0]  # the first frame is its own history: no climb from silence
+        s, _ = lfilter([self._a_bin], [1.0, self._a_bin - 1.0], p, axis=0, zi=((1 - self._a_bin) * st.smooth)[None])
+        st.smooth, st.frames = s[-1], st.frames + len(p)
+        floor = np.minimum(self._floors(s, st) * MIN_BIAS, s)
+        t = self._top
+        f_top, f_ref = floor[:, :t].mean(axis=1), floor[:, t:].mean(axis=1)
+        # 3. The broadband rise of each group: its bins' QUANTILE, as a mean, above its floor; and 4. how
+        # far the top's also reaches down to REF.
+        x_top = np.maximum(np.quantile(p[:, :t], QUANTILE, axis=1) / self._q_norm - f_top, 0.0)
+        x_ref = np.maximum(np.quantile(p[:, t:], QUANTILE, axis=1) / self._q_norm - f_ref, 0.0)
+        g = np.minimum(1.0, (x_ref + 1e-30) / (x_top + 1e-30))
+        est = np.minimum(f_top, f_ref) + g * x_top
+        est, st.est_zi = lfilter([self._a_est], [1.0, self._a_est - 1.0], est, zi=st.est_zi)
+        return est
+
+    def _envelope(self, xd: np.ndarray, st: AirState) -> np.ndarray:
+        """est at every sample of the block: the frames that end in it, ramped hop by hop (step 5)."""
+        n, hop = len(xd), self._hop
+        phase = st.n % hop  # frames lie on the stream's clock: a loop's cycle (n from 0) on the repeat's
+        hist = np.concatenate([st.hist, xd])
+        ends = np.arange(hop - phase, n + 1, hop)  # where in the block a frame ends (it holds xd[e-N:e])
+        new = self._estimates(sliding_window_view(hist, self._n)[ends], st) if len(ends) else np.zeros(0)
+        vals = np.concatenate([st.ramp, new])
+        idx = phase + np.arange(n)
+        h, frac = idx // hop, (idx % hop) / hop
+        env = vals[h] + (vals[h + 1] - vals[h]) * frac
+        st.ramp, st.hist = vals[-2:].copy(), hist[-self._n:].copy()
+        return np.maximum(env, 0.0)
 
     def process(self, x: np.ndarray, state: AirState | None) -> tuple[np.ndarray, AirState]:
         """Mono (n,) in -> mono (n,) float32 out with the air added, and the new state."""
         x = np.asarray(x, np.float32)
         if not self.active:
             return x, state
-        st = self.initial_state() if state is None else state
+        st = self.initial_state() if state is None else self._completed(state)
         n = len(x)
         if n == 0:
             return x, st
         xd = x.astype(np.float64)
-        lo, lo_zi = sosfilt(self._lo, xd, zi=st.lo_zi)
-        hi, hi_zi = sosfilt(self._hi, xd, zi=st.hi_zi)
-        hi2 = hi * hi
-        fast, z0 = self._follow(hi2, self._fast, st.env_zi[0])
-        ph, z1 = self._follow(hi2, self._slow, st.env_zi[1])
-        pl, z2 = self._follow(lo * lo, self._slow, st.env_zi[2])
-        tiny = 1e-30
-        log_r = np.minimum(np.log((ph + tiny) / (pl + tiny) * self._ratio_norm), 0.0)
-        psd_hi = np.maximum(fast, 0.0) / self._bh
+        env = self._envelope(xd, st)
         add = np.zeros(n)
         band_zi = st.band_zi.copy()
-        for i, (sos, k, roll) in enumerate(zip(self._band_sos, self._k, self._roll)):
+        for i, (sos, roll) in enumerate(zip(self._band_sos, self._roll)):
             # Each band its own noise: bands of one noise overlap in their skirts and partly cancel there.
             src = noise(self.seed * len(BANDS_HZ) + i, st.n, n, self.period) * self._scale
             band, band_zi[i] = sosfilt(sos, src, zi=st.band_zi[i])
-            add += band * np.sqrt(psd_hi * (np.exp(k * log_r) * roll))
-        out = (xd + self.gain * add).astype(np.float32)
-        return out, AirState(lo_zi=lo_zi, hi_zi=hi_zi, env_zi=np.array([z0, z1, z2]), band_zi=band_zi, n=st.n + n)
+            add += band * np.sqrt(roll)
+        out = (xd + self.gain * add * np.sqrt(env)).astype(np.float32)
+        st.band_zi, st.n = band_zi, st.n + n
+        return out, st

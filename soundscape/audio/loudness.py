@@ -155,6 +155,14 @@ class LoudnessController:
         y = self._limit(x * gain[:, None], st).astype(out_dtype)
         return y[:, 0] if self.channels == 1 else y, st
 
+    def limit(self, block: np.ndarray, state: LoudnessState | None = None) -> tuple[np.ndarray, LoudnessState]:
+        """The true-peak limiter alone (steps 7-9, no level control, no presence): (block delayed by
+        `latency` and held under the ceiling, float32; new state). For a finished file (`enhance`)."""
+        x = self._frames(block)
+        st = self.initial_state() if state is None else state.copy()
+        y = self._limit(x, st).astype(np.float32) if len(x) else np.zeros((0, self.channels), np.float32)
+        return (y[:, 0] if self.channels == 1 else y), st
+
     def _frames(self, block) -> np.ndarray:
         """The block as (n, C) float64, NaN and infinities as silence."""
         x = np.asarray(block, dtype=np.float64)
@@ -277,3 +285,64 @@ def measure(audio: np.ndarray, rate: int) -> dict[str, float]:
     with np.errstate(divide="ignore"):
         true_peak = float(20.0 * np.log10(peak))
     return {"integrated_lufs": integrated, "lra_lu": lra, "true_peak_dbtp": true_peak}
+
+
+class StreamMeter:
+    """Integrated loudness and loudness range (EBU Tech 3342) of audio fed block by block, in bounded memory.
+
+    BS.1770: each channel K-weighted (pyloudnorm's filters, state carried), the channels' mean squares
+    summed (weight 1: stereo or mono), in 100 ms sub-blocks p_j counted from the start. Then
+      integrated  over 400 ms blocks (4 sub-blocks, a 100 ms hop): gated at -70 LUFS, then 10 LU below
+                  the mean of what passed; LUFS of the mean power of what passes both
+      LRA         over 3 s windows (30 sub-blocks, a 100 ms hop, as ffmpeg's ebur128 steps): gated at
+                  -70 LUFS and 20 LU below their mean; the 95th minus the 10th percentile, LU
+    Memory: one float a sub-block (36 000 for an hour). `dual_mono`: a mono feed counts on both channels
+    (a mono file as it plays, ffmpeg's `dualmono`), +3 dB.
+    """
+
+    def __init__(self, rate: int, channels: int, dual_mono: bool = False):
+        meter = pyloudnorm.Meter(rate, filter_class="K-weighting")
+        self._kw = [(f.passband_gain * f.b, f.a) for f in meter._filters.values()]
+        self._zi = np.zeros((len(self._kw), 2, channels))
+        self.sub = max(1, round(0.1 * rate))
+        self.channels, self.weight = channels, 2.0 if dual_mono and channels == 1 else 1.0
+        self._sum, self._pos, self._powers = 0.0, 0, []
+
+    def add(self, block: np.ndarray) -> None:
+        x = np.asarray(block, np.float64).reshape(len(block), self.channels)
+        for i, (b, a) in enumerate(self._kw):
+            x, self._zi[i] = lfilter(b, a, x, axis=0, zi=self._zi[i])
+        k2 = np.sum(x * x, axis=1) * self.weight
+        i = 0
+        while i < len(k2):
+            take = min(self.sub - self._pos, len(k2) - i)
+            self._sum += float(np.sum(k2[i:i + take]))
+            self._pos += take
+            i += take
+            if self._pos == self.sub:
+                self._powers.append(self._sum / self.sub)
+                self._sum, self._pos = 0.0, 0
+
+    def _windows(self, subs: int) -> np.ndarray:
+        p = np.asarray(self._powers)
+        if len(p) < subs:
+            return np.zeros(0)
+        total = np.concatenate([[0.0], np.cumsum(p)])
+        return (total[subs:] - total[:-subs]) / subs
+
+    def integrated(self) -> float:
+        z = self._windows(4)
+        z = z[z > 10 ** ((-70.0 - _OFFSET) / 10)]
+        if not len(z):
+            return -np.inf
+        z = z[z > np.mean(z) * 10 ** (-10.0 / 10)]
+        return _lufs(float(np.mean(z)))
+
+    def loudness_range(self) -> float:
+        z = self._windows(30)
+        z = z[z > 10 ** ((-70.0 - _OFFSET) / 10)]
+        if not len(z):
+            return np.nan
+        z = z[z > np.mean(z) * 10 ** (-20.0 / 10)]
+        levels = _OFFSET + 10 * np.log10(z)
+        return float(np.percentile(levels, 95) - np.percentile(levels, 10))

@@ -159,6 +159,10 @@ class Player:
     def start_fade(self, seconds: float) -> None:
         self.schedule_fade(self.frames_played, seconds)
 
+    def _device_underrun(self) -> None:
+        """ALSA recovered the device from an underrun (audio thread: alsa_log); the listener heard a gap."""
+        self.underruns += 1
+
     def callback(self, outdata, frames, time_info, status) -> None:
         if status and status.output_underflow:
             self.xruns += 1
@@ -191,7 +195,11 @@ class Player:
                     min_latency_s: float = 0.0):
         if config.device == NULL_DEVICE:
             return ClockedSink(self, config, capture=capture, speed=speed)
+        from . import alsa_log
+
         sd = _sd()
+        # ALSA's "underrun occurred" lines: counted with ours, not printed under the status line
+        alsa_log.capture(self._device_underrun)
         try:
             high = sd.query_devices(config.device)["default_high_output_latency"]
             stream = sd.OutputStream(device=config.device, samplerate=config.rate, channels=config.channels,

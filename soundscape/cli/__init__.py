@@ -52,6 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _pipe_closed()
+
+
+# Commands that only print a listing: a reader that stops early (`| head`) is not a failure.
+LISTING = ("scenes", "status", "cache", "devices", "validate")
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`soundscape scenes | head -1`): exit quietly."""
+    # Python's own flush at exit would fail again and print its "Exception ignored" lines
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0 if _command in LISTING else EXIT_FAILURE
 
 
 def _main(argv: list[str] | None) -> int:
@@ -81,6 +95,8 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _pipe_closed()
     except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
         if interrupts.pending():  # a library turned our KeyboardInterrupt into its own error
             print("\ninterrupted", file=sys.stderr)

@@ -77,7 +77,8 @@ def add_model_args(p) -> None:
                    help="what runs the UNet and vocoder: auto (default) = OpenVINO on a CPU (compiled for the "
                         "session's static shapes, faster than torch there; the first start converts and compiles, "
                         "later starts load the cache), torch on GPUs or where OpenVINO is missing or fails to "
-                        "convert; torch = always torch; openvino = OpenVINO or an error (docs/benchmarks.md)")
+                        "convert; torch = always torch; openvino = OpenVINO or an error (compare both on this machine: "
+                        "`soundscape bench --compare-runtimes`)")
     g.add_argument("--quality", choices=["auto", "eco", "balanced", "best"],
                    help="preset for steps, guidance interval and chunk length (default: the scene's "
                         "generation.quality; auto = best on a GPU, balanced on a CPU); the scene's own values win")
@@ -91,7 +92,7 @@ def add_model_args(p) -> None:
                         "has come for 5 minutes")
     g.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNet; reduce-overhead adds CUDA graphs (the first chunk pays the "
-                        "compile; off by default: it did not pay on CPU, see docs/benchmarks.md)")
+                        "compile; off by default: it did not pay on CPU; measure it here with `soundscape bench --compile`)")
 
 
 def model_options(ns: argparse.Namespace) -> ModelOptions:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
 from .. import interrupts
@@ -32,14 +31,16 @@ def add_parsers(sub) -> None:
                              "file starts at (default: now), so the same command makes the same file")
     render.add_argument("--ray", metavar="ADDRESS",
                         help="make the segments as tasks on a Ray cluster: host:port, or auto for the one this "
-                             "machine belongs to (pip install -e \".[ray]\"); see docs/ray.md")
+                             "machine belongs to (pip install \"soundscape[ray]\"; the README's \"Loops and segmented renders\")")
 
     enhance = sub.add_parser("enhance", help="give any audio file (e.g. 16 kHz mono) stereo width and air above 8 kHz",
                              description="Run an audio file through the output chain's air and width stages (the "
-                                         "same code a render runs) and write it as stereo at --rate, at the input's "
-                                         "loudness, true peak <= -1 dBTP. Meant for audio that ends at 8 kHz: "
-                                         "another AudioLDM tool's, an old render.")
-    enhance.add_argument("input", metavar="IN", help="an audio file (WAV, FLAC or Ogg; stereo is mixed to mono first)")
+                                         "same code a render runs) and write it as stereo at --rate: one gain keeps "
+                                         "the input's loudness and range, a true-peak limiter holds what air and "
+                                         "width push over -1 dBTP. Streams any length; OUT is written to a "
+                                         "temporary file beside it and renamed at the end. Meant for audio that "
+                                         "ends at 8 kHz: another AudioLDM tool's, an old render.")
+    enhance.add_argument("input", metavar="IN", help="an audio file (WAV, FLAC or Ogg, 8000 Hz or more; any channels are mixed to mono first)")
     enhance.add_argument("-o", "--output", required=True, help="output file (.wav, .flac or .ogg)")
     enhance.add_argument("--width", type=UNIT, default=0.5,
                          help="stereo width 0..1 (0: the same signal in both channels; default 0.5, the scene default)")
@@ -65,6 +66,10 @@ def render_options(ns):
                          f"(and convert at the end)")
     check_timeline_path(ns.timeline)
     segmented = bool(ns.loop or ns.workers or ns.ray)
+    if ns.resume and not segmented:
+        from ..render.plain import check_resume_clock
+
+        check_resume_clock(state_path(out), ns.start_time)
     start_time = ns.start_time
     if start_time is None and not (ns.resume and not segmented):
         # A clock scene starts at the time it is rendered unless told otherwise (a resumed plain render: at
@@ -159,18 +164,15 @@ def cmd_render(ns) -> int:
 
 
 def cmd_enhance(ns) -> int:
-    from ..audio.enhance import enhance
+    from pathlib import Path
 
-    result = enhance(ns.input, ns.output, width=ns.width, air=ns.air, rate=ns.rate)
-    seconds = result.frames / result.rate
-    m = result.output
-    print(f"wrote {result.path}: {seconds:.2f} s at {result.rate} Hz, stereo (width {ns.width:g}, air {ns.air:g})",
-          file=sys.stderr)
-    before = f"{result.input_lufs:.1f} LUFS in" if result.input_lufs is not None else "input too short to measure"
-    if m.get("integrated_lufs") is not None and math.isfinite(m["integrated_lufs"]):
-        print(f"loudness {m['integrated_lufs']:.1f} LUFS integrated ({before}), true peak "
-              f"{m['true_peak_dbtp']:.1f} dBTP", file=sys.stderr)
-    print(_stage_cost(result.stage_s, seconds), file=sys.stderr)
+    from ..audio.enhance import EnhanceOptions, enhance, summary
+
+    result = enhance(EnhanceOptions(input=Path(ns.input), output=Path(ns.output), width=ns.width, air=ns.air,
+                                    rate=ns.rate, progress=True))
+    for line in summary(result, ns.width, ns.air):
+        print(line, file=sys.stderr)
+    print(_stage_cost(result.stage_s, result.frames / result.rate), file=sys.stderr)
     return 0
 
 

@@ -18,10 +18,14 @@ def add_parsers(sub) -> None:
 
     sub.add_parser("devices", help="list audio output devices", description="List audio output devices.")
 
-    cache = sub.add_parser("cache", help="show what soundscape's caches hold; `cache clear` empties them",
+    cache = sub.add_parser("cache", help="show what soundscape's caches hold; `cache clear [NAME]` empties them",
                            description="The caches under $XDG_CACHE_HOME/soundscape (~/.cache/soundscape): "
-                                       "encoded prompts, and OpenVINO's converted models.")
+                                       "prompts (encoded prompts), openvino (OpenVINO's converted models), "
+                                       "prepared (which OpenVINO entry each model's stage became) and audio "
+                                       "(instant-start recordings). Each is rebuilt when needed.")
     cache.add_argument("action", nargs="?", choices=["list", "clear"], default="list")
+    cache.add_argument("name", nargs="?", choices=["prompts", "openvino", "prepared", "audio"],
+                       help="one cache (default: all)")
 
 
 def cmd_validate(ns) -> int:
@@ -59,22 +63,20 @@ def cmd_scenes(ns) -> int:
 
 
 def cmd_cache(ns) -> int:
-    import shutil
+    from .. import caches
 
-    from ..generator.prompt_cache import cache_root
-
-    root = cache_root()
-    names = {"prompts": "encoded prompts", "openvino": "OpenVINO's converted and compiled models"}
-    for name, what in names.items():
-        folder = root / name
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-        size = sum(p.stat().st_size for p in files)
-        if ns.action == "clear":
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"{folder}: removed {len(files)} files, {size / 2**20:.1f} MiB ({what})")
-        else:
-            print(f"{folder}: {len(files)} files, {size / 2**20:.1f} MiB ({what})")
-    return 0
+    code = 0
+    for name in [ns.name] if ns.name else list(caches.CACHES):
+        where, what = caches.folder(name), caches.CACHES[name][1]
+        tally = caches.clear(name) if ns.action == "clear" else caches.survey(name)
+        done = "removed " if ns.action == "clear" else ""
+        print(f"{name:<9} {done}{tally.files} files, {tally.bytes / 2**20:.1f} MiB  {where}  ({what})")
+        for problem in tally.problems[:3]:
+            print(f"{'':<9} could not {'remove' if done else 'read'} {problem}", file=sys.stderr)
+        if len(tally.problems) > 3:
+            print(f"{'':<9} and {len(tally.problems) - 3} more", file=sys.stderr)
+        code = EXIT_FAILURE if tally.problems and done else code
+    return code
 
 
 def cmd_devices(ns) -> int:

@@ -149,7 +149,18 @@ def _disk_cache(model: LoadedModel) -> PromptCache | None:
     fingerprint = text_fingerprint(model.source)
     if fingerprint is None:
         return None
-    return PromptCache(fingerprint, {"dtype": str(model.precision.text), "device": model.device.type})
+    return PromptCache(fingerprint, {"dtype": str(model.precision.text), "device": model.device.type},
+                       dims=_unet_text_dims(model), dtype=model.precision.text)
+
+
+def _unet_text_dims(model: LoadedModel) -> tuple[int, int] | None:
+    """(GPT-2 width, T5 width) the UNet's cross-attention takes: what a cached prompt must hold."""
+    try:
+        dims = model.pipe.unet.config.cross_attention_dim
+        dims = dims[-1] if isinstance(dims[0], (list, tuple)) else dims
+        return int(dims[1]), int(dims[2])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _pad(x: torch.Tensor, length: int) -> torch.Tensor:

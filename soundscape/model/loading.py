@@ -47,6 +47,9 @@ class LoadedModel:
     # Stages built without weights, their OpenVINO cache entries found from the source files (model/prepared.py).
     prepared: dict = field(default_factory=dict)
     weights_folder: Path | None = None  # the weights' folder on this machine (the hub cache's snapshot for a hub id)
+    # What `--runtime auto` measured on this CPU to choose the decoders' runtimes (model/probe.py), or None.
+    probe: object = None
+    quantized: tuple[str, ...] = ()  # stages running an int8 IR (model/int8.py)
 
     def __post_init__(self):
         if self.precision is None:
@@ -92,7 +95,7 @@ class LoadedModel:
             if self.unet_runtime is not None:
                 return runtime
             try:
-                self._use_openvino(keep_torch)
+                self._use_openvino(keep_torch, self._measured_stages() if name == "auto" else None)
                 return runtime
             except ModelError as exc:
                 if name != "auto":
@@ -110,12 +113,34 @@ class LoadedModel:
         self._prepack(["unet", "vae", "vocoder"], keep_torch)
         return runtime
 
-    def _use_openvino(self, keep_torch: bool) -> None:
+    def _measured_stages(self) -> tuple[str, ...] | None:
+        """`auto` on a CPU: the stages OpenVINO runs as this CPU's probe measured them (model/probe.py); None
+        for the defaults ($SOUNDSCAPE_OPENVINO_STAGES set, or nothing could be measured). A stage built
+        without torch weights (model/prepared.py) stays OpenVINO's whatever the probe says."""
+        import os
+
+        from . import probe
+        from .openvino_runtime import OPENVINO_STAGES
+
+        if os.environ.get("SOUNDSCAPE_OPENVINO_STAGES") or os.environ.get("SOUNDSCAPE_PROBE", "1") == "0":
+            return None
+        if self.probe is None:
+            self.probe = probe.choose(self, progress=self.announce)
+            if self.probe is not None and not self.probe.cached and self.announce is not None:
+                self.announce("measured this CPU once (cached): " + ", ".join(
+                    f"{s} on {r}" for s, r in self.probe.runtimes.items()))
+        if self.probe is None:
+            return None
+        stages = set(self.probe.openvino_stages(OPENVINO_STAGES)) | set(self.prepared)
+        return tuple(s for s in ("unet", "vae", "vocoder") if s in stages)
+
+    def _use_openvino(self, keep_torch: bool, stages: tuple[str, ...] | None = None) -> None:
         """Convert (or find cached) every OpenVINO stage, then free torch's copies; ModelError when one fails."""
         from .openvino_runtime import (OpenVINOUNet, OpenVINOVAEDecoder, OpenVINOVocoder, free_torch_weights,
                                        openvino_stages)
 
-        pipe, p, stages = self.pipe, self.precision, openvino_stages()
+        pipe, p = self.pipe, self.precision
+        stages = stages or openvino_stages()
         if set(stages) & set(self.prepacked) - set(self.packed):
             raise UsageError("--runtime openvino: this model's torch weights were prepacked for torch's "
                              "runtime; load it again with --runtime openvino")
@@ -142,11 +167,30 @@ class LoadedModel:
         if self.vae_runtime is not None:
             pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
         self.unet_runtime = made["unet"]
+        if self.probe is not None:  # `auto` on a CPU: the int8 UNet where this CPU measured it faster and it passed
+            self._use_int8()
         if self.weights_folder is not None and not self.prepared:
             from .prepared import STAGES, remember
 
             remember(self.weights_folder, p, {s: made[s].model.entry for s in STAGES if s in made})
         self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
+
+    def _use_int8(self) -> None:
+        """Run the UNet's int8 IR (model/int8.py) where `bench --probe` measured it on this CPU and chose it."""
+        import os
+
+        from . import int8
+        from .openvino_runtime import MAX_SHAPES, StaticModel
+        from .probe import cpu_key
+
+        if os.environ.get("SOUNDSCAPE_INT8", "1") == "0" or self.precision.unet != torch.bfloat16:
+            return
+        static = self.unet_runtime.model
+        verdict = int8.read_choice(static.entry, cpu_key())
+        if verdict is not None and verdict.chosen:
+            self.unet_runtime.model = StaticModel("unet (int8)", int8.folder(static.entry), self.precision.unet,
+                                                  MAX_SHAPES["unet"], self.announce)
+            self.quantized = ("unet",)
 
     def _prepack(self, stages, keep_torch: bool) -> None:
         import copy
@@ -237,12 +281,15 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
     import warnings
 
     from diffusers import AudioLDM2Pipeline
+    from diffusers.utils import logging as diffusers_logging
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    # One progress bar (diffusers' per component) is enough; transformers' per-file bars nest badly.
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    # Our own line says what loads; the libraries' per-component and per-file bars and their warnings are
+    # not for our users (the hub's download bars stay: a first download takes minutes).
+    for lib in (hf_logging, diffusers_logging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*torch_dtype.*")
 
     dev = choose_device(device)
@@ -269,7 +316,7 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
                              f"download it again") from None
         raise ModelError(
             f"--model {model}: the weights are not in the local cache and the hub cannot be reached "
-            f"({first[:160]}). On a connected machine run `huggingface-cli download {model} "
+            f"({first[:160]}). On a connected machine run `hf download {model} "
             f"--local-dir DIR` (about 4.5 GB), copy DIR here and pass --model DIR") from None
     except Exception as exc:  # corrupt weights surface as many error types
         raise ModelError(f"--model {model}: could not load the pipeline: {type(exc).__name__}: "
@@ -310,6 +357,6 @@ def _prepared_stages(source, runtime: str, dev: torch.device, dtype: torch.dtype
     from .prepared import STAGES, find, local_folder
 
     folder = local_folder(source)
-    if folder is None or set(openvino_stages()) != set(STAGES):
+    if folder is None or not set(STAGES) <= set(openvino_stages()):
         return folder, {}
     return folder, find(folder, Precision.of(dtype))

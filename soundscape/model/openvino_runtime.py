@@ -95,8 +95,9 @@ def openvino_available() -> bool:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "soundscape" / "openvino"
+    from .. import caches
+
+    return caches.folder("openvino")
 
 
 _CORE = None
@@ -163,12 +164,12 @@ class StaticModel:
             self.announce(f"compiling the OpenVINO {self.kind} for inputs {name.replace('_', ', ')} "
                           f"(once per shape; later starts load it from the cache)")
         try:
-            xml = _static_ir(self.entry, folder, shapes, fp16=self.hint != "f32")
-            # By path, not as a model object: OpenVINO's cache then keys the blob on the file's path and
-            # imports it without reading the IR. Given a model object it hashes every weight first: 0.7 GB
-            # of the UNet's IR paged in for a moment at each start, and 1.4 s (docs/benchmarks.md).
-            compiled = _core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
-                                                                "CACHE_DIR": str(folder / "blobs")})
+            try:
+                compiled = self._compile_shape(folder, shapes)
+            except RuntimeError:
+                # A damaged shape (its IR or its compiled blob): made again once from the entry's IR
+                shutil.rmtree(folder, ignore_errors=True)
+                compiled = self._compile_shape(folder, shapes)
         except RuntimeError as exc:
             shutil.rmtree(self.entry, ignore_errors=True)  # a damaged entry must not fail every later start
             from ..errors import ModelError
@@ -184,6 +185,26 @@ class StaticModel:
         return compiled
 
 
+    def _compile_shape(self, folder: Path, shapes: tuple):
+        xml = _static_ir(self.entry, folder, shapes, fp16=self.hint != "f32")
+        # By path, not as a model object: OpenVINO's cache then keys the blob on the file's path and
+        # imports it without reading the IR. Given a model object it hashes every weight first: 0.7 GB
+        # of the UNet's IR paged in for a moment at each start, and 1.4 s (docs/benchmarks.md).
+        return _core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": self.hint,
+                                                        "CACHE_DIR": str(folder / "blobs")})
+
+
+def looks_like_ir(xml: Path) -> bool:
+    """Whether `xml` starts as an OpenVINO IR does. Why: given anything else, OpenVINO tries its other
+    readers too, and TensorFlow's prints its parse errors straight onto the terminal."""
+    try:
+        with open(xml, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"<?xml") and b"<net" in head
+
+
 def _static_ir(entry: Path, folder: Path, shapes: tuple, fp16: bool) -> Path:
     """The entry's IR with its inputs fixed to `shapes`, saved once in `folder`: the path of its model.xml.
 
@@ -194,7 +215,11 @@ def _static_ir(entry: Path, folder: Path, shapes: tuple, fp16: bool) -> Path:
 
     xml = folder / "model.xml"
     if xml.is_file() and (folder / "model.bin").is_file():
-        return xml
+        if looks_like_ir(xml):
+            return xml
+        shutil.rmtree(folder, ignore_errors=True)  # damaged: saved again below
+    if not looks_like_ir(entry / "model.xml"):
+        raise RuntimeError(f"{entry / 'model.xml'} is not an OpenVINO IR")
     model = _core().read_model(str(entry / "model.xml"))
     model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(shapes)})
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry))
@@ -482,8 +507,10 @@ def _prepare(kind: str, module: torch.nn.Module, parts: list[torch.nn.Module], p
 
         raise ModelError(f"--runtime openvino: the cached {kind} in {entry} is gone; run again")
     xml = entry / "model.xml"
-    cached = xml.is_file() and (entry / "model.bin").is_file()
+    cached = xml.is_file() and (entry / "model.bin").is_file() and looks_like_ir(xml)
     if not cached:
+        if xml.exists():  # a damaged entry: converted again in its place
+            shutil.rmtree(entry, ignore_errors=True)
         if announce is not None:
             announce(f"converting the {kind} for OpenVINO (first start with this model; cached for later starts)")
         _convert_and_save(module, precision, convert, root, entry)

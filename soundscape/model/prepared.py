@@ -62,7 +62,7 @@ def _index(root: Path, key: str) -> Path:
 
 def find(folder: Path, precision, stages=STAGES) -> dict[str, Path]:
     """{stage: cache entry} for every stage whose entry is noted and complete; {} unless all are."""
-    from .openvino_runtime import _cache_dir
+    from .openvino_runtime import _cache_dir, looks_like_ir
 
     root, found = _cache_dir(), {}
     for stage in stages:
@@ -72,7 +72,7 @@ def find(folder: Path, precision, stages=STAGES) -> dict[str, Path]:
         except OSError:
             return {}
         entry = root / name
-        if not name or "/" in name or not (entry / "model.xml").is_file() or not (entry / "model.bin").is_file():
+        if not name or "/" in name or not looks_like_ir(entry / "model.xml") or not (entry / "model.bin").is_file():
             return {}
         found[stage] = entry
     return found

@@ -30,7 +30,7 @@ def _check_folder(folder: Path) -> None:
                          f"or a hub id such as {DEFAULT_MODEL}")
     if not (folder / "model_index.json").is_file():
         raise ModelError(f"--model {folder}: not a diffusers pipeline folder (no model_index.json); "
-                         f"download one with `huggingface-cli download {DEFAULT_MODEL} --local-dir DIR`")
+                         f"download one with `hf download {DEFAULT_MODEL} --local-dir DIR`")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -55,7 +55,7 @@ def _resolve_hub_id(model: str) -> str | Path:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
         raise ModelError(
             f"--model {model}: the weights are not in the local cache and the hub cannot be reached. "
-            f"On a connected machine run `huggingface-cli download {model} --local-dir DIR` "
+            f"On a connected machine run `hf download {model} --local-dir DIR` "
             f"(about 4.5 GB), copy DIR here and pass --model DIR")
     return model
 

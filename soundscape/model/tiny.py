@@ -12,7 +12,6 @@ it goes through exactly the code users run. It makes noise, not birdsong.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -164,8 +163,18 @@ def save_tiny_pipeline(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m soundscape.model.tiny",
+                                     description="Write a tiny random AudioLDM2 pipeline with the real time geometry "
+                                                 "(it makes noise, not birdsong): for trying the plumbing and for "
+                                                 "tests. Use it with --model DIR.")
+    parser.add_argument("folder", metavar="DIR", help="the folder to write it to (made if missing)")
+    args = parser.parse_args(argv)
+    print(f"tiny AudioLDM2 pipeline written to {save_tiny_pipeline(args.folder)}")
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m soundscape.model.tiny DIR", file=sys.stderr)
-        raise SystemExit(2)
-    print(f"tiny AudioLDM2 pipeline written to {save_tiny_pipeline(sys.argv[1])}")
+    raise SystemExit(main())

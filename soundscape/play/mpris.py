@@ -3,12 +3,15 @@
 `playerctl`, the desktop's media keys and the lock screen find it as org.mpris.MediaPlayer2.soundscape
 (a second player at once takes org.mpris.MediaPlayer2.soundscape.instance<PID>, as the MPRIS spec
 says; `playerctl -p soundscape` matches both). What it offers:
-  org.mpris.MediaPlayer2         Identity "soundscape", Quit (fade out and stop), CanQuit
+  org.mpris.MediaPlayer2         Identity "soundscape", Quit (fade out and stop), CanQuit, DesktopEntry
+                                 "soundscape" when a soundscape.desktop is installed (XDG data folders)
   org.mpris.MediaPlayer2.Player  Play, Pause, PlayPause, Stop (fade out and stop), Volume (read and
                                  write: the master volume the web mixer's slider shows, 0 to 1),
                                  PlaybackStatus, Metadata (xesam:title = the scene's name,
                                  mpris:trackid), Position; PropertiesChanged when any of them changes
   org.freedesktop.DBus.Properties / Introspectable / Peer, which every client expects
+Every call is checked whole (interface, member and signature) and always answered: InvalidArgs,
+UnknownInterface, UnknownMethod or UnknownProperty name what was wrong; Volume takes finite numbers only.
 Library: jeepney, pure Python (no compiled parts, no GLib main loop to run), maintained, and
 imported only when a player starts.
 
@@ -23,6 +26,7 @@ off, and says why in one line only with SOUNDSCAPE_DEBUG=1. Never an error: the 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -55,6 +59,7 @@ INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intr
   <property name="HasTrackList" type="b" access="read"/><property name="Identity" type="s" access="read"/>
   <property name="SupportedUriSchemes" type="as" access="read"/>
   <property name="SupportedMimeTypes" type="as" access="read"/>
+  <property name="DesktopEntry" type="s" access="read"/>
  </interface>
  <interface name="{PLAYER}">
   <method name="Next"/><method name="Previous"/><method name="Pause"/><method name="PlayPause"/>
@@ -73,6 +78,35 @@ INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intr
  </interface>
 </node>
 """
+
+
+# interface -> {method: its D-Bus signature}: a call is answered only when all three match
+METHODS = {
+    "org.freedesktop.DBus.Introspectable": {"Introspect": ""},
+    "org.freedesktop.DBus.Peer": {"Ping": "", "GetMachineId": ""},
+    PROPS: {"Get": "ss", "GetAll": "s", "Set": "ssv"},
+    ROOT: {"Raise": "", "Quit": ""},
+    PLAYER: {"Next": "", "Previous": "", "Pause": "", "PlayPause": "", "Stop": "", "Play": "", "Seek": "x",
+             "SetPosition": "ox", "OpenUri": "s"},
+}
+
+
+DESKTOP_NAME = "soundscape"
+
+
+def desktop_entry() -> str | None:
+    """"soundscape" when a soundscape.desktop is installed where desktops look (the spec: the file's name
+    without .desktop, so the media controls show its name and icon); else None."""
+    home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    dirs = [home] + (os.environ.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share").split(":")
+    found = any(os.path.isfile(os.path.join(d, "applications", f"{DESKTOP_NAME}.desktop")) for d in dirs if d)
+    return DESKTOP_NAME if found else None
+
+
+def _error(msg, name: str, text: str):
+    from jeepney import new_error
+
+    return new_error(msg, f"org.freedesktop.DBus.Error.{name}", "s", (text,))
 
 
 def _debug(text: str) -> None:
@@ -179,9 +213,10 @@ class MprisPlayer:
     def _properties(self, interface: str) -> dict:
         s = self._status()
         if interface == ROOT:
+            entry = desktop_entry()
             return {"CanQuit": ("b", True), "CanRaise": ("b", False), "HasTrackList": ("b", False),
                     "Identity": ("s", "soundscape"), "SupportedUriSchemes": ("as", []),
-                    "SupportedMimeTypes": ("as", [])}
+                    "SupportedMimeTypes": ("as", []), **({"DesktopEntry": ("s", entry)} if entry else {})}
         if interface == PLAYER:
             return {"PlaybackStatus": ("s", playback_status(s)), "Rate": ("d", 1.0),
                     "Metadata": ("a{sv}", metadata(s)), "Volume": ("d", float(s.get("volume", 1.0))),
@@ -192,60 +227,108 @@ class MprisPlayer:
         return {}
 
     def _answer(self, msg) -> None:
-        from jeepney import HeaderFields, MessageFlag, new_error, new_method_return
+        """Reply to one method call: always (a client waits for it), and within the call's own thread."""
+        from jeepney import MessageFlag
 
-        fields = msg.header.fields
-        member, interface = fields.get(HeaderFields.member), fields.get(HeaderFields.interface)
-        reply = None
-        if fields.get(HeaderFields.path) != PATH:
-            reply = new_error(msg, "org.freedesktop.DBus.Error.UnknownObject", "s", ("no object here",))
-        elif member == "Introspect":
-            reply = new_method_return(msg, "s", (INTROSPECTION,))
-        elif member == "Ping":
-            reply = new_method_return(msg)
-        elif interface == PROPS or member in ("Get", "GetAll", "Set") and interface is None:
-            reply = self._property_call(msg, member)
-        else:
-            reply = self._method_call(msg, member)
+        try:
+            reply = self._reply_to(msg)
+        except Exception as exc:  # a bug: the caller still gets an answer, not a 25 s timeout
+            _debug(f"{type(exc).__name__}: {exc}")
+            reply = _error(msg, "Failed", f"{type(exc).__name__}: {exc}")
         if not msg.header.flags & MessageFlag.no_reply_expected:
             self._conn.send(reply)
 
-    def _property_call(self, msg, member: str):
-        from jeepney import new_error, new_method_return
+    def _reply_to(self, msg):
+        from jeepney import HeaderFields
 
-        if member == "GetAll":
-            return new_method_return(msg, "a{sv}", (self._properties(msg.body[0]),))
-        if member == "Get":
-            iface, name = msg.body[:2]
-            props = self._properties(iface)
-            if name not in props:
-                return new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty", "s", (f"no property {name}",))
-            return new_method_return(msg, "v", (props[name],))
-        if member == "Set":
-            iface, name, (_, value) = msg.body[:3]
-            if iface == PLAYER and name == "Volume":
-                reply = self._ask({"cmd": "volume", "volume": min(1.0, max(0.0, float(value)))})
-                if reply.get("ok"):
-                    return new_method_return(msg)
-                return new_error(msg, "org.freedesktop.DBus.Error.Failed", "s", (reply.get("error", "refused"),))
-            if iface == PLAYER and name == "Rate":
-                return new_method_return(msg)  # the spec: a rate outside Minimum..MaximumRate is ignored
-            return new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly", "s", (f"{name} is read-only",))
-        return new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (f"no method {member}",))
+        fields = msg.header.fields
+        member, interface = fields.get(HeaderFields.member), fields.get(HeaderFields.interface)
+        signature = fields.get(HeaderFields.signature, "")
+        if fields.get(HeaderFields.path) != PATH:
+            return _error(msg, "UnknownObject", f"no object at {fields.get(HeaderFields.path)}")
+        if interface is None:  # the spec lets a caller leave it out: the one interface with that member
+            interface = next((i for i, members in METHODS.items() if member in members), None)
+        if interface not in METHODS:
+            return _error(msg, "UnknownInterface", f"no interface {interface}")
+        if member not in METHODS[interface]:
+            return _error(msg, "UnknownMethod", f"no method {member} in {interface}")
+        if signature != METHODS[interface][member]:
+            return _error(msg, "InvalidArgs", f"{interface}.{member} takes ({METHODS[interface][member]}), "
+                                              f"got ({signature})")
+        return getattr(self, f"_call_{member}", self._call_player)(msg, interface, member)
 
-    def _method_call(self, msg, member: str):
-        from jeepney import new_error, new_method_return
+    def _call_Introspect(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        return new_method_return(msg, "s", (INTROSPECTION,))
+
+    def _call_Ping(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        return new_method_return(msg)
+
+    def _call_GetMachineId(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+            try:
+                return new_method_return(msg, "s", (open(path).read().strip(),))
+            except OSError:
+                continue
+        return _error(msg, "Failed", "no machine id on this system")
+
+    def _call_GetAll(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        iface = msg.body[0]
+        if iface not in (ROOT, PLAYER):
+            return _error(msg, "UnknownInterface", f"no properties for interface {iface}")
+        return new_method_return(msg, "a{sv}", (self._properties(iface),))
+
+    def _call_Get(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        iface, name = msg.body
+        if iface not in (ROOT, PLAYER):
+            return _error(msg, "UnknownInterface", f"no properties for interface {iface}")
+        props = self._properties(iface)
+        if name not in props:
+            return _error(msg, "UnknownProperty", f"no property {name} in {iface}")
+        return new_method_return(msg, "v", (props[name],))
+
+    def _call_Set(self, msg, interface, member):
+        from jeepney import new_method_return
+
+        iface, name, (kind, value) = msg.body
+        if iface not in (ROOT, PLAYER):
+            return _error(msg, "UnknownInterface", f"no properties for interface {iface}")
+        if name not in self._properties(iface):
+            return _error(msg, "UnknownProperty", f"no property {name} in {iface}")
+        if (iface, name) not in ((PLAYER, "Volume"), (PLAYER, "Rate")):
+            return _error(msg, "PropertyReadOnly", f"{name} is read-only")
+        if kind != "d" or not math.isfinite(value):
+            return _error(msg, "InvalidArgs", f"{name} takes a finite number (variant of type d), "
+                                              f"got {kind} {str(value)[:40]}")
+        if name == "Rate":
+            return new_method_return(msg)  # the spec: a rate outside Minimum..MaximumRate is ignored
+        # The spec: a negative volume is taken as 0; above 1 is the master volume's top
+        reply = self._ask({"cmd": "volume", "volume": min(1.0, max(0.0, float(value)))})
+        if reply.get("ok"):
+            return new_method_return(msg)
+        return _error(msg, "Failed", reply.get("error", "refused"))
+
+    def _call_player(self, msg, interface, member):
+        from jeepney import new_method_return
 
         requests = {"PlayPause": {"cmd": "toggle"}, "Play": {"cmd": "resume"}, "Pause": {"cmd": "pause"},
                     "Stop": {"cmd": "stop", "fade_s": STOP_FADE_S}, "Quit": {"cmd": "stop", "fade_s": STOP_FADE_S}}
         if member in requests:
             reply = self._ask(requests[member])
             if not reply.get("ok"):
-                return new_error(msg, "org.freedesktop.DBus.Error.Failed", "s", (reply.get("error", "refused"),))
-            return new_method_return(msg)
-        if member in ("Next", "Previous", "Raise", "Seek", "SetPosition", "OpenUri"):
-            return new_method_return(msg)  # the spec: without CanGoNext, CanSeek... these do nothing
-        return new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "s", (f"no method {member}",))
+                return _error(msg, "Failed", reply.get("error", "refused"))
+        # Next, Previous, Raise, Seek, SetPosition, OpenUri: the spec says that without CanGoNext, CanSeek...
+        # these do nothing
+        return new_method_return(msg)
 
     def _announce(self) -> None:
         """PropertiesChanged for what differs from the last announcement (status, volume, title)."""

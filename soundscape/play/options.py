@@ -61,9 +61,13 @@ class PlayOptions:
         check_timeline_path(self.timeline)
         check_socket_path(self.control)
         if self.wake is not None:
-            from .wake import parse_wake
+            import time
 
-            parse_wake(self.wake.at)
+            from .wake import WakeTime, check_fade
+
+            WakeTime.from_text(self.wake.at, time.time())  # the socket's bounds, before the model loads
+            if self.wake.fade_s is not None:
+                check_fade(self.wake.fade_s, "--wake-fade")
 
     @property
     def night_start(self) -> bool:

@@ -32,6 +32,14 @@ WAKE_FADE_S = 600.0  # the default rise: ten minutes from silence to the scene's
 MIN_LEAD_S = 20.0  # a wake scene is switched to at least this long before the wake time
 MAX_LEAD_S = 600.0
 CHECK_S = 0.5  # how often the wall clock is looked at
+MAX_FADE_S = 3 * 3600.0  # the longest rise: the command line and the socket take the same
+
+
+def check_fade(fade_s: float, what: str = "fade_s") -> float:
+    """A wake fade in (0, MAX_FADE_S], or UsageError naming the value."""
+    if not 0 < fade_s <= MAX_FADE_S:
+        raise UsageError(f"{what}: expected more than 0 and at most 3 hours, got {fade_s:g} s")
+    return float(fade_s)
 
 
 def parse_wake(text: str, what: str = "--wake") -> tuple[str, float]:
@@ -117,18 +125,17 @@ class WakeAlarm:
     def set(self, text: str | None, fade_s: float | None = None) -> dict:
         if not text:
             return {"ok": False, "error": "wake: give a time, e.g. {\"at\": \"07:00\"} or {\"at\": \"+8h\"}"}
+        # Both values checked before either is taken: a refused request changes nothing
         try:
-            self.at = WakeTime.from_text(text, self.clock(), what="wake")
+            at = WakeTime.from_text(text, self.clock(), what="wake")
+            fade = self.fade_s if fade_s is None else check_fade(fade_s)
         except UsageError as exc:
             return {"ok": False, "error": str(exc)}
-        if fade_s is not None:
-            if not 0 < fade_s <= 3 * 3600:
-                return {"ok": False, "error": f"fade_s: expected more than 0 and at most 3 hours, got {fade_s:g}"}
-            self.fade_s = float(fade_s)
+        self.at, self.fade_s = at, fade
         self._switched = False
         self._next_check = 0.0
         self.transport.log({"event": "wake_set", "at": self.at.label, "date": self.at.day.isoformat(),
-                                  "fade_s": self.fade_s})
+                            "fade_s": self.fade_s})
         return {"ok": True, "applied": {"wake": self.status()}}
 
     def cancel(self) -> dict:

@@ -66,6 +66,26 @@ def state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state.npz")
 
 
+def check_resume_clock(state_file: Path, start_time: float | None) -> None:
+    """A resumed render keeps the clock it began on: a different --start-time is refused, not obeyed silently
+    (the first part would follow one clock and the rest another)."""
+    import numpy as np
+
+    from ..units import format_time_of_day
+
+    if start_time is None:
+        return
+    try:
+        with np.load(state_file, allow_pickle=False) as f:
+            saved = float(f["day_start"]) if "day_start" in f else None
+    except (OSError, ValueError, KeyError):
+        return  # no state or an unreadable one: resuming says so in its own words
+    if saved is not None and abs(saved - start_time) >= 1.0:
+        raise UsageError(f"--start-time {format_time_of_day(start_time)}: the render being resumed began at "
+                         f"{format_time_of_day(saved)}; resume with --start-time {format_time_of_day(saved)} "
+                         f"or without --start-time")
+
+
 def _progress(total_s: float, quiet: bool):
     if quiet:
         return None

@@ -137,7 +137,8 @@ def _walk(node: yaml.Node, path: tuple, lines: _Lines, budget: list[int], fail) 
     """Record line numbers and reject duplicate keys, alias bombs and foreign tags, before constructing."""
     budget[0] -= 1
     if budget[0] < 0:
-        fail(path, "the document expands to too many values (YAML aliases?); write it out plainly")
+        fail(path, f"the file holds more than {MAX_NODES} values, where a scene needs a few dozen (an alias counts "
+                   f"each time it is used); write it out plainly")
     _check_tag(node, path, fail)
     lines.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode) and bad_text(node.value):

@@ -2,7 +2,10 @@
 
   GET  /                        the page: every scene with a player and a volume (Media Session: the lock
                                 screen's controls); /serve.js, /icon.svg and /manifest.webmanifest (the
-                                page on a phone's home screen) with it
+                                page on a phone's home screen) with it, and its icons (ICONS: no token
+                                needed, as a launcher fetches them without the page's cookie); with a
+                                token, the manifest's start_url carries it, so the installed app opens
+                                after the browser has dropped its session cookie
   GET  /stream/{scene}          an endless stream for this listener alone (?format=opus|mp3, ?seed=N,
                                 ?width=0..1: its stereo width from the start, else the scene's output.width);
                                 its id is in the X-Listener-Id header; 503 + Retry-After when full
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -49,6 +54,9 @@ from .metrics import CONTENT_TYPE, registry_for, render
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "soundscape_serve_token"
+# The icons a launcher or a home screen fetches (scripts/make_icons.py draws them from icon.svg)
+ICONS = {"icon-192.png": "image/png", "icon-512.png": "image/png", "icon-maskable-512.png": "image/png",
+         "apple-touch-icon.png": "image/png", "favicon.ico": "image/x-icon"}
 COMMANDS = ("set", "prompt", "add", "remove", "width", "status")
 
 
@@ -148,6 +156,22 @@ def _static(name: str, media_type: str):
     return route
 
 
+def _manifest(token: str | None):
+    """The web app manifest, in its own type (the W3C spec's), so a phone offers "add to home screen"; with
+    a token, its start_url carries it."""
+    async def route(request: Request) -> Response:
+        data = json.loads((STATIC / "manifest.webmanifest").read_text(encoding="utf-8"))
+        if token:  # only a request that carried the token gets here (the doors)
+            data["start_url"] = f"/?token={urllib.parse.quote(token)}"
+        return Response(json.dumps(data), media_type="application/manifest+json")
+    return route
+
+
+async def _icon_file(request: Request) -> Response:
+    name = request.url.path.lstrip("/")
+    return Response((STATIC / name).read_bytes(), media_type=ICONS[name], headers={"Cache-Control": "max-age=86400"})
+
+
 def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None,
               port: int | None = None) -> Starlette:
     """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py).
@@ -157,11 +181,10 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     async def index(request: Request) -> Response:
         return _index_page(hub, token)
 
-    # The page's script and icon, and the web app manifest in its own type (the W3C spec's), so a phone
-    # offers "add to home screen".
-    script = _static("serve.js", "text/javascript")
-    icon = _static("icon.svg", "image/svg+xml")
-    manifest = _static("manifest.webmanifest", "application/manifest+json")
+    # The page's script and icon (the launcher's icons: ICONS, cached a day).
+    script, icon = _static("serve.js", "text/javascript"), _static("icon.svg", "image/svg+xml")
+
+    manifest = _manifest(token)
 
     async def stream(request: Request) -> Response:
         name = request.path_params["scene"]
@@ -224,6 +247,7 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     app = Starlette(routes=[
         Route("/", index), Route("/serve.js", script), Route("/icon.svg", icon),
         Route("/manifest.webmanifest", manifest), Route("/stream/{scene}", stream),
+        *(Route(f"/{name}", _icon_file) for name in ICONS),
         Route("/listeners/{listener}/set", control, methods=["POST"]),
         Route("/metrics", metrics), Route("/healthz", healthz),
     ])
@@ -238,7 +262,8 @@ def _refusal(request: Request, token: str | None, port: int | None) -> Response 
                                  f"--token to reach it by another name)\n", status_code=421)
     if changes_state(request) and foreign_origin(request):
         return PlainTextResponse("403: requests from other sites are refused\n", status_code=403)
-    if token is not None and not token_matches(given_token(request, COOKIE, from_query=True), token):
+    if token is not None and request.url.path.lstrip("/") not in ICONS \
+            and not token_matches(given_token(request, COOKIE, from_query=True), token):
         return PlainTextResponse("403: open the URL `soundscape serve` printed; it carries the token\n",
                                  status_code=403)
     return None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, coherence, firwin, resample_poly, sosfilt
 
-from soundscape.audio.air import Air
+from soundscape.audio.air import Air, AirState
 from soundscape.audio.chain import ChainState, OutputChain, _cyclic
 from soundscape.audio.loudness import measure
 from soundscape.audio.resample import ResamplerState, StreamResampler
@@ -141,16 +141,20 @@ def test_width_moves_smoothly_when_changed_and_streams_exactly():
 
 # Air -------------------------------------------------------------------------------------------
 
-def test_air_fills_8_to_16_khz_within_6_db_of_the_originals(textures):
+def test_air_fills_8_to_16_khz_within_7_db_of_the_synthetic_originals(textures):
     centres = [8000, 10000, 12500, 16000]
-    for name in ("rain", "stream", "wind", "fire"):
+    # Not the synthetic wind: its 12 dB/octave fall from 500 Hz never stops, where real wind flattens out
+    # (the real recordings' wind came out at -7 and 0 dB at 16 kHz, this one at +10).
+    for name in ("rain", "stream", "fire"):
         original, x = textures[name]
         y, _ = Air(FS, DEFAULT, seed=1).process(x.astype(np.float32), None)
         before = 10 * np.log10(third_octaves(x, centres) / third_octaves(original, centres))
         error = 10 * np.log10(third_octaves(y, centres) / third_octaves(original, centres))
         if name != "wind":  # wind's own air is ~70 dB down, where the resamplers' stopbands leak as much
             assert before[1:].max() < -30, (name, before)  # the band-limited version is missing it
-        assert np.abs(error).max() <= 6.0, (name, error)
+        # 7 dB: the stream's synthetic 12 kHz low-pass is steeper than any real recording's roll-off; the
+        # tuning now follows real recordings (tests/test_air_real.py, docs/air-real.md), 6.6 dB here.
+        assert np.abs(error).max() <= 7.0, (name, error)
 
 
 def test_air_adds_nothing_above_a_low_passed_sound_and_is_off_at_16_khz(textures):
@@ -166,6 +170,23 @@ def test_air_adds_nothing_above_a_low_passed_sound_and_is_off_at_16_khz(textures
     assert not silent.any()
 
 
+def test_air_follows_the_noise_under_a_song_not_the_song():
+    """A whistle at 6.5 kHz, 30 dB over a noise bed and on for 0.4 s of every second (a bird's song), and
+    the bed alone: above 8 kHz the air is the bed's within 3 dB in every second (issue 30: the air followed
+    the band's mean power, which the song rules, and came out 7-23 dB too bright on real birds)."""
+    rng = np.random.default_rng(6)
+    bed = rng.standard_normal(8 * FS) * 0.01
+    bed, _ = StreamResampler(16000, FS).push(resample_poly(bed, 1, 3).astype(np.float32), ResamplerState())
+    t = np.arange(len(bed)) / FS
+    song = 0.3 * np.sin(2 * np.pi * 6500 * t) * ((t % 1.0) < 0.4)
+    levels = []
+    for x in (bed.astype(np.float64), bed + song):
+        y, _ = Air(FS, DEFAULT, seed=1).process(x.astype(np.float32), None)
+        added = y.astype(np.float64) - x.astype(np.float32)  # the air alone (the whistle's own skirt aside)
+        levels.append(10 * np.log10(np.mean(added[FS: 7 * FS].reshape(-1, FS) ** 2, axis=1)))
+    assert np.abs(levels[1] - levels[0]).max() <= 3.0, levels
+
+
 def test_air_streams_exactly_and_its_noise_is_the_seeds():
     x = (np.random.default_rng(2).standard_normal(2 * FS) * 0.1).astype(np.float32)
     whole, _ = Air(FS, 0.5, seed=3).process(x, None)
@@ -176,6 +197,24 @@ def test_air_streams_exactly_and_its_noise_is_the_seeds():
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6)
     other, _ = Air(FS, 0.5, seed=4).process(x, None)
     assert not np.allclose(other, whole)
+
+
+def test_air_state_saved_and_loaded_continues_and_an_older_one_is_taken():
+    """A resumed render reads the state from OUT.state.npz: loaded, it continues exactly; one saved before
+    the noise-floor analysis (issue 30b: other keys) keeps its counter and filters and starts the analysis
+    afresh, without an error."""
+    x = (np.random.default_rng(4).standard_normal(5 * FS) * 0.1).astype(np.float32)
+    whole, _ = Air(FS, 0.5, seed=3).process(x, None)
+    first, state = Air(FS, 0.5, seed=3).process(x[:FS], None)
+    loaded = AirState.from_arrays(state.to_arrays(prefix="air_"), prefix="air_")
+    rest, _ = Air(FS, 0.5, seed=3).process(x[FS:], loaded)
+    np.testing.assert_allclose(np.concatenate([first, rest]), whole, rtol=0, atol=1e-6)
+    older = {"air_lo_zi": np.zeros((4, 2)), "air_hi_zi": np.zeros((4, 2)), "air_env_zi": np.zeros(3),
+             "air_band_zi": state.band_zi, "air_n": np.array(state.n)}
+    resumed, after = Air(FS, 0.5, seed=3).process(x[FS:], AirState.from_arrays(older, prefix="air_"))
+    assert after.n == 5 * FS and np.isfinite(resumed).all()
+    late = slice(3 * FS, 4 * FS)  # once its 2 s window has passed, the air is the uninterrupted one's
+    np.testing.assert_allclose(resumed[late], whole[FS:][late], rtol=0, atol=1e-5)
 
 
 # Both, in the chain ----------------------------------------------------------------------------

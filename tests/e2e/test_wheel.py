@@ -2,8 +2,9 @@
 a folder outside the checkout. Every other test runs on the editable checkout, which hides files a
 wheel leaves out (the pages' static folders were missing once: `serve` could not serve its page).
 
-The environment sees the system's packages (torch, diffusers: reinstalling them would take minutes
-and test pip, not us) but gets soundscape itself only from the wheel, with no editable path.
+The environment sees the running interpreter's packages (torch, diffusers: reinstalling them would take
+minutes and test pip, not us) by what its sys.path holds, so the suite passes from a venv, a conda-like
+prefix or a system install (tests/venv_with_packages.py); it gets soundscape itself only from the wheel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SCENE, start_logged
+from venv_with_packages import make_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a user's shell has: no PYTHONPATH pointing into a checkout (a test run may set one).
@@ -34,8 +36,7 @@ def venv(tmp_path_factory):
                     str(ROOT)], check=True, capture_output=True, text=True, timeout=300)
     wheel = next(dist.glob("soundscape-*.whl"))
     env_dir = folder / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env_dir)], check=True, timeout=120)
-    python = env_dir / "bin" / "python"
+    python = make_venv(env_dir)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
                     str(wheel)], check=True, capture_output=True, text=True, timeout=300)
     work = folder / "elsewhere"  # not the checkout: nothing may be read from it

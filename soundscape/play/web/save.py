@@ -37,3 +37,17 @@ def new_file(folder: Path, filename: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"{folder}: too many saved scenes named {stem}; pick another name")
+
+
+def save_new(folder: Path, filename: str, text: str) -> Path:
+    """Write `text` to a new file in `folder`; OSError (the folder removed, full or read-only) becomes one
+    line the page can show (the request is fine: the folder is not)."""
+    try:
+        path = new_file(folder, filename)
+        path.write_text(text, encoding="utf-8")
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:
+        raise ValueError(f"cannot save into {folder}: {exc.strerror or exc}; is the folder still there "
+                         f"and writable? Download the scene instead") from None
+    return path

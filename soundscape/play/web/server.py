@@ -40,7 +40,7 @@ from ...scene import Scene
 from ...audio.mixer import Analyzer
 from .bodies import (BadRequest, NewLayerBody, PauseBody, PromptBody, SaveBody, StopBody, TimerBody, VolumeBody,
                      WakeBody, WeightsBody, WidthBody, read_body)
-from .save import new_file, scene_yaml, slug
+from .save import save_new, scene_yaml, slug
 
 STATIC = Path(__file__).parent / "static"
 FRAME_S = 1 / 15  # audio frames (meter, spectrogram) per second on the event stream
@@ -202,10 +202,9 @@ class WebMixer:
             raise BadRequest("this player has no --web-save-dir; download the scene instead")
         text, filename = await self._mix_yaml(body.name)
         try:
-            path = new_file(self.save_dir, filename)
-        except FileExistsError as exc:
+            path = save_new(self.save_dir, filename, text)
+        except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        path.write_text(text, encoding="utf-8")
         return JSONResponse({"ok": True, "path": str(path)})
 
     # Live status and audio, pushed ------------------------------------------------
