@@ -7,8 +7,8 @@ Data flows one way, and the folders show it:
   audio/      after the model: the output chain, ring buffer, feeder, device, files
   stream/     one scene as endless finished audio, and the one generation loop (shared core)
   play/ render/ serve/   one folder per command, over stream/; they never import each other
-  cli.py (commands, exit codes), bench.py and soak.py (tools); errors, units, memory, periodic,
-  web_access, interrupts, caches (ground)
+  cli/ (argparse in, typed options out; exit codes), bench/ and soak.py (tools); errors, units,
+  memory, periodic, web_access, interrupts, caches (ground)
 tests/test_layout.py checks these import rules.
 """
 

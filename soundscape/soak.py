@@ -46,8 +46,8 @@ def run_soak(model, scene, minutes: float, speed: float, rate: int = 16000, warm
     proc = psutil.Process()
     stream = SceneStream(model, scene, out_rate=rate, channels=1)
     timeline = timeline or tempfile.mktemp(suffix=".jsonl")
-    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", rate, 1), quiet=True, timeline=timeline)
-    engine.sink_speed = speed
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", rate, 1), quiet=True, timeline=timeline,
+                    sink_speed=speed)
     seconds = minutes * 60
     samples: list[tuple[float, float]] = []  # (audio seconds played, RSS MB)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Any Ray cluster a test starts is one node on loopback (Ray reads this when it is imported).
@@ -45,6 +47,29 @@ generation: {chunk_seconds: 2.56, overlap_seconds: 0.64, steps: 3, guidance_scal
 evolution: {drift: {depth: 0.1, period_seconds: 20}}
 output: {fade_in_seconds: 0.5, sample_rate: 48000, channels: 2}
 """
+# SCENE as text is for the YAML reader's own tests (line numbers, tags); every other test changes the scene
+# as data, through `scene_yaml`, so an edit cannot silently stop matching.
+SCENE_DATA = yaml.safe_load(SCENE)
+DELETE = object()  # a change that removes its key
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes`: a dict merges key by key, DELETE removes the key, any other value replaces."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is DELETE:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def scene_yaml(changes: dict | None = None, base: dict = SCENE_DATA) -> str:
+    """The test scene (or `base`) with `changes` merged in, as a scene file's text. A misspelt key cannot
+    edit nothing in silence: the scene's own validation refuses unknown keys."""
+    return yaml.safe_dump(merged(base, changes or {}), sort_keys=False, allow_unicode=True)
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +140,16 @@ def start_pulse(root: Path, sinks=("cap",)) -> dict:
 
 def stop_pulse(env: dict) -> None:
     subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+def longest_silence(x, rate: int) -> float:
+    """The longest run of silent frames in `x` (frames, channels), in seconds."""
+    quiet = abs(x).max(axis=1) < 1e-7
+    longest = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    return longest / rate
 
 
 def wait_for(predicate, timeout: float = 30.0, every: float = 0.1):

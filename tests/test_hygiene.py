@@ -59,12 +59,13 @@ def test_wake_bounds_are_the_sockets_and_checked_before_the_model_loads(flags, s
 
 
 def test_a_refused_wake_request_arms_nothing():
-    from types import SimpleNamespace
+    from soundscape.audio.output import Player
+    from soundscape.audio.ringbuffer import RingBuffer
+    from soundscape.play.transport import Transport
 
-    from soundscape.play.wake import WakeAlarm
-
-    live = SimpleNamespace(engine=SimpleNamespace(gen=SimpleNamespace(log=lambda row: None)))
-    alarm = WakeAlarm(live, fade_s=600)
+    # The transport's own alarm (play/transport.py owns it), over a real Player.
+    alarm = Transport(Player(RingBuffer(1600, 1), 16000), 16000, lambda row: None, made_at=1.0).alarm
+    assert alarm.fade_s == 600
     for fade in (0, -1, 4 * 3600, float("nan")):
         reply = alarm.set("+1h", fade_s=fade)
         assert not reply["ok"] and "3 hours" in reply["error"], reply

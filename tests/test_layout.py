@@ -17,6 +17,7 @@ PACKAGE = Path(soundscape.__file__).parent
 COMMANDS = {"play", "render", "serve"}
 GROUND = {"errors", "units", "memory", "periodic", "web_access", "interrupts", "caches"}
 TOOLS = {"cli", "bench", "soak", "__main__", "__init__"}  # the top: may import anything
+TOP_MODULES = GROUND | TOOLS - {"cli", "bench"}  # folders: argparse in, typed options out; measure and report
 # What each part may import, besides itself and the ground modules.
 ALLOWED = {
     "scene": {"model.geometry"},
@@ -93,8 +94,8 @@ def test_the_rule_reader_sees_relative_and_function_level_imports():
 def test_the_top_of_the_package_holds_no_command_code():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert top == GROUND | TOOLS, f"modules at the top beyond the tools and ground: {sorted(top - GROUND - TOOLS)}"
-    assert folders == {"scene", "model", "generator", "audio", "stream", "play", "render", "serve"}
+    assert top == TOP_MODULES, f"modules at the top beyond the tools and ground: {sorted(top - TOP_MODULES)}"
+    assert folders == {"scene", "model", "generator", "audio", "stream", "play", "render", "serve", "cli", "bench"}
     for folder in folders:  # each package says what it owns and what it may import
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc and "import" in doc, f"soundscape/{folder}/__init__.py: no import rule in its docstring"
@@ -111,3 +112,60 @@ def test_no_two_classes_share_a_name():
                     clashes.append(f"{node.name}: {seen[node.name]} and {where}")
                 seen.setdefault(node.name, where)
     assert not clashes, clashes
+
+
+def _below_cli() -> list[Path]:
+    """Every module under the command boundary: all but the tools at the top (cli/, bench, soak)."""
+    return [p for p in sorted(PACKAGE.rglob("*.py"))
+            if _part(_module_name(p).removeprefix("soundscape").removeprefix(".")) not in TOOLS]
+
+
+def _reads_a_namespace(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Name, ast.Attribute)) and (getattr(node, "id", None) == "Namespace"
+                                                             or getattr(node, "attr", None) == "Namespace"):
+            found.append(f"line {node.lineno}: Namespace")
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and node.args
+              and getattr(node.args[0], "id", None) in ("args", "ns")):
+            found.append(f"line {node.lineno}: getattr({node.args[0].id}, ...)")
+        elif isinstance(node, ast.arg) and node.arg in ("args", "ns") and node.annotation is None:
+            found.append(f"line {node.lineno}: a parameter named {node.arg}")
+    return found
+
+
+def test_nothing_below_cli_reads_an_argparse_namespace():
+    """cli turns the flags into frozen options dataclasses; below it, typed options only (style guide, Wiring)."""
+    broken = [f"{p.relative_to(PACKAGE.parent)} {hit}" for p in _below_cli()
+              for hit in _reads_a_namespace(ast.parse(p.read_text()))]
+    assert not broken, "\n".join(broken)
+    probe = ast.parse("def f(args):\n    return getattr(args, 'x', None)\n")
+    assert len(_reads_a_namespace(probe)) == 2  # the checker sees both forms
+
+
+def _private_imports(path: Path, tree: ast.AST) -> list[str]:
+    """`from soundscape.<other part> import _name`: a private name taken across folders."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    here = _part(name.removeprefix("soundscape").removeprefix("."))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + [node.module])
+        else:
+            target = node.module
+        if not target.startswith("soundscape") or _part(target.removeprefix("soundscape").removeprefix(".")) == here:
+            continue
+        found += [f"{a.name} from {target}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_private_name_is_imported_across_folders():
+    broken = [f"{p.relative_to(PACKAGE.parent)} imports {hit}" for p in sorted(PACKAGE.rglob("*.py"))
+              for hit in _private_imports(p, ast.parse(p.read_text()))]
+    assert not broken, "a private name used by another folder should be public (or stay home):\n" + "\n".join(broken)
+    probe = "from ..model.source import _check_folder\nfrom .geometry import _x\n"
+    assert _private_imports(PACKAGE / "scene" / "probe.py", ast.parse(probe)) == ["_check_folder from soundscape.model.source"]

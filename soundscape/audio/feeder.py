@@ -39,6 +39,9 @@ class CoverPool:
         self._buf: np.ndarray | None = None  # upcoming cover frames; always > xfade once started
         self._fade: tuple[int, int] | None = None  # (frames taken, fade length): a warm start's fade-in
 
+    def reseed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
     def add(self, audio: np.ndarray) -> None:
         if len(audio) > 4 * self.xfade:
             self.segments.append(audio)
@@ -74,7 +77,7 @@ class CoverPool:
 
 class Feeder:
     def __init__(self, ring: RingBuffer, fresh: queue.Queue, *, xfade: int, margin: int, skip_pool: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, on_fresh=None):
         self.ring = ring
         self.fresh = fresh
         self.xfade = xfade  # frames held back and used for each crossfade
@@ -90,8 +93,14 @@ class Feeder:
         self.epoch = 0  # the live-change epoch of the audio being written
         self.epoch_wanted = 0  # set by the engine: the generator has applied changes up to this epoch
         self.switches: list[tuple[int, int]] = []  # (epoch, ring position where its audio starts)
-        self.on_fresh = None  # called with every fresh segment received (play records them: play/instant.py)
+        self.on_fresh = on_fresh  # called with every fresh segment received (play records them: play/instant.py)
         self.warm = False  # playing a warm start's recording until the first fresh audio
+
+    def cover_from(self, skip_frames: int, seed: int) -> None:
+        """The stream's first `skip_frames` (its fade-in) are no cover material; `seed` picks the pieces.
+        Set when the stream is known, which may be after a warm start began playing (play/instant.py)."""
+        self._skip_pool = skip_frames
+        self.pool.reseed(seed)
 
     def _receive(self) -> None:
         """Move any ready fresh segments into the pending buffer."""

@@ -82,6 +82,12 @@ class Width:
         self.reach = int(max(d.max() for d, _ in self._filters))
         self._ramp = max(1, round(RAMP_S * self.rate))
 
+    def set_target(self, width: float) -> None:
+        """A live change: from the next block the side ramps from where it is to `width` (see `process`)."""
+        if not 0.0 <= width <= 1.0:
+            raise ValueError(f"width: expected a number from 0 to 1, got {width!r}")
+        self.width = float(width)
+
     def initial_state(self) -> WidthState:
         return WidthState(hp_zi=np.zeros((2, 2)), history=np.zeros(self.reach), g=self.width, n=0)
 

@@ -1,8 +1,10 @@
 """Chunk-by-chunk generation with explicit state (magenta-realtime style).
 
-    result = generate_chunk(model, cond, state, spec, scene_seed)
+    result = generate_chunks(model, [ChunkJob(cond, state, scene_seed)], spec)[0]
     result.audio        16 kHz mono of the chunk's decode window (see ChunkSpec.decode_start)
     result.state        what the next chunk needs: the tail latents and the index
+With `state.known_tail` too a chunk is a bridge: inpainted from both sides, and decoded from
+`decode_start` to `decode_end(O')`, with margins on both sides (see render/plan.py).
 
 The state is plain data: it can be saved, restored and continued, and
 "restore, then continue" gives the same samples as an uninterrupted run.
@@ -18,7 +20,7 @@ import torch
 
 from .conditioning import Conditioning
 from ..model.loading import LoadedModel
-from .denoise import DenoiseSpec, decode_batch, denoise_batch
+from .denoise import DenoiseSpec, denoise_batch, latents_to_mel, mel_to_audio
 
 
 # Decode only what is heard. The VAE and vocoder were measured (docs/benchmarks.md, "Decode window")
@@ -108,16 +110,6 @@ class ChunkJob:
         return chunk_seed(self.scene_seed, self.state.chunk_index, self.attempt)
 
 
-def generate_chunk(model: LoadedModel, cond: Conditioning, state: GeneratorState, spec: ChunkSpec,
-                   scene_seed: int, should_stop=None, attempt: int = 0) -> ChunkResult:
-    """Generate chunk `state.chunk_index`, continuing `state.tail_latents` if present.
-
-    With `state.known_tail` too it is a bridge: inpainted from both sides, and decoded from
-    `decode_start` to `decode_end(O')`, with margins on both sides (see render/plan.py).
-    """
-    return generate_chunks(model, [ChunkJob(cond, state, scene_seed, attempt)], spec, should_stop)[0]
-
-
 def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
     """OpenVINO's vocoder compiles one shape: the later chunks' decode length (a first chunk runs as windows
     of it; model/openvino_runtime.py). A no-op on torch."""
@@ -126,22 +118,30 @@ def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
         prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
 
 
-def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, should_stop=None) -> list[ChunkResult]:
+def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, should_stop=None,
+                    on_stage=None) -> list[ChunkResult]:
     """The next chunk of every job's stream, denoised as one batch and decoded in batches.
 
     Streams whose decode windows match (all later chunks do) share one VAE and one vocoder call.
+    `on_stage(name)`, if given, is called as each stage ends ("denoise", then "vae" and "vocoder" per
+    decode window): `soundscape bench` times this code, the code play runs, through it.
     """
+    mark = on_stage or (lambda name: None)
     t0 = time.perf_counter()
     latents = denoise_batch(model, [j.cond for j in jobs], [j.state.tail_latents for j in jobs],
                             [j.seed for j in jobs], spec.denoise, should_stop, [j.state.known_tail for j in jobs])
     denoise_s = time.perf_counter() - t0
+    mark("denoise")
     prefer_vocoder_window(model, spec)
     windows = [(spec.decode_start(first=j.state.tail_latents is None),
                 spec.decode_end(0 if j.state.known_tail is None else j.state.known_tail.shape[2])) for j in jobs]
     audio: list[torch.Tensor | None] = [None] * len(jobs)
     for window in dict.fromkeys(windows):
         members = [b for b, w in enumerate(windows) if w == window]
-        decoded = decode_batch(model, latents[members, :, window[0]:window[1]])
+        mel = latents_to_mel(model, latents[members, :, window[0]:window[1]])
+        mark("vae")
+        decoded = mel_to_audio(model, mel)
+        mark("vocoder")
         for b, a in zip(members, decoded):
             audio[b] = a
     latents = latents.float().cpu()

@@ -143,9 +143,6 @@ class PromptEncoder:
             self._disk.put(prompt, {"t5": emb.t5, "mask": emb.mask, "gpt": emb.gpt})
         return emb, loaded_here
 
-    def cached(self, prompt: str) -> bool:
-        return (self.model.model_id, prompt) in self._cache
-
 
 def _disk_cache(model: LoadedModel) -> PromptCache | None:
     """The prompt cache on disk for a model loaded from files; None for one built in memory."""
@@ -204,20 +201,6 @@ def blend(embeddings: list[PromptEmbedding], weights: list[float], mode: str = "
         t5 = _keep_norm(t5, t5s, w) * (den > 0)[..., None]
     mask = (den > 0).to(embs[0].mask.dtype)
     return PromptEmbedding(t5=t5, mask=mask, gpt=gpt)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation per token vector (last dim); exact at t=0 and t=1."""
-    if t <= 0:
-        return a
-    if t >= 1:
-        return b
-    an, bn = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
-    ua, ub = a / an.clamp_min(1e-8), b / bn.clamp_min(1e-8)
-    omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so
-    return direction * ((1 - t) * an + t * bn)
 
 
 def with_negative(positive: PromptEmbedding, negative: PromptEmbedding) -> Conditioning:

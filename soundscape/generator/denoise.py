@@ -66,12 +66,6 @@ def chunk_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.
     return x_t, eps_k
 
 
-def denoise(model: LoadedModel, cond: Conditioning, known: torch.Tensor | None, seed: int,
-            spec: DenoiseSpec, should_stop=None, known_tail: torch.Tensor | None = None) -> torch.Tensor:
-    """Generate one chunk of latents (1, 8, T, F), its first frames held to `known`, its last to `known_tail`."""
-    return denoise_batch(model, [cond], [known], [seed], spec, should_stop, [known_tail])
-
-
 @torch.inference_mode()
 def denoise_batch(model: LoadedModel, conds: list[Conditioning], knowns: list[torch.Tensor | None],
                   seeds: list[int], spec: DenoiseSpec, should_stop=None,
@@ -193,16 +187,6 @@ def mel_to_audio(model: LoadedModel, mel: torch.Tensor) -> torch.Tensor:
     """
     audio = model.vocoder(mel.squeeze(1).to(model.precision.vocoder))
     return audio[:, : mel.shape[2] * samples_per_mel_frame(model.pipe)].float().cpu()
-
-
-def decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (1, 8, T, F) -> mono waveform (T * 640,) at 16 kHz, float32 on the CPU."""
-    return decode_batch(model, latents)[0]
-
-
-def decode_batch(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (B, 8, T, F) -> B mono waveforms (B, T * 640) at 16 kHz: one VAE and one vocoder call."""
-    return mel_to_audio(model, latents_to_mel(model, latents))
 
 
 def samples_per_mel_frame(pipe) -> int:

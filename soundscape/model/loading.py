@@ -15,7 +15,7 @@ import torch
 from ..errors import ModelError, UsageError
 from ..memory import give_back_heap
 from .precision import Precision, apply as apply_precision, cpu_has_native_bf16
-from .source import (DEFAULT_MODEL, _check_folder, _hub_reachable, _looks_like_path,  # noqa: F401 (callers import them here)
+from .source import (DEFAULT_MODEL, _check_folder, _hub_reachable, looks_like_path,  # noqa: F401 (callers import them here)
                      _resolve_hub_id, choose_model, resolve_source)
 
 TEXT_STAGES = ("text_encoder", "text_encoder_2", "projection_model", "language_model")
@@ -222,7 +222,7 @@ class LoadedModel:
                 self.prepacked = tuple(s for s in self.prepacked if s != stage)
 
 
-def _to_stderr(line: str) -> None:
+def to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -335,7 +335,7 @@ def load_model(model: str, device: str = "auto", dtype: str = "auto", quiet: boo
         pipe.unet = torch.compile(pipe.unet, mode=None if compile_mode == "default" else compile_mode)
     loaded = LoadedModel(pipe=pipe, model_id=str(model), device=dev, dtype=torch_dtype, precision=precision,
                          text_source=None if keep_encoders else source, source=source,
-                         announce=None if quiet else _to_stderr, prepared=prepared, weights_folder=folder)
+                         announce=None if quiet else to_stderr, prepared=prepared, weights_folder=folder)
     try:
         loaded.use_runtime(runtime, keep_torch=keep_torch)  # torch: prepacks bf16 CPU weights (model/prepack.py)
     except (ModelError, UsageError):

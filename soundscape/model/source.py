@@ -19,7 +19,7 @@ def choose_model(flag: str | None, scene_model: str | None = None) -> str:
     return flag or scene_model or os.environ.get("SOUNDSCAPE_MODEL") or DEFAULT_MODEL
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     """A hub id is `org/name`; anything that exists here or starts like a path is a folder."""
     return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).expanduser().exists()
 
@@ -65,7 +65,7 @@ def resolve_source(model: str) -> str | Path:
 
     Cheap, so `play` can fail on a bad --model before it touches the audio device.
     """
-    if _looks_like_path(model):
+    if looks_like_path(model):
         folder = Path(model).expanduser()
         _check_folder(folder)
         return folder

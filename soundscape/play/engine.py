@@ -1,10 +1,11 @@
 """`soundscape play`: the threads that turn a scene stream into sound.
 
 Threads and what each owns:
-  main thread     the CLI. Owns the Feeder (moves fresh segments, or earlier material when the
-                  generator is late, into the ring buffer), the status line, the timers
-                  (--duration, --sleep), signals (Ctrl-C / SIGTERM arrive here as
-                  KeyboardInterrupt) and the control socket. It may start the fade-out.
+  main thread     the CLI. Owns the Playback (stream/playback.py: its feeder moves fresh segments, or
+                  earlier material when the generator is late, into the ring buffer), the status
+                  line, --duration, the transport's ticks (play/transport.py: the sleep timer, the
+                  wake alarm), signals (Ctrl-C / SIGTERM arrive here as KeyboardInterrupt) and the
+                  control socket. It may start the fade-out.
   generator       the GenerationLoop (stream/generation_loop.py, shared with serve) with one StreamSlot:
                   owns the SceneStream (model, conditioning, generator state). Produces one
                   Segment at a time into a queue of one; holds the next while the queue is full
@@ -17,7 +18,7 @@ Threads and what each owns:
   mpris (optional) the MPRIS player on the D-Bus session bus (play/mpris.py): desktop media keys,
                   `playerctl`, the lock screen. Hands requests to the main thread through the same
                   Bridge as the web mixer and reads its snapshot.
-Night (play/wake.py, stream/live.py): pause fades the Player's pause glide to 0 and the callback stops
+Night (play/transport.py, play/wake.py): pause fades the Player's pause glide to 0 and the callback stops
 reading the ring, so the feeder and then the generator idle; the wake alarm and the terminal's keys
 (play/keys.py) are polled on the main thread.
   loader (warm start only) loads the model while the main thread already plays the scene's recording
@@ -29,24 +30,19 @@ chunk in progress never delays exit).
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..audio.feeder import MARGIN_S, XFADE_S, Feeder
-from ..audio.output import OutputConfig, Player, resolve_output
-from ..audio.ringbuffer import RingBuffer
+from ..audio.feeder import MARGIN_S
+from ..audio.output import OutputConfig, Player
 from .. import interrupts
-from ..errors import EXIT_INTERRUPTED, AudioDeviceError, UsageError
+from ..errors import AudioDeviceError
+from ..stream.playback import Playback
 from ..units import format_duration
-
-if TYPE_CHECKING:
-    from ..stream.generation_loop import StreamSlot
 
 SIGNAL_FADE_S = 0.5
 WARM_LATENCY_S = 1.0  # the device buffer of an instant start (see Engine.start_warm)
@@ -80,14 +76,14 @@ class StatusLine:
             sys.stderr.flush()
 
 
-def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSlot, rate: int) -> str:
-    ahead = (ring.level() + feeder.buffered_fresh()) / rate
+def _status_text(playback: Playback) -> str:
+    feeder, gen, rate = playback.feeder, playback.slot, playback.rate
     weights = feeder.segments[-1].weights if feeder.segments else {}
     w = " ".join(f"{k}={v:.2f}" for k, v in weights.items())
     rtf = gen.stats.rtf
-    text = (f"{format_duration(player.frames_played / rate)}  ahead {ahead:4.1f}s  gen {rtf:.2f}x  "
+    text = (f"{format_duration(playback.played_s())}  ahead {playback.buffered_s():4.1f}s  gen {rtf:.2f}x  "
             f"steps {gen.stats.steps}  {w}  "
-            f"cover-ups {feeder.coverups}  underruns {player.underruns}")
+            f"cover-ups {feeder.coverups}  underruns {playback.player.underruns}")
     # Slower than real time is news only when the steps cannot go lower, or earlier material plays: above the
     # preset's floor the step controller trades steps for speed itself (a 5-minute run at balanced read
     # "0.94x ... playing earlier material" at 16 steps, 20 s ahead, with no cover-up at all).
@@ -104,31 +100,6 @@ def _status_text(player: Player, feeder: Feeder, ring: RingBuffer, gen: StreamSl
     return text
 
 
-def _status_dict(engine) -> dict:
-    rate = engine.config.rate
-    feeder, player, gen = engine.feeder, engine.player, engine.gen
-    return {
-        "scene": engine.stream.scene.name,
-        "elapsed_s": round(player.frames_played / rate, 2),
-        "buffered_s": round((engine.ring.level() + feeder.buffered_fresh()) / rate, 2),
-        "generator_rtf": round(gen.stats.rtf, 3),
-        "chunks": gen.stats.chunks,
-        "steps": gen.stats.steps,
-        "steps_range": [engine.stream.resolved.min_steps, engine.stream.resolved.max_steps],
-        "quality": engine.stream.resolved.preset,
-        "weights": feeder.segments[-1].weights if feeder.segments else {},
-        "layers": {k: v.prompt for k, v in engine.stream.scene.layers.items()},
-        "coverups": feeder.coverups,
-        "underruns": player.underruns,
-        # What the listener hears and what the generator does (issue 23's start-up states).
-        "audio": "recording" if feeder.warm else "earlier material" if feeder.covering else "fresh",
-        "encoding": bool(getattr(engine.stream.encoder, "encoding", False)),
-        "generator_errors": gen.stats.errors,
-        "device": engine.config.name,
-        "sample_rate": rate,
-    }
-
-
 @dataclass
 class PlayResult:
     frames_played: int
@@ -139,52 +110,63 @@ class PlayResult:
 
 
 class Engine:
-    """Wires stream -> generator thread -> feeder -> ring buffer -> Player for one `play` run."""
+    """Wires stream -> generator thread -> Playback (feeder, ring buffer) -> Player for one `play` run."""
 
     def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
-                 quiet: bool = False, prefill_s: float | None = None, mixer: bool = False, hop_s: float | None = None):
-        """`stream` may come later (`attach`), after a warm start (`start_warm`); `hop_s` sizes the buffer then."""
-        self.stream = stream
+                 quiet: bool = False, prefill_s: float | None = None, mixer: bool = False, hop_s: float | None = None,
+                 on_fresh=None, capture: list | None = None, sink_speed: float = 1.0):
+        """`stream` may come later (`attach`), after a warm start (`start_warm`); `hop_s` sizes the buffer then.
+        `mixer`: the web mixer's master volume and audio tap (audio/mixer.py); `on_fresh(segment)`: every
+        fresh segment (play records them, play/instant.py). With the null device, `capture` keeps what was
+        played and `sink_speed` > 1 fast-forwards its clock (tests, soak)."""
+        from ..audio.mixer import MixerPlayer
+
         self.prefill_s = prefill_s
         self.config = config
         self.timeline = timeline
-        rate = config.rate
-        hop_s = stream.hop_s if stream is not None else hop_s
-        capacity = max(int(max(buffer_s or 2 * hop_s, prefill_s or 0) * rate), int(3 * MARGIN_S * rate))
-        if mixer:  # the web mixer's master volume and audio tap (audio/mixer.py)
-            from ..audio.mixer import MixerPlayer, TappedRing
-
-            self.ring = TappedRing(capacity, config.channels, rate)
-        else:
-            self.ring = RingBuffer(capacity, config.channels)
-        self.fresh: queue.Queue = queue.Queue(maxsize=1)
-        self.feeder = Feeder(self.ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate))
-        self.player = MixerPlayer(self.ring, rate) if mixer else Player(self.ring, rate)
+        self.playback = Playback.build(config.rate, config.channels, config.name,
+                                       stream.hop_s if stream is not None else hop_s, buffer_s=buffer_s,
+                                       prefill_s=prefill_s, tapped=mixer,
+                                       player=MixerPlayer if mixer else Player, on_fresh=on_fresh)
+        self.capture, self.sink_speed = capture, sink_speed
         self.status = StatusLine(quiet)
         self._early = None  # the device stream a warm start opened before the model loaded
         self._sound_t0: float | None = None  # when the device started playing
+        self.loop = None
         if stream is not None:
             self.attach(stream)
-        self.on_tick: list = []  # the control server's poll and the live-change checks, when present
-        self.capture: list | None = None  # with the null device: keep what was played (tests, soak)
-        self.sink_speed = 1.0  # with the null device: >1 fast-forwards the clock (tests, soak)
         self.started_playing_after = 0.0  # seconds of buffering before sound started
         self._clock_warned = False
-        self.night = lambda: ""  # the status line's word on pause and the wake alarm (set by `play`)
+
+    # The playback's parts, by the names the engine's threads know them.
+    @property
+    def stream(self):
+        return self.playback.stream
+
+    @property
+    def gen(self):
+        return self.playback.slot
+
+    @property
+    def feeder(self):
+        return self.playback.feeder
+
+    @property
+    def ring(self):
+        return self.playback.ring
+
+    @property
+    def player(self) -> Player:
+        return self.playback.player
 
     def attach(self, stream) -> None:
         """The scene stream, once its model is loaded: the generator's side of the engine."""
         # Imported here, not at the top: torch and diffusers take seconds to import, and an instant
         # start sounds before they are needed (play/instant.py).
-        from ..stream.generation_loop import GenerationLoop, StreamSlot
+        from ..stream.generation_loop import GenerationLoop
 
-        rate = self.config.rate
-        self.stream = stream
-        self.gen = StreamSlot(stream, self.fresh, self.timeline)
-        self.loop = GenerationLoop([self.gen])  # the same loop serve runs, with a batch of one
-        self.feeder._skip_pool = int(stream.chain.fade_in_s * rate)  # the fade-in is no cover material
-        self.feeder.pool._rng = np.random.default_rng(stream.seed)
-        self.gen.ahead = lambda: (self.ring.level() + self.feeder.buffered_fresh()) / rate + self.fresh.qsize() * stream.hop_s
+        slot = self.playback.attach(stream, timeline=self.timeline)
+        self.loop = GenerationLoop([slot])  # the same loop serve runs, with a batch of one
 
     def start_warm(self, audio: np.ndarray, fade_in_s: float, load):
         """Instant start: play `audio` (the scene's last recording) now, and return `load()` (the stream,
@@ -229,27 +211,24 @@ class Engine:
             self._early.__exit__(None, None, None)
             self._early = None
 
-    def status_dict(self) -> dict:
-        return _status_dict(self)
-
-    def _prefill(self) -> None:
+    def _prefill(self, ticks) -> None:
         rate = self.config.rate
         wanted = self.prefill_s * rate if self.prefill_s else self.stream.hop_s * rate - self.feeder.xfade
         target = int(min(self.ring.capacity, wanted))
         started = time.monotonic()
         while self.ring.level() < target:
             interrupts.check()
-            self.feeder.pump()
-            for tick in self.on_tick:
+            self.playback.pump()
+            for tick in ticks:
                 tick()
             if not self.loop.is_alive():
                 raise RuntimeError("the generator thread stopped during buffering")
             self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
                              f"({time.monotonic() - started:.0f} s)", every=0.25)
             time.sleep(0.02)
-        self._wait_for_headroom()
+        self._wait_for_headroom(ticks)
 
-    def _wait_for_headroom(self) -> None:
+    def _wait_for_headroom(self, ticks) -> None:
         """Start sound only once the buffer will outlast the next chunk (no cover-up right after the first).
 
         The next chunk has been generating since the last one landed and should take about what the step
@@ -265,21 +244,24 @@ class Engine:
             buffered = (self.ring.level() + self.feeder.buffered_fresh()) / rate - stepper.safety_s
             if buffered >= expected - (time.monotonic() - self.gen.stats.last_done):
                 return
-            for tick in self.on_tick:
+            for tick in ticks:
                 tick()
             time.sleep(0.02)
 
-    def run(self, duration: float | None = None, sleep: float | None = None, fade_out: float | None = None) -> PlayResult:
+    def run(self, duration: float | None = None, fade_out: float | None = None, *, ticks=(),
+            night=None) -> PlayResult:
+        """Play until the player is done: `duration` ends it with a `fade_out` (default 2 s); `ticks` run on
+        every pass of the main thread (the doors, LiveControl); `night()` adds to the status line."""
         rate = self.config.rate
-        stop_at = min(x for x in (duration, sleep, float("inf")) if x is not None)
-        fade_len = fade_out if fade_out is not None else (30.0 if sleep else 2.0)
+        stop_at = duration if duration is not None else float("inf")
+        fade_len = fade_out if fade_out is not None else 2.0
         fade_len = min(fade_len, stop_at) if stop_at != float("inf") else fade_len
         interrupted = False
         run_started = time.monotonic()
         self.loop.start()
         try:
             if self._early is None:
-                self._prefill()
+                self._prefill(ticks)
                 self.started_playing_after = time.monotonic() - run_started
             if stop_at != float("inf"):
                 self.player.schedule_fade(int((stop_at - fade_len) * rate), fade_len)
@@ -292,11 +274,10 @@ class Engine:
             try:
                 while not self.player.done:
                     interrupts.check()
-                    self.feeder.epoch_wanted = self.gen.epoch
-                    self.feeder.pump()
-                    for tick in self.on_tick:
+                    self.playback.pump()
+                    for tick in ticks:
                         tick()
-                    self.status.show(_status_text(self.player, self.feeder, self.ring, self.gen, rate) + self.night())
+                    self.status.show(_status_text(self.playback) + (night() if night else ""))
                     self._check_device_clock(time.monotonic() - self._sound_t0)
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
@@ -339,157 +320,3 @@ class Engine:
                 time.sleep(0.01)
             except KeyboardInterrupt:  # a second Ctrl-C: stop now
                 break
-
-
-SHORT_RUN_S = 60.0
-MAX_BUFFER_S = 600.0  # 10 minutes of 48 kHz stereo float32 is 220 MB: past that, a typo (`1000h`)
-
-
-def check_args(args) -> None:
-    """Values that would fail only once the model is loaded: refused now, exit 2, one line each."""
-    from ..stream.timeline import check_timeline_path
-    from .control_socket import check_socket_path
-
-    for flag, value in (("--buffer", args.buffer), ("--prefill", args.prefill)):
-        if value is not None and value > MAX_BUFFER_S:
-            raise UsageError(f"{flag}: expected at most {MAX_BUFFER_S:g} s (10m), got {value:g} s")
-    check_timeline_path(args.timeline)
-    check_socket_path(args.control)
-    if getattr(args, "wake", None) is not None:
-        import time
-
-        from .wake import WakeTime, check_fade
-
-        WakeTime.from_text(args.wake, time.time())  # the socket's bounds, before the model loads
-        if getattr(args, "wake_fade", None) is not None:
-            check_fade(args.wake_fade, "--wake-fade")
-    else:
-        for flag, value in (("--wake-fade", getattr(args, "wake_fade", None)),
-                            ("--wake-scene", getattr(args, "wake_scene", None))):
-            if value is not None:
-                raise UsageError(f"{flag}: needs --wake TIME (e.g. --wake 07:00)")
-
-
-def _short_run_prefill(duration: float | None) -> float | None:
-    """A --duration run that fits in a minute is generated whole before it starts: it never needs a cover-up."""
-    return duration if duration is not None and duration <= SHORT_RUN_S else None
-
-
-def _wake_lead(engine) -> float:
-    """How long before the wake time the wake scene is switched to: three chunks at the speed measured."""
-    from .wake import MAX_LEAD_S, MIN_LEAD_S
-
-    rtf = engine.gen.stats.rtf
-    return min(MAX_LEAD_S, max(MIN_LEAD_S, 3 * engine.stream.hop_s / rtf if rtf > 0 else MAX_LEAD_S))
-
-
-def _night_text(live, alarm) -> str:
-    """The status line's words on a pause and the alarm."""
-    text = "  PAUSED" if live.paused else ""
-    if alarm is not None and alarm.armed:
-        text += f"  ({alarm.describe()})"
-    return text
-
-
-def play(args, make_stream) -> int:
-    from ..scene import load_scene
-
-    from ..model.source import choose_model, resolve_source
-
-    scene = load_scene(args.scene)
-    check_args(args)
-    wake_scene = load_scene(args.wake_scene) if getattr(args, "wake_scene", None) else None
-    # --wake without --sleep: quiet and idle from the start, until the wake time.
-    night_start = getattr(args, "wake", None) is not None and args.sleep is None
-    # --web-port, --open and --web-save-dir each imply --web.
-    web = any(getattr(args, k, None) not in (None, False) for k in ("web", "web_port", "open", "web_save_dir"))
-    if web:
-        from . import web as web_mixer
-
-        web_mixer.save_dir(args)  # a bad --web-save-dir fails before the model loads
-    model_id = choose_model(args.model, scene.model)
-    resolve_source(model_id)  # a bad --model fails before the audio device is touched
-    config = resolve_output(args.audio_device, scene.output.sample_rate, scene.output.channels)
-    from . import instant
-
-    key = instant.key_for(scene, model_id, config.rate, config.channels)
-    # A night start plays nothing until the alarm: no recording to bridge the model's loading.
-    warm = instant.cached_audio(key, config.rate, config.channels, seconds=instant.START_S) if not night_start else None
-    engine = Engine(None, config, buffer_s=args.buffer, timeline=args.timeline, quiet=args.quiet,
-                    prefill_s=args.prefill if args.prefill is not None else _short_run_prefill(args.duration),
-                    mixer=web, hop_s=scene.generation.chunk_seconds - scene.generation.overlap_seconds)
-    if warm is not None:
-        # The recording plays with the scene's fade-in; the stream then starts without one, so the
-        # handover to fresh audio is one crossfade between two full-level signals.
-        engine.prefill_s = None
-        stream = engine.start_warm(warm, scene.output.fade_in_seconds, lambda: make_stream(
-            args, out_rate=config.rate, channels=config.channels, fade_in=False))
-    else:
-        stream = make_stream(args, out_rate=config.rate, channels=config.channels)
-    engine.attach(stream)
-    # A clock scene (keyframes at times of day) takes each chunk's time of day from when it will be heard.
-    rate = config.rate
-    stream.heard_at = lambda t: time.time() + t - engine.player.frames_played / rate
-    recorder = instant.Recorder(key, config.rate, config.channels,
-                                skip_frames=0 if warm is not None else int(scene.output.fade_in_seconds * config.rate))
-    # Only the scene file's own sound is recorded: a live change (epoch > 0) ends the recording.
-    engine.feeder.on_fresh = lambda seg: recorder.add(seg.audio) if seg.epoch == 0 else recorder.stop()
-    from .control_socket import ControlServer
-    from .keys import HINT, TerminalKeys
-    from ..stream.live import LiveControl
-
-    # --sleep is the live sleep timer, so the web mixer (a control request) can extend or cancel it.
-    live = LiveControl(engine, args.scene, fade_s=args.fade_out if args.fade_out is not None else 30.0)
-    from .wake import WAKE_FADE_S, WakeAlarm
-
-    # Always there, unarmed without --wake: the web mixer and the control socket can set it later.
-    alarm = WakeAlarm(live, fade_s=getattr(args, "wake_fade", None) or WAKE_FADE_S, scene=wake_scene,
-                      scene_path=getattr(args, "wake_scene", None), lead_s=lambda: _wake_lead(engine), quiet=args.quiet)
-    live.alarm = alarm
-    if getattr(args, "wake", None) is not None:
-        reply = alarm.set(args.wake)
-        if not reply["ok"]:
-            raise UsageError(reply["error"])
-        if night_start:
-            live.pause(0.01)
-    if args.sleep is not None:
-        live.handle({"cmd": "timer", "action": "set", "seconds": args.sleep})
-    server = ControlServer(args.control, live.handle)
-    engine.on_tick = [server.poll, live.tick, alarm.tick]
-    engine.night = lambda: _night_text(live, alarm)
-    keys = TerminalKeys(live)
-    if not args.quiet and keys.start():
-        engine.on_tick.append(keys.tick)
-    if not args.quiet:
-        print(f"playing {scene.name!r} on {config.name} at {config.rate} Hz, {config.channels} ch "
-              f"(Ctrl-C to stop; live control: soundscape set --control {server.path} LAYER=VALUE)", file=sys.stderr)
-        if keys.fd is not None:
-            print(HINT, file=sys.stderr)
-        if alarm.armed:
-            print(f"wake: {alarm.describe()}, fading in over {format_duration(alarm.fade_s)}"
-                  + (f" into {wake_scene.name!r}" if wake_scene is not None else ""), file=sys.stderr)
-    from .mpris import MprisPlayer
-    from .web.bridge import Bridge
-
-    # One door for the threads that serve pages and media keys: requests in, a status snapshot out.
-    bridge = Bridge(live)
-    engine.on_tick.append(bridge.tick)
-    media = MprisPlayer(bridge) if not getattr(args, "no_mpris", False) else None
-    if media is not None and media.start() and not args.quiet:
-        print(f"media controls: {media.name} on the session bus (playerctl -p soundscape play-pause)",
-              file=sys.stderr)
-    mixer = web_mixer.start(args, engine, live, bridge) if web else None
-    try:
-        result = engine.run(duration=args.duration, fade_out=args.fade_out)
-    finally:
-        keys.close()
-        recorder.stop()
-        server.close()
-        if media is not None:
-            media.close()
-        if mixer is not None:
-            mixer.close()
-    if not args.quiet:
-        print(f"played {format_duration(result.frames_played / config.rate)}; {result.chunks} chunks generated, "
-              f"{result.coverups} cover-ups, {result.underruns} underruns", file=sys.stderr)
-    return EXIT_INTERRUPTED if result.interrupted else 0

@@ -14,7 +14,8 @@ from now (a nap), turned into the local time it ends at.
 
 Threads: `tick` runs on the engine's main thread with the control socket and LiveControl; `set`,
 `cancel` and `status` answer requests there too (the web mixer and `soundscape wake` reach them
-through LiveControl). The clock is injectable (`clock`), so the tests can move time.
+through LiveControl and the transport, play/transport.py, which owns the alarm). The clock is
+injectable (`clock`), so the tests can move time.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ class WakeTime:
 class WakeAlarm:
     """One alarm: armed with a WakeTime, rung once (the scene fades in), then off until set again."""
 
-    def __init__(self, live, *, fade_s: float = WAKE_FADE_S, scene=None, scene_path: str | None = None,
+    def __init__(self, transport, *, fade_s: float = WAKE_FADE_S, scene=None, scene_path: str | None = None,
                  lead_s=None, clock=time.time, quiet: bool = False):
-        self.live = live
+        """`transport`: what pauses and resumes (its `paused`, `resume(fade_s, why)` and `log(row)`)."""
+        self.transport = transport
         self.fade_s = fade_s
         self.scene, self.scene_path = scene, scene_path  # the wake scene, if any (loaded and checked already)
         self.clock = clock
@@ -132,13 +134,13 @@ class WakeAlarm:
         self.at, self.fade_s = at, fade
         self._switched = False
         self._next_check = 0.0
-        self.live.engine.gen.log({"event": "wake_set", "at": self.at.label, "date": self.at.day.isoformat(),
-                                  "fade_s": self.fade_s})
+        self.transport.log({"event": "wake_set", "at": self.at.label, "date": self.at.day.isoformat(),
+                            "fade_s": self.fade_s})
         return {"ok": True, "applied": {"wake": self.status()}}
 
     def cancel(self) -> dict:
         self.at = None
-        self.live.engine.gen.log({"event": "wake_cancel"})
+        self.transport.log({"event": "wake_cancel"})
         return {"ok": True, "applied": {"wake": None}}
 
     def status(self) -> dict | None:
@@ -153,31 +155,36 @@ class WakeAlarm:
         return f"waking at {s['at']} (in {format_duration(s['in_s'])})" if s else ""
 
     # The wait (engine tick, main thread) ---------------------------------------------------------------
-    def tick(self) -> None:
+    def tick(self):
+        """Look at the wall clock; returns the wake scene's (scene, path) when it is to be played from now
+        (the scene belongs to LiveControl, which switches to it), else None."""
         if self.at is None:
-            return
+            return None
         now = self.clock()
         if now < self._next_check:
-            return
+            return None
         self._next_check = now + CHECK_S
         due = self.at.epoch()  # again each time: the local offset may have changed (DST, a new zone)
-        if self.scene is not None and not self._switched and self.live.paused and now >= due - self.lead_s():
-            self._switch()  # while silent: the wake scene is made and buffered before the fade begins
+        switch = None
+        if self.scene is not None and not self._switched and self.transport.paused and now >= due - self.lead_s():
+            switch = self._switch()  # while silent: the wake scene is made and buffered before the fade begins
         if now >= due:
-            self.ring(late_s=now - due)
+            switch = self.ring(late_s=now - due) or switch
+        return switch
 
-    def _switch(self) -> None:
+    def _switch(self):
         self._switched = True
-        self.live.switch_scene(self.scene, self.scene_path)
+        return self.scene, self.scene_path
 
-    def ring(self, late_s: float = 0.0) -> None:
+    def ring(self, late_s: float = 0.0):
+        """Fade the scene in; returns the wake scene's (scene, path) if it was not switched to yet."""
         label = self.at.label
         self.at = None
         self.rung += 1
-        if self.scene is not None and not self._switched:
-            self._switch()
-        self.live.engine.gen.log({"event": "wake", "at": label, "late_s": round(late_s, 3), "fade_s": self.fade_s})
-        if self.live.paused:
-            self.live.resume(self.fade_s, why="wake")
+        switch = self._switch() if self.scene is not None and not self._switched else None
+        self.transport.log({"event": "wake", "at": label, "late_s": round(late_s, 3), "fade_s": self.fade_s})
+        if self.transport.paused:
+            self.transport.resume(self.fade_s, why="wake")
         if not self.quiet:
             print(f"\nsoundscape: {label}: waking, fading in over {format_duration(self.fade_s)}", file=sys.stderr)
+        return switch

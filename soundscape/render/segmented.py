@@ -44,6 +44,7 @@ from ..model.geometry import FRAME_S, MODEL_RATE, SAMPLES_PER_FRAME
 from ..stream.scene_stream import output_chain
 from .plain import RenderResult, _measure_file, _progress, _signals_deferred, advance, state_path
 from .plan import Piece, Plan, loop_frames_for, plan_loop, plan_render
+from .options import RenderOptions
 from .workers import BridgeJob, JobResult, SegmentJob, Settings, WorkerFailed, WorkerLost
 
 STATE_VERSION = 2  # 2: the chain has air and width and levels at the output rate (issue 25)
@@ -447,45 +448,45 @@ def _write_loop(driver: Driver, chain: Chain, out: Path, total: int, timeline_f)
 
 # From the command line --------------------------------------------------------------------------
 
-def render_from_args(args, out: Path) -> RenderResult:
+def render_with(opts: RenderOptions) -> RenderResult:
     """`render` with --loop, --workers or --ray: resolve the settings once, start the workers, render."""
-    from ..model.loading import _looks_like_path, choose_device, choose_model, load_model, resolve_source
-    from ..scene import load_scene
+    from ..model.loading import choose_device, load_model, resolve_source
+    from ..model.source import looks_like_path
     from ..scene.quality import resolve
     from ..stream.scene_stream import chunk_spec
     from .workers import InProcessExecutor, LocalExecutor, RayExecutor, use_model, worker_threads
 
-    scene = load_scene(args.scene)
+    scene, m, out = opts.scene, opts.model, opts.output
     rate, channels = scene.output.sample_rate, scene.output.channels
-    loop_s = loop_frames_for(args.duration) * FRAME_S if args.loop else None
-    model = choose_model(args.model, scene.model)
-    if _looks_like_path(model):
+    loop_s = loop_frames_for(opts.duration) * FRAME_S if opts.loop else None
+    model = m.model_id(scene.model)
+    if looks_like_path(model):
         model = str(Path(model).expanduser().resolve())  # workers (and Ray nodes) may start elsewhere
     executor = None
     try:
-        if args.ray:
-            executor = RayExecutor(args.ray, max_in_flight=args.workers)
+        if opts.ray:
+            executor = RayExecutor(opts.ray, max_in_flight=opts.workers)
             device_type = executor.device
         else:
             resolve_source(model)  # a bad --model fails here (exit 3), before any worker starts
-            device_type = choose_device(args.device).type
+            device_type = choose_device(m.device).type
         # The quality preset and steps are resolved here, once, for every worker ("auto" depends on the device).
-        resolved = resolve(scene.generation, args.quality, device_type, args.steps)
-        settings = Settings(scene=scene, seed=scene.seed if args.seed is None else args.seed, model=model,
-                            spec=chunk_spec(resolved.generation), quality=resolved.preset, device=args.device,
-                            dtype=args.dtype, compile_mode=args.compile, runtime=args.runtime, loop_s=loop_s,
-                            day_start=args.start_time)
-        plan, _ = make_plan(settings, args.duration, rate, args.loop)  # a loop too short fails here
-        if args.resume:
-            _check_resume(state_path(out), out, fingerprint(settings, plan, args.duration, rate, channels), args.loop)
-        if executor is None and args.workers:
-            executor = LocalExecutor(args.workers, threads=worker_threads(device_type))
+        resolved = resolve(scene.generation, m.quality, device_type, m.steps)
+        settings = Settings(scene=scene, seed=scene.seed if m.seed is None else m.seed, model=model,
+                            spec=chunk_spec(resolved.generation), quality=resolved.preset, device=m.device,
+                            dtype=m.dtype, compile_mode=m.compile, runtime=m.runtime, loop_s=loop_s,
+                            day_start=opts.start_time)
+        plan, _ = make_plan(settings, opts.duration, rate, opts.loop)  # a loop too short fails here
+        if opts.resume:
+            _check_resume(state_path(out), out, fingerprint(settings, plan, opts.duration, rate, channels), opts.loop)
+        if executor is None and opts.workers:
+            executor = LocalExecutor(opts.workers, threads=worker_threads(device_type))
         elif executor is None:  # --loop alone: this process makes the pieces, one after another
-            use_model(settings, load_model(model, device=args.device, dtype=args.dtype, quiet=args.quiet,
-                                           compile_mode=args.compile, runtime=args.runtime))
+            use_model(settings, load_model(model, device=m.device, dtype=m.dtype, quiet=opts.quiet,
+                                           compile_mode=m.compile, runtime=m.runtime))
             executor = InProcessExecutor()
-        return render_segmented(settings, out, args.duration, executor, out_rate=rate, channels=channels,
-                                loop=args.loop, timeline=args.timeline, resume=args.resume, quiet=args.quiet)
+        return render_segmented(settings, out, opts.duration, executor, out_rate=rate, channels=channels,
+                                loop=opts.loop, timeline=opts.timeline, resume=opts.resume, quiet=opts.quiet)
     finally:
         if executor is not None:
             executor.close()

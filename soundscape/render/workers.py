@@ -150,7 +150,8 @@ class PieceMaker:
     """Chunks and bridges at given places of the timeline, through the stream's watchdog."""
 
     def __init__(self, model, settings: Settings):
-        from ..stream.scene_stream import MODEL_RATE, SceneStream
+        from ..model.geometry import MODEL_RATE
+        from ..stream.scene_stream import SceneStream
 
         self.settings = settings
         self.stream = SceneStream(model, settings.scene, steps=settings.spec.denoise.steps, seed=settings.seed,
@@ -165,12 +166,14 @@ class PieceMaker:
         return self._bridge(job)
 
     def _piece(self, gen: GeneratorState, seed: int, start: int, spec: ChunkSpec, plan_hop: int):
+        from ..stream.scene_stream import checked_chunk
+
         st = self.settings
         t = (start + plan_hop / 2) * FRAME_S  # as a plain render: half a hop into the piece
         chunk_s = spec.frames * FRAME_S
         by_prompt = loop.prompt_weights(st.scene, t, st.loop_s, chunk_s, st.day_start)
         t0 = time.perf_counter()
-        result, verdict, rejected, presence = self.stream.checked_chunk(gen, seed, by_prompt, spec)
+        result, verdict, rejected, presence = checked_chunk(self.stream, gen, seed, by_prompt, spec)
         row = {"weights": loop.weights(st.scene, t, st.loop_s, chunk_s, st.day_start), "seed": result.seed,
                "steps": spec.denoise.steps, "gen_s": round(time.perf_counter() - t0, 4)}
         if verdict is not None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from ..units import DAY_S, format_time_of_day, parse_duration, parse_time_of_day
 from ..errors import UsageError
 
-from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S  # noqa: F401 (bench reads them here)
+from ..model.geometry import CHUNK_QUANTUM_S, FRAME_S as LATENT_FRAME_S
 MAX_PROMPT_CHARS = 1000
 MAX_LAYERS = 16
 MAX_KEYFRAMES = 1000
@@ -203,6 +203,11 @@ class Generation(_Strict):
     @property
     def overlap_frames(self) -> int:
         return int(round(self.overlap_seconds / LATENT_FRAME_S))
+
+    @property
+    def hop_seconds(self) -> float:
+        """The new audio each chunk adds (the scene's own geometry; a quality preset may change it)."""
+        return (self.chunk_frames - self.overlap_frames) * LATENT_FRAME_S
 
 
 class Drift(_Strict):

@@ -83,7 +83,7 @@ async def _paced(hub: Hub, listener: Listener):
 
     Ends (a complete response) when the server stops, so shutting down never cancels a stream mid-write.
     """
-    rate = listener.config.rate
+    rate = listener.rate
     while not listener.started:
         if hub.stopping:
             return
@@ -127,6 +127,51 @@ def _seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {exc}") from None
 
 
+def _index_page(hub: Hub, token: str | None) -> Response:
+    """The page: every scene with a player, a volume and a width (and the token's cookie, when there is one)."""
+    query = f"&token={token}" if token else ""
+    items = []
+    for name, (_, scene) in hub.scenes.items():
+        src = html.escape(f"/stream/{name}?format=opus{query}")
+        items.append(
+            f'<li class="scene"><h2>{html.escape(scene.name)}</h2>'
+            f'<p>{html.escape(scene.description or "")}</p>'
+            f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
+            f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
+            f'</label>'
+            f'<label title="0: the same sound in both ears; applies when the stream starts">width '
+            f'<input type="range" class="width" min="0" max="1" step="0.05" '
+            f'value="{scene.output.width:g}"></label></li>')
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
+    response = HTMLResponse(page)
+    if token:
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+def _static(name: str, media_type: str):
+    """A route that answers with one of the page's files."""
+    async def route(request: Request) -> Response:
+        return Response((STATIC / name).read_bytes(), media_type=media_type)
+    return route
+
+
+def _manifest(token: str | None):
+    """The web app manifest, in its own type (the W3C spec's), so a phone offers "add to home screen"; with
+    a token, its start_url carries it."""
+    async def route(request: Request) -> Response:
+        data = json.loads((STATIC / "manifest.webmanifest").read_text(encoding="utf-8"))
+        if token:  # only a request that carried the token gets here (the doors)
+            data["start_url"] = f"/?token={urllib.parse.quote(token)}"
+        return Response(json.dumps(data), media_type="application/manifest+json")
+    return route
+
+
+async def _icon_file(request: Request) -> Response:
+    name = request.url.path.lstrip("/")
+    return Response((STATIC / name).read_bytes(), media_type=ICONS[name], headers={"Cache-Control": "max-age=86400"})
+
+
 def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | None = None,
               port: int | None = None) -> Starlette:
     """The app over `hub`. Under Ray Serve, `remote` reaches listeners held by other replicas (ray_app.py).
@@ -134,42 +179,12 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     registry = registry_for(hub)
 
     async def index(request: Request) -> Response:
-        query = f"&token={token}" if token else ""
-        items = []
-        for name, (_, scene) in hub.scenes.items():
-            src = html.escape(f"/stream/{name}?format=opus{query}")
-            items.append(
-                f'<li class="scene"><h2>{html.escape(scene.name)}</h2>'
-                f'<p>{html.escape(scene.description or "")}</p>'
-                f'<audio controls preload="none" data-scene="{html.escape(name)}" src="{src}"></audio>'
-                f'<label>volume <input type="range" class="volume" min="0" max="1" step="0.01" value="0.8">'
-                f'</label>'
-                f'<label title="0: the same sound in both ears; applies when the stream starts">width '
-                f'<input type="range" class="width" min="0" max="1" step="0.05" '
-                f'value="{scene.output.width:g}"></label></li>')
-        page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{scenes}}", "\n".join(items))
-        response = HTMLResponse(page)
-        if token:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
+        return _index_page(hub, token)
 
-    async def script(request: Request) -> Response:
-        return Response((STATIC / "serve.js").read_bytes(), media_type="text/javascript")
+    # The page's script and icon (the launcher's icons: ICONS, cached a day).
+    script, icon = _static("serve.js", "text/javascript"), _static("icon.svg", "image/svg+xml")
 
-    async def icon(request: Request) -> Response:
-        return Response((STATIC / "icon.svg").read_bytes(), media_type="image/svg+xml")
-
-    async def manifest(request: Request) -> Response:
-        # The web app manifest's own type (the W3C spec's), so a phone offers "add to home screen".
-        data = json.loads((STATIC / "manifest.webmanifest").read_text(encoding="utf-8"))
-        if token:  # only a request that carried the token gets here (the doors)
-            data["start_url"] = f"/?token={urllib.parse.quote(token)}"
-        return Response(json.dumps(data), media_type="application/manifest+json")
-
-    async def icon_file(request: Request) -> Response:
-        name = request.url.path.lstrip("/")
-        return Response((STATIC / name).read_bytes(), media_type=ICONS[name],
-                        headers={"Cache-Control": "max-age=86400"})
+    manifest = _manifest(token)
 
     async def stream(request: Request) -> Response:
         name = request.path_params["scene"]
@@ -232,7 +247,7 @@ def build_app(hub: Hub, token: str | None = None, remote=None, replica: str | No
     app = Starlette(routes=[
         Route("/", index), Route("/serve.js", script), Route("/icon.svg", icon),
         Route("/manifest.webmanifest", manifest), Route("/stream/{scene}", stream),
-        *(Route(f"/{name}", icon_file) for name in ICONS),
+        *(Route(f"/{name}", _icon_file) for name in ICONS),
         Route("/listeners/{listener}/set", control, methods=["POST"]),
         Route("/metrics", metrics), Route("/healthz", healthz),
     ])

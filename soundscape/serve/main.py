@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..web_access import guarded_protocol, is_loopback, serve_sockets
 from .access import bind, check_access
+from .options import ServeOptions
 
 
 
@@ -18,26 +19,25 @@ def default_scenes() -> Path:
     return SHIPPED_DIR
 
 
-def serve(args) -> int:
-    from ..model.loading import choose_model, load_model, resolve_source
+def serve(opts: ServeOptions) -> int:
+    from ..model.loading import resolve_source
     from .hub import Hub, load_scenes
 
-    token = check_access(args.host, args.token)  # refuse a bad token before anything loads
-    scenes = load_scenes(args.scenes or default_scenes())
+    token = check_access(opts.host, opts.token)  # refuse a bad token before anything loads
+    scenes = load_scenes(opts.scenes or default_scenes())
     first = next(iter(scenes.values()))[1]
-    if args.ray:
+    if opts.ray:
         from .ray_app import run_ray
 
-        return run_ray(args, token, scenes)
-    resolve_source(choose_model(args.model, first.model))
-    sock = bind(args.host, args.port)  # a taken port fails before the model loads
-    model = load_model(choose_model(args.model, first.model), device=args.device, dtype=args.dtype,
-                       quiet=args.quiet, compile_mode=args.compile, runtime=args.runtime,
-                       keep_encoders=args.keep_encoders)  # else loaded for new prompts, released when idle (Hub)
-    hub = Hub(model, scenes, max_listeners=args.max_listeners, quality=args.quality, steps=args.steps)
-    hub.calibrate(quiet=args.quiet)
+        return run_ray(opts, token, scenes)
+    m = opts.model
+    resolve_source(m.model_id(first.model))
+    sock = bind(opts.host, opts.port)  # a taken port fails before the model loads
+    model = m.load(first.model, quiet=opts.quiet)  # without --keep-encoders: loaded for new prompts (Hub)
+    hub = Hub(model, scenes, max_listeners=opts.max_listeners, quality=m.quality, steps=m.steps)
+    hub.calibrate(quiet=opts.quiet)
     hub.start()
-    return run_http(hub, sock, token, quiet=args.quiet)
+    return run_http(hub, sock, token, quiet=opts.quiet)
 
 
 def run_http(hub, sock: socket.socket, token: str | None, quiet: bool = False) -> int:

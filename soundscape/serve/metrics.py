@@ -42,12 +42,11 @@ class HubCollector:
                                 "New audio per wall second for each stream, recent batches (1 = real time)",
                                 value=admission.per_stream_rtf(costs))
         per = [("soundscape_listener_coverups", "Cover-ups (earlier material while generation was late)",
-                lambda x: x.feeder.coverups),
+                lambda x: x.playback.feeder.coverups),
                ("soundscape_listener_underruns", "Blocks the listener's clock found the buffer short",
-                lambda x: x.player.underruns),
+                lambda x: x.playback.player.underruns),
                ("soundscape_listener_chunks", "Chunks generated for the listener", lambda x: x.gen.stats.chunks),
-               ("soundscape_listener_seconds", "Audio sent to the listener", lambda x: x.player.frames_played
-                / x.config.rate)]
+               ("soundscape_listener_seconds", "Audio sent to the listener", lambda x: x.playback.played_s())]
         for name, doc, value in per:
             family = CounterMetricFamily(name, doc, labels=["listener", "scene"])
             for x in listeners:

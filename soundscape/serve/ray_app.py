@@ -139,7 +139,7 @@ def _replica_class():
     return SoundscapeReplica
 
 
-def run_ray(args, token: str | None, scenes: dict) -> int:
+def run_ray(opts, token: str | None, scenes: dict) -> int:
     import os
 
     # A cluster we start ourselves is one node: Ray then binds loopback only, not this machine's address.
@@ -151,47 +151,47 @@ def run_ray(args, token: str | None, scenes: dict) -> int:
         raise UsageError('serve --ray needs Ray Serve, an optional extra: pip install -e ".[ray]"') from None
     from ..model.loading import choose_model, resolve_source
 
-    if args.port == 0:
+    if opts.port == 0:
         raise UsageError("--port 0: Ray Serve's proxy needs a fixed port; give one, e.g. --port 8000")
-    bind(args.host, args.port).close()  # a taken port fails before Ray starts
+    bind(opts.host, opts.port).close()  # a taken port fails before Ray starts
     first = next(iter(scenes.values()))[1]
-    model = choose_model(args.model, first.model)
+    model = choose_model(opts.model.name, first.model)
     resolve_source(model)
     try:
-        if args.ray == "auto":
+        if opts.ray == "auto":
             try:
                 ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
             except ConnectionError:  # no cluster on this machine: start a local one, on loopback only
                 ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         else:
-            why = unreachable(args.ray)
+            why = unreachable(opts.ray)
             if why:
-                raise UsageError(f"--ray {args.ray}: nothing answers there ({why}); start a cluster with "
+                raise UsageError(f"--ray {opts.ray}: nothing answers there ({why}); start a cluster with "
                                  f"`ray start --head`, or leave the address out for a local one")
-            ray.init(address=args.ray, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=opts.ray, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"--ray {args.ray}: cannot reach a Ray cluster ({str(exc).splitlines()[0]}); "
+        raise UsageError(f"--ray {opts.ray}: cannot reach a Ray cluster ({str(exc).splitlines()[0]}); "
                          f"start one with `ray start --head`, or leave the address out for a local one") from None
-    gpus = args.gpus_per_replica
+    gpus = opts.gpus_per_replica
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
     # Held for as long as we serve: a named actor without a handle is collected.
     directory = _directory_class().options(name=DIRECTORY, namespace=NAMESPACE, get_if_exists=True).remote()
-    settings = {"model": str(model), "device": "cuda" if gpus else "cpu", "dtype": args.dtype,
-                "runtime": args.runtime, "quality": args.quality, "steps": args.steps,
-                "max_listeners": args.max_listeners, "port": args.port}
-    scaling = ({"num_replicas": args.min_replicas} if args.min_replicas == args.max_replicas else
-               {"autoscaling_config": {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
-                                       "target_ongoing_requests": max(1.0, 0.75 * args.max_listeners)}})
+    settings = {"model": str(model), "device": "cuda" if gpus else "cpu", "dtype": opts.model.dtype,
+                "runtime": opts.model.runtime, "quality": opts.model.quality, "steps": opts.model.steps,
+                "max_listeners": opts.max_listeners, "port": opts.port}
+    scaling = ({"num_replicas": opts.min_replicas} if opts.min_replicas == opts.max_replicas else
+               {"autoscaling_config": {"min_replicas": opts.min_replicas, "max_replicas": opts.max_replicas,
+                                       "target_ongoing_requests": max(1.0, 0.75 * opts.max_listeners)}})
     # A listener is one long request: room for every slot, plus the page, metrics and control calls.
-    deployment = serve.deployment(_replica_class(), name="soundscape", max_ongoing_requests=args.max_listeners + 4,
+    deployment = serve.deployment(_replica_class(), name="soundscape", max_ongoing_requests=opts.max_listeners + 4,
                                   ray_actor_options={"num_gpus": gpus, "num_cpus": 0 if gpus else 1}, **scaling)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options={"host": opts.host, "port": opts.port})
     app = deployment.bind(settings, {name: str(path) for name, (path, _) in scenes.items()}, token)
     serve.run(app, name="soundscape", route_prefix="/")
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
-    print(f"serve: {args.min_replicas}-{args.max_replicas} Ray Serve replicas of {args.max_listeners} listeners "
+    shown = f"[{opts.host}]" if ":" in opts.host else opts.host
+    url = f"http://{shown}:{opts.port}/" + (f"?token={token}" if token else "")
+    print(f"serve: {opts.min_replicas}-{opts.max_replicas} Ray Serve replicas of {opts.max_listeners} listeners "
           f"each, {gpus:g} GPU per replica", file=sys.stderr, flush=True)
     print(f"serve: listening on {url}", file=sys.stderr, flush=True)
     try:

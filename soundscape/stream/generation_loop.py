@@ -3,8 +3,8 @@
 `play` runs it with one stream; `serve` with one stream per listener. Each round:
   1. every slot hands its finished segment to its queue (backpressure: a slot whose queue is
      still full sits the round out) and applies the live changes that came in;
-  2. the ready slots pick their steps (adaptive, play's StepController) and the batch takes the
-     fewest any of them asked for, so that one UNet call per step carries every stream;
+  2. the ready slots pick their steps (adaptive, StepController) and the batch takes the fewest any of
+     them asked for, passed to the call that makes it, so that one UNet call per step carries every stream;
   3. `stream.next_segments` makes the batch; each slot gets its segment, or its own error
      (retried with backoff while earlier material plays), and the loop records the batch's
      cost for admission control (serve) and the status line.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..audio.feeder import MARGIN_S, XFADE_S  # noqa: F401 (the feeder's; serve's listener reads them here)
+from ..audio.feeder import MARGIN_S, XFADE_S
 from .adaptive import StepController
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
@@ -55,7 +55,7 @@ class StreamSlot:
     """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
 
     def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
-                 name: str = ""):
+                 name: str = "", ahead=None):
         self.stream = stream
         self.out = out
         self.name = name
@@ -63,7 +63,7 @@ class StreamSlot:
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
         self.epoch = 0  # how many batches of live changes have been applied
-        self.ahead = lambda: float("inf")  # seconds of audio buffered ahead; the owner sets it
+        self.ahead = ahead or (lambda: float("inf"))  # seconds of audio buffered ahead (the consumer's)
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
         self.closed = False
@@ -91,6 +91,7 @@ class StreamSlot:
 
     def close(self) -> None:
         self.closed = True
+        self.ahead = lambda: 0.0  # drops the consumer it pointed at (a gone listener's buffers go at once)
         if self._timeline:
             with self._log_lock:
                 self._timeline.close()
@@ -124,16 +125,16 @@ class StreamSlot:
             applied = True
         if applied:
             self.epoch += 1
-        self._choose_steps()
 
-    def _choose_steps(self) -> None:
-        """Adaptive steps (play only): within the preset's range, so the buffer stays above its target."""
+    def choose_steps(self) -> int:
+        """This stream's steps for its next chunk: within the preset's range, so the buffer stays above its
+        target (adaptive; render, which runs no loop, keeps its fixed steps)."""
         r = self.stream.resolved
         if self.stepper is None or (self.stepper.lo, self.stepper.hi) != (r.min_steps, r.max_steps):
             # Safety: the cover-up margin and the held crossfade must still be buffered when the chunk lands.
             self.stepper = StepController(r.min_steps, r.max_steps, self.stream.hop_s,
                                           safety_s=MARGIN_S + XFADE_S + JITTER_S)
-        self.stream.next_steps = self.stepper.choose(self.ahead())
+        return self.stepper.choose(self.ahead())
 
     def accept(self, seg: Segment) -> None:
         seg.epoch = self.epoch
@@ -208,23 +209,19 @@ class GenerationLoop(threading.Thread):
             for slot in batch:
                 slot.prepare()
             # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
-            steps = [s.stream.next_steps for s in batch if s.stream.next_steps is not None]
-            if len(batch) > 1 and steps:
-                for slot in batch:
-                    slot.stream.next_steps = min(steps)
-            self._run_batch(batch)
+            self._run_batch(batch, min(slot.choose_steps() for slot in batch))
         with self._lock:
             slots = list(self.slots)
         for slot in slots:
             slot.close()
 
-    def _run_batch(self, batch: list[StreamSlot]) -> None:
+    def _run_batch(self, batch: list[StreamSlot], steps: int) -> None:
         def should_stop() -> bool:
             return self.stop.is_set() or all(s.interrupt.is_set() or s.closed for s in batch)
 
         t0 = time.perf_counter()
         try:
-            outs = next_segments([s.stream for s in batch], should_stop=should_stop)
+            outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps)
         except Cancelled:
             return
         except _OOM as exc:

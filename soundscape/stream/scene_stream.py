@@ -99,7 +99,8 @@ class Segment:
 class SceneStream:
     def __init__(self, model: LoadedModel, scene: Scene, *, steps: int | None = None, seed: int | None = None,
                  out_rate: int | None = None, channels: int | None = None, encoder: PromptEncoder | None = None,
-                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None):
+                 quality: str | None = None, fade_in: bool = True, day_start: float | None = None,
+                 heard_at=None):
         self.model = model
         self.scene = scene
         self.encoder = encoder or PromptEncoder(model)
@@ -113,7 +114,6 @@ class SceneStream:
         self._denoise_overrides: dict = {}
         self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
         self.quality = quality  # --quality; None: the scene's
-        self.next_steps: int | None = None  # play's adaptive choice for the next chunk (min_steps..max_steps)
         self._attempts: dict[int, int] = {}  # chunk -> next seed attempt, after the watchdog turned all down
         self._clap: watchdog.ClapScorer | None = None
         self._fade_in = fade_in  # False after an instant start: the recording played the fade-in (play/instant.py)
@@ -126,7 +126,7 @@ class SceneStream:
         # --start-time`; default: now), unless `heard_at` (play) says when each chunk will be heard.
         self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
         self._day_start_given = day_start is not None  # else a resumed render keeps the one it started with
-        self.heard_at = None  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
+        self.heard_at = heard_at  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -198,10 +198,10 @@ class SceneStream:
         self.overrides = self.overrides + tuple(controller.Override(k, float(v), at) for k, v in values.items())
 
     def set_width(self, width: float) -> None:
-        """A live width change (stream/live.py): the chain is rebuilt with it and keeps its state, so the
-        width stage ramps from where it is (audio/width.py); nothing else changes."""
+        """A live width change (stream/live.py): the new target of the chain's width stage, which ramps there
+        from where it is (audio/width.py); the scene says it too, for a chain built later from it."""
         self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
-        self.chain = output_chain(self.spec, self.scene, self.out_rate, self.channels, self._fade_in, self.seed)
+        self.chain.width.set_target(width)
 
     def replace_scene(self, scene: Scene) -> None:
         """Switch to an edited scene, easing from the old one over its transition time.
@@ -242,13 +242,14 @@ class SceneStream:
             raise out
         return out
 
-    def _prepare(self) -> _Prepared:
-        """What the next chunk is made from: the scene's weights at its time, its conditioning and settings."""
+    def _prepare(self, steps: int | None = None) -> _Prepared:
+        """What the next chunk is made from: the scene's weights at its time, its conditioning and settings;
+        `steps` its denoising steps (the generation loop's adaptive choice), None for the scene's."""
         index = self.state.gen.chunk_index
         t = self.control_time(index)
         spec = self.spec
-        if self.next_steps is not None and self.next_steps != spec.denoise.steps:
-            spec = replace(spec, denoise=replace(spec.denoise, steps=self.next_steps))
+        if steps is not None and steps != spec.denoise.steps:
+            spec = replace(spec, denoise=replace(spec.denoise, steps=steps))
         day = self.day_start_at(t) if self.scene.evolution.follows_clock else None
         return self._prepared(index, controller.prompt_weights(self.scene, t, self.overrides, self.change, day), spec,
                               controller.weights_at(self.scene, t, self.overrides, day))
@@ -315,23 +316,6 @@ class SceneStream:
                        steps=p.spec.denoise.steps, denoise_s=result.denoise_s,
                        quality=verdict.scores if verdict else None, rejected=p.rejected or None)
 
-    def checked_chunk(self, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
-        """One chunk from an explicit generator state and seed, passed by the watchdog.
-
-        For segmented renders (render/workers.py): the caller places the chunk; returns
-        (ChunkResult, Verdict or None, rejected tries, presence).
-        """
-        self.seed = seed
-        self.state = replace(self.state, gen=gen)
-        p = self._prepared(gen.chunk_index, by_prompt, spec, weights={})
-        while True:
-            result = generate_chunks(self.model, [p.job()], spec)[0]
-            out = _judge(p, result)
-            if out is not None:
-                if isinstance(out, BaseException):
-                    raise out
-                return result, out[1], p.rejected, p.presence
-
     # State -----------------------------------------------------------------
     def save_state(self, path: str | Path) -> None:
         """Write the stream state as plain arrays (npz, no pickle) to resume later."""
@@ -397,8 +381,28 @@ def _judge(p: _Prepared, result: ChunkResult):
                          f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits")
 
 
-def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment | BaseException]:
-    """The next segment of every stream, their chunks generated together (one UNet call per step).
+def checked_chunk(stream: SceneStream, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):
+    """One chunk of `stream` from an explicit generator state and seed, passed by the watchdog.
+
+    For segmented renders (render/workers.py): the caller places the chunk; returns
+    (ChunkResult, Verdict or None, rejected tries, presence).
+    """
+    stream.seed = seed
+    stream.state = replace(stream.state, gen=gen)
+    p = stream._prepared(gen.chunk_index, by_prompt, spec, weights={})
+    while True:
+        result = generate_chunks(stream.model, [p.job()], spec)[0]
+        out = _judge(p, result)
+        if out is not None:
+            if isinstance(out, BaseException):
+                raise out
+            return result, out[1], p.rejected, p.presence
+
+
+def next_segments(streams: list[SceneStream], should_stop=None,
+                  steps: int | None = None) -> list[Segment | BaseException]:
+    """The next segment of every stream, their chunks generated together (one UNet call per step), each
+    with `steps` denoising steps (None: each stream's own setting).
 
     Streams with the same chunk settings share a batch. A chunk the watchdog turns down is made
     again with its next seed, in a batch of the streams still waiting. One stream's rejection is
@@ -413,7 +417,7 @@ def next_segments(streams: list[SceneStream], should_stop=None) -> list[Segment 
     prepared: dict[int, _Prepared] = {}
     for i, s in enumerate(streams):
         try:
-            prepared[i] = s._prepare()
+            prepared[i] = s._prepare(steps)
         except _OOM:
             raise  # the batch's trouble: the loop makes every stream smaller
         except Exception as exc:  # this stream's own trouble (its conditioning): never the batch's

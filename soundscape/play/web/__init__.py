@@ -15,37 +15,33 @@ from pathlib import Path
 from ...errors import UsageError
 
 
-def save_dir(args) -> Path | None:
+def save_dir(web, scene_path: str) -> Path | None:
     """--web-save-dir DIR, or beside the scene when given without a folder; checked before the model loads."""
-    if getattr(args, "web_save_dir", None) is None:
+    if web is None or web.save_dir is None:
         return None
     from ...scene.shipped import SHIPPED_DIR
 
-    folder = Path(args.web_save_dir) if args.web_save_dir else Path(args.scene).resolve().parent
-    if not args.web_save_dir and folder == SHIPPED_DIR:
+    folder = Path(web.save_dir) if web.save_dir else Path(scene_path).resolve().parent
+    if not web.save_dir and folder == SHIPPED_DIR:
         folder = Path.cwd()  # a shipped scene lives inside the installed package: save where the user is
     if not folder.is_dir():
         raise UsageError(f"--web-save-dir {folder}: no such folder; create it or pass another")
     return folder
 
 
-def start(args, engine, live, bridge=None):
+def start(web, scene_path: str, playback, bridge, folder: Path | None):
     """Start the mixer beside a playing engine and print its `web: URL` line. None if it cannot listen.
 
-    `bridge`: one already ticking on the engine (shared with the media controls, play/mpris.py)."""
-    from .bridge import Bridge
+    `web`: the WebOptions; `bridge`: the one already ticking on the engine (shared with the media controls,
+    play/mpris.py); `folder`: where "Save as scene" writes (`save_dir`), None to download."""
     from .server import WebMixer
 
-    shared = bridge is not None
-    bridge = bridge or Bridge(live)
-    mixer = WebMixer(bridge, engine.ring, engine.player, engine.config.rate,
-                     port=getattr(args, "web_port", None) or 0, save_dir=save_dir(args), scene_path=args.scene)
+    mixer = WebMixer(bridge, playback.ring, playback.player, playback.rate, port=web.port, save_dir=folder,
+                     scene_path=scene_path)
     if not mixer.start():
         return None
-    if not shared:
-        engine.on_tick.append(bridge.tick)
     print(f"web: {mixer.url}", file=sys.stderr, flush=True)
-    if getattr(args, "open", False):
+    if web.open:
         import webbrowser
 
         threading.Thread(target=webbrowser.open, args=(mixer.url,), name="soundscape-open", daemon=True).start()

@@ -1,0 +1,200 @@
+"""The transport of `play`: pause, resume, the sleep timer, stop, the master volume and the wake alarm.
+
+One owner of "paused" and of the night clock. LiveControl (stream/live.py) hands it these commands
+(from the control socket, the web mixer, the keys, MPRIS), all on the engine's main thread:
+  pause / resume / toggle {fade_s}  fade out (about a second) and hold; fade back in from where it stopped
+  volume {volume}                   master volume 0..1 (the player's gain, glided)
+  timer {action, seconds}           sleep timer: set / extend / cancel, until its fade-out has begun
+  stop {fade_s}                     fade out and stop
+  wake {action, at, fade_s}         the wake alarm (play/wake.py): set or cancel
+The sleep timer counts wall-clock time from when sound started, less the time spent paused (a device
+that stalls must not make the night longer; a pause must not shorten it); `tick` schedules its fade
+on the player a second ahead, and from then on it can no longer be moved. A fade that the device has
+made late is cut short at its deadline. With a wake alarm set, the sleep timer's fade ends in a pause
+instead of the end of the player, and the alarm fades the sound back in.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..scene.load import describe as describe_value, one_line
+from ..scene.schema import Seconds, Weight
+from ..stream.control_requests import PAUSE_FADE_S
+from .wake import WakeAlarm
+
+TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
+LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
+MAX_TIMER_S = 24 * 3600.0
+MAX_PAUSE_FADE_S = 60.0
+COMMANDS = ("pause", "resume", "toggle", "volume", "timer", "stop", "wake")
+
+
+class Transport:
+    def __init__(self, player, rate: int, log, *, made_at: float, fade_s: float = 30.0, wake: dict | None = None):
+        """`player`: audio/output.Player; `log(row)`: the timeline; `made_at`: the volume the stream bakes into
+        its audio (the scene's output.volume); `fade_s`: the sleep timer's fade-out; `wake`: WakeAlarm's
+        keyword arguments (the alarm is always there, unarmed until set)."""
+        self.player, self.rate, self.log = player, rate, log
+        self.made_at = made_at
+        self.volume = made_at  # master volume; the stream keeps making audio at `made_at`
+        self.fade_s = fade_s  # the sleep timer's fade-out (at most the timer's length)
+        self.sleep_at: float | None = None  # when the sleep timer stops the player, on `clock()`
+        self._sleep_fade = 0.0
+        self._sleep_scheduled = False  # the fade is on the player: the timer can no longer move
+        self._sound_started: float | None = None  # time.monotonic() when the first audio was played
+        self._deadline: float | None = None  # `clock()` by which the fade under way must be over
+        self.stopping = False
+        self.paused = False  # asked to pause (the player fades, then holds)
+        self._paused_at = 0.0  # time.monotonic() of the pause
+        self._paused_total = 0.0  # seconds paused since sound started: the sleep timer does not count them
+        self.alarm = WakeAlarm(self, **(wake or {}))
+
+    def clock(self) -> float:
+        """Seconds of wall-clock time since sound started, less the time paused (0 while buffering)."""
+        if self._sound_started is None:
+            if self.player.frames_played == 0:
+                return 0.0
+            self._sound_started = time.monotonic()
+        now = time.monotonic()
+        return now - self._sound_started - self._paused_total - (now - self._paused_at if self.paused else 0.0)
+
+    def _played_s(self) -> float:
+        return self.player.frames_played / self.rate
+
+    def handle(self, req) -> dict:
+        """One checked request (stream/control_requests.py) whose cmd is in COMMANDS."""
+        cmd = req.cmd
+        if cmd == "volume":
+            return self.set_volume(req.volume)
+        if cmd == "timer":
+            return self.timer(req.action, req.seconds)
+        if cmd == "stop":
+            return self.stop(req.fade_s)
+        if cmd == "wake":
+            return self.alarm.cancel() if req.action == "cancel" else self.alarm.set(req.at, req.fade_s)
+        if cmd == "toggle":
+            cmd = "resume" if self.paused else "pause"
+        fade_s = min(req.fade_s, MAX_PAUSE_FADE_S)
+        return self.pause(fade_s) if cmd == "pause" else self.resume(fade_s)
+
+    def status(self) -> dict:
+        return {"volume": self.volume, "stopping": self.stopping, "sleep": self._timer_status(),
+                "paused": self.paused, "wake": self.alarm.status()}
+
+    def night_text(self) -> str:
+        """The status line's words on a pause and the alarm."""
+        text = "  PAUSED" if self.paused else ""
+        if self.alarm.armed:
+            text += f"  ({self.alarm.describe()})"
+        return text
+
+    def tick(self):
+        """Every engine tick: the sleep timer, then the alarm. Returns the wake scene's (scene, path) when it
+        is to be switched to now (LiveControl owns the scene), else None."""
+        self._run_timer()
+        return self.alarm.tick()
+
+    # Pause and resume -------------------------------------------------------
+    def pause(self, fade_s: float = PAUSE_FADE_S, start_frame: int | None = None, why: str = "pause") -> dict:
+        """Fade out over `fade_s` (from `start_frame`, default now) and hold; the generator idles once
+        the buffer is full. The sleep timer stops counting."""
+        if self.stopping:
+            return {"ok": False, "error": "the player is fading out to stop; it cannot be paused"}
+        if self._sleep_scheduled and not self.paused:
+            return {"ok": False, "error": "the sleep timer is fading the player out; it cannot be paused"}
+        if not self.paused:
+            self.paused = True
+            self._paused_at = time.monotonic()
+            self.player.pause(max(float(fade_s), 0.01), start_frame)
+            self.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"paused": True}}
+
+    def resume(self, fade_s: float = PAUSE_FADE_S, why: str = "resume") -> dict:
+        """Fade back in over `fade_s` from where the sound stopped."""
+        if self.stopping:
+            return {"ok": False, "error": "the player is fading out to stop; it cannot be resumed"}
+        if self.paused:
+            self.paused = False
+            if self._sound_started is not None:
+                self._paused_total += time.monotonic() - self._paused_at
+            self.player.resume(max(float(fade_s), 0.01))
+            self.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"paused": False}}
+
+    # Master volume, sleep timer, stop ---------------------------------------
+    def set_volume(self, volume) -> dict:
+        try:
+            volume = TypeAdapter(Weight).validate_python(volume)
+        except ValidationError as exc:
+            return {"ok": False, "error": f"volume: {one_line(exc)}, got {describe_value(volume)}"}
+        if self.made_at == 0:
+            return {"ok": False, "error": "the scene's output.volume is 0, so there is nothing to turn up; "
+                                          "raise it in the scene file and restart"}
+        self.volume = volume
+        self.player.set_gain(volume / self.made_at)
+        self.log({"event": "volume", "volume": volume, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"volume": volume}}
+
+    def _timer_status(self) -> dict | None:
+        if self.sleep_at is None:
+            return None
+        return {"remaining_s": round(max(0.0, self.sleep_at - self.clock()), 2),
+                "fade_s": self._sleep_fade, "fading": self._sleep_scheduled}
+
+    def timer(self, action, seconds) -> dict:
+        if self.stopping or self._sleep_scheduled:
+            return {"ok": False, "error": "the player is already fading out; the sleep timer can no longer change"}
+        if action == "cancel":
+            self.sleep_at = None
+        elif action in ("set", "extend"):
+            try:
+                seconds = TypeAdapter(Seconds).validate_python(seconds)
+            except ValidationError as exc:
+                return {"ok": False, "error": f"seconds: {one_line(exc)}, got {describe_value(seconds)}"}
+            if not 0 < seconds <= MAX_TIMER_S:
+                return {"ok": False, "error": f"seconds: expected more than 0 and at most 24 hours, got {seconds:g}"}
+            if action == "extend" and self.sleep_at is None:
+                return {"ok": False, "error": "no sleep timer is set; set one first"}
+            now = self.clock()
+            self.sleep_at = min((self.sleep_at if action == "extend" else now) + seconds, now + MAX_TIMER_S)
+            self._sleep_fade = min(self.fade_s, self.sleep_at - now)
+        else:
+            return {"ok": False, "error": f"timer: unknown action {action!r}; expected set, extend or cancel"}
+        self.log({"event": "timer", "action": action, "ends_at_s": self.sleep_at,
+                  "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"sleep": self._timer_status()}}
+
+    def _run_timer(self) -> None:
+        """Hand the sleep fade to the player shortly before it starts; cut a fade short that runs late."""
+        now, player = self.clock(), self.player
+        if self._deadline is not None and now >= self._deadline and not player.done:
+            self._deadline = None
+            player.start_fade(LATE_FADE_S)  # the device lost time (xruns): end on time anyway
+        if self.sleep_at is None or self._sleep_scheduled or self.paused:
+            return
+        start = self.sleep_at - self._sleep_fade
+        if now >= start - TIMER_LOOKAHEAD_S:
+            frame = player.frames_played + int(max(0.0, start - now) * self.rate)
+            if self.alarm.armed:
+                # An alarm will wake the scene: the night's fade ends in a pause, not the end of the player.
+                self.sleep_at = None
+                self.pause(self._sleep_fade, start_frame=frame, why="sleep")
+                return
+            self._sleep_scheduled = True
+            self._deadline = self.sleep_at
+            player.schedule_fade(frame, self._sleep_fade)
+
+    def stop(self, fade_s) -> dict:
+        try:
+            fade_s = TypeAdapter(Seconds).validate_python(fade_s)
+        except ValidationError as exc:
+            return {"ok": False, "error": f"fade_s: {one_line(exc)}, got {describe_value(fade_s)}"}
+        self.stopping = True
+        fade_s = max(min(fade_s, 60.0), 0.01)
+        self.player.start_fade(fade_s)
+        self._deadline = min(self._deadline or float("inf"), self.clock() + fade_s)
+        self.log({"event": "stop", "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+        return {"ok": True, "applied": {"fade_s": fade_s}}
