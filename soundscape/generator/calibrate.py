@@ -50,7 +50,7 @@ def record_unet_inputs(model: LoadedModel, conds: list[Conditioning], spec: Chun
 
 
 def tune_int8(model: LoadedModel, prompts: list[str], negative: str, spec: ChunkSpec, progress=None):
-    """Quantize the UNet on trajectories of `prompts` and gate it on this CPU (model/int8.py): the Verdict.
+    """Quantize the UNet on trajectories of `prompts` and gate it on this CPU (model/int8.py): its Int8Verdict.
 
     Every prompt's first chunk is recorded; CALIBRATION calls spread over all but the last prompt calibrate,
     and the last prompt's calls (early, middle and late steps) are held out for the gate.

@@ -53,7 +53,7 @@ def available() -> bool:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Int8Verdict:
     bf16_s: float
     int8_s: float
     bf16_snr_db: float
@@ -76,10 +76,10 @@ def _choice_path(entry: Path, cpu_key: str) -> Path:
     return folder(entry) / f"choice-{cpu_key}.json"
 
 
-def read_choice(entry: Path, cpu_key: str) -> Verdict | None:
+def read_choice(entry: Path, cpu_key: str) -> Int8Verdict | None:
     """The answer measured on this CPU for this UNet entry, or None (never measured, or unreadable)."""
     try:
-        v = Verdict(**json.loads(_choice_path(entry, cpu_key).read_text()))
+        v = Int8Verdict(**json.loads(_choice_path(entry, cpu_key).read_text()))
     except (OSError, ValueError, TypeError):
         return None
     return v if (folder(entry) / "model.xml").is_file() or not v.chosen else None
@@ -123,7 +123,7 @@ def _snr(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 def gate(entry: Path, held_out: list[list[np.ndarray]], cpu_key: str, cpu: str, quantize_s: float,
-         repeats: int = 5) -> Verdict:
+         repeats: int = 5) -> Int8Verdict:
     """Time bf16 and int8 on `held_out` (interleaved, median), compare each with fp32; save and return the verdict."""
     from .openvino_runtime import _core
 
@@ -149,7 +149,7 @@ def gate(entry: Path, held_out: list[list[np.ndarray]], cpu_key: str, cpu: str, 
             times[k].append(time.perf_counter() - t0)
     t = {k: statistics.median(v) for k, v in times.items()}
     passed = bool(snr["int8"] >= min(snr["bf16"], 90.0) - GATE_DB)
-    verdict = Verdict(bf16_s=round(t["bf16"], 4), int8_s=round(t["int8"], 4), bf16_snr_db=round(float(snr["bf16"]), 2),
+    verdict = Int8Verdict(bf16_s=round(t["bf16"], 4), int8_s=round(t["int8"], 4), bf16_snr_db=round(float(snr["bf16"]), 2),
                       int8_snr_db=round(float(snr["int8"]), 2), passed=passed,
                       chosen=bool(passed and t["bf16"] >= MARGIN * t["int8"]), quantize_s=round(quantize_s, 1), cpu=cpu)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from venv_with_packages import make_venv
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # where venv_with_packages.py lives
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 INNER = """

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "air_real.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "air_real.py"
 
 
 @pytest.fixture(scope="module")

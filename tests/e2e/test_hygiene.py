@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SCENE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _soundscape(*args, cwd=None, env=None, timeout=120):
