@@ -168,14 +168,14 @@ class LoadedModel:
             pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
         self.unet_runtime = made["unet"]
         if self.probe is not None:  # `auto` on a CPU: the int8 UNet where this CPU measured it faster and it passed
-            self._use_int8()
+            self.use_int8()
         if self.weights_folder is not None and not self.prepared:
             from .prepared import STAGES, remember
 
             remember(self.weights_folder, p, {s: made[s].model.entry for s in STAGES if s in made})
         self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
 
-    def _use_int8(self) -> None:
+    def use_int8(self) -> None:
         """Run the UNet's int8 IR (model/int8.py) where `bench --probe` measured it on this CPU and chose it."""
         import os
 
