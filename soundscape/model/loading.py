@@ -76,6 +76,14 @@ class LoadedModel:
         return {stage: "torch" if runtime is None else "openvino" for stage, runtime in
                 (("unet", self.unet_runtime), ("vae", self.vae_runtime), ("vocoder", self.vocoder_runtime))}
 
+    def runtime_names(self) -> dict[str, str]:
+        """What runs each stage and in what precision, e.g. {"unet": "openvino int8", "vae": "torch bf16", ...}:
+        `status --json` and play's first line say it (the choice `--runtime auto` measured, model/probe.py)."""
+        from .precision import dtype_name
+
+        return {stage: f"{runtime} {'int8' if stage in self.quantized else dtype_name(getattr(self.precision, stage))}"
+                for stage, runtime in self.runtimes.items()}
+
     def use_runtime(self, name: str = "auto", keep_torch: bool = False) -> str:
         """Run the UNet and vocoder (by default) with OpenVINO: `auto` on a CPU with the package installed.
 
