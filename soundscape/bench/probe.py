@@ -43,8 +43,8 @@ def run_probe(model, opts, gen, frames: int, overlap: int, say) -> dict:
                 f"{ {s: model.runtimes[s] for s in choice.runtimes} }")
     if not int8.available():
         out["int8"] = "not measured: NNCF is not installed (pip install nncf)"
-    elif model.unet_runtime is None or model.precision.unet != torch.bfloat16:
-        out["int8"] = "not measured: int8 is tried on OpenVINO's bf16 UNet only (this CPU runs another)"
+    elif model.unet_runtime is None or model.precision.unet not in (torch.bfloat16, torch.float32):
+        out["int8"] = "not measured: int8 is tried on OpenVINO's bf16 or fp32 UNet only (this run has another)"
     else:
         spec = ChunkSpec(frames=frames, overlap=overlap, denoise=DenoiseSpec(
             frames=frames, steps=gen.steps, scheduler=opts.scheduler, guidance_scale=gen.guidance_scale,
@@ -69,7 +69,7 @@ def lines(p: dict) -> list[str]:
     if isinstance(v, str):
         out.append(f"  int8 UNet: {v}")
     else:
-        out.append(f"  UNet call bf16 {v['bf16_s']:.3f} s ({v['bf16_snr_db']:.1f} dB), int8 {v['int8_s']:.3f} s "
+        out.append(f"  UNet call {v['precision']} {v['plain_s']:.3f} s ({v['plain_snr_db']:.1f} dB), int8 {v['int8_s']:.3f} s "
                    f"({v['int8_snr_db']:.1f} dB): {v['speedup']:.2f}x, gate {'pass' if v['passed'] else 'FAIL'}, "
                    f"{'chosen' if v['chosen'] else 'not chosen'}; quantized in {v['quantize_s']:.0f} s")
     return out

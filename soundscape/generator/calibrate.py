@@ -81,4 +81,7 @@ def tune_int8(model: LoadedModel, prompts: list[str], negative: str, spec: Chunk
     quantize_s = time.perf_counter() - t0
     if progress is not None:
         progress("timing bf16 against int8 and comparing both with fp32")
-    return int8.gate(entry, held_out, cpu_key(), cpu_name(), quantize_s)
+    import torch
+
+    hint = "bf16" if model.precision.unet == torch.bfloat16 else "f32"
+    return int8.gate(entry, held_out, cpu_key(), cpu_name(), quantize_s, hint=hint)

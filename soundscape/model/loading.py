@@ -191,7 +191,7 @@ class LoadedModel:
         from .openvino_runtime import MAX_SHAPES, StaticModel
         from .probe import cpu_key
 
-        if os.environ.get("SOUNDSCAPE_INT8", "1") == "0" or self.precision.unet != torch.bfloat16:
+        if os.environ.get("SOUNDSCAPE_INT8", "1") == "0" or self.precision.unet not in (torch.bfloat16, torch.float32):
             return
         static = self.unet_runtime.model
         verdict = int8.read_choice(static.entry, cpu_key())

@@ -67,7 +67,7 @@ def test_bench_probe_measures_this_cpu_and_reports_it(capsys, tmp_path, monkeypa
     assert all(r["seconds"] > 0 for r in probe["decoders"])
     verdict = probe["int8"]
     if isinstance(verdict, dict):  # a CPU with native bf16: the int8 UNet was quantized and gated
-        assert verdict["int8_s"] > 0 and verdict["bf16_s"] > 0 and verdict["quantize_s"] > 0
+        assert verdict["int8_s"] > 0 and verdict["plain_s"] > 0 and verdict["quantize_s"] > 0
         assert verdict["chosen"] == (report["int8"] == ["unet"])  # the chunks ran what was chosen
         assert not verdict["chosen"] or verdict["passed"]
     else:  # fp32 CPUs, or no NNCF: said why
