@@ -186,7 +186,7 @@ def commands_reference() -> str:
     parser = build_parser()
     out = []
     for name, summary, sub in _subcommands(parser):
-        out += [f"## {name}", "", _cell(summary or ""), ""]
+        out += [f"### soundscape {name}", "", _cell(summary or ""), ""]
         if sub.description and sub.description != summary:
             out += [sub.description, ""]
         out += ["```text", sub.format_usage().strip(), "```", ""]
