@@ -54,6 +54,7 @@ class BenchOptions:
     diffusers_clips: int = 3
     compare_runtimes: bool = False
     precision_error: bool = False
+    probe: bool = False  # measure this CPU afresh first (bench/probe.py)
     json: bool = False
 
 
@@ -74,6 +75,12 @@ def run_bench(opts: BenchOptions) -> int:
     import psutil
 
     rss_loaded = psutil.Process().memory_info().rss
+    probed = None
+    if opts.probe:
+        from .probe import run_probe
+        from ..model.loading import to_stderr
+
+        probed = run_probe(model, opts, gen, frames, overlap, to_stderr)
     other = None
     if opts.compare_runtimes:
         other, other_load_s, other_rss = measure.load_torch_twin(opts, rss_loaded)
@@ -101,5 +108,12 @@ def run_bench(opts: BenchOptions) -> int:
         result["diffusers"] = measure.compare_diffusers(model, opts, result)
     if opts.precision_error:
         result["precision_error_db"] = measure.precision_error(model, opts)
-    print(json.dumps(result, indent=1) if opts.json else report.table(result))
+    if probed is not None:
+        result["probe"] = probed
+    text = report.table(result)
+    if probed is not None and not opts.json:
+        from .probe import lines
+
+        text += "\n" + "\n".join(lines(probed))
+    print(json.dumps(result, indent=1) if opts.json else text)
     return 0

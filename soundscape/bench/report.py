@@ -30,6 +30,8 @@ def build(opts, model, measured: dict, frames: int, overlap: int, *, load_s: flo
         "precision": model.precision.names(),
         "vocoder_runtime": model.runtimes["vocoder"],
         "runtimes": model.runtimes,
+        "int8": list(model.quantized),  # stages running an int8 IR (model/int8.py)
+        "probe_choice": None if model.probe is None else model.probe.runtimes,  # measured decoders (model/probe.py)
         "prepacked": list(model.prepacked),  # stages with oneDNN-prepacked bf16 weights (model/prepack.py)
         "cpu_flags": cpu_flags() if model.device.type == "cpu" else None,
         "quality": opts.model.quality or "auto",
@@ -143,7 +145,8 @@ def table(r: dict) -> str:
         + (f", flags {' '.join(r['cpu_flags'])}" if r.get("cpu_flags") else ""),
         "precision " + ", ".join(f"{k} {v}" for k, v in r["precision"].items())
         + "; run by " + ", ".join(f"{k} {v}" for k, v in r.get("runtimes", {"vocoder": r.get("vocoder_runtime", "torch")}).items())
-        + (f"; prepacked {', '.join(r['prepacked'])}" if r.get("prepacked") else ""),
+        + (f"; prepacked {', '.join(r['prepacked'])}" if r.get("prepacked") else "")
+        + (f"; int8 {', '.join(r['int8'])}" if r.get("int8") else ""),
         f"versions  torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
         f"python {v['python']}",
         f"run       {c['chunks']} chunks of {c['chunk_s']:.2f} s (overlap {c['overlap_s']:.2f} s, new audio "

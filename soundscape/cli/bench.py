@@ -39,6 +39,10 @@ def add_parsers(sub) -> None:
                         "ratio (loads the model twice)")
     p.add_argument("--precision-error", action="store_true",
                    help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
+    p.add_argument("--probe", action="store_true",
+                   help="first measure this CPU afresh: each decoder on torch and OpenVINO, and the UNet in int8 "
+                        "against bf16 (quantized with NNCF on its own trajectories, gated on its error against "
+                        "fp32; about 3 minutes with the full model); the answers are cached for --runtime auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -50,7 +54,7 @@ def cmd_bench(ns) -> int:
         chunk_seconds=ns.chunk_seconds, overlap_seconds=ns.overlap_seconds, scheduler=ns.scheduler,
         no_guidance=ns.no_guidance, batch=ns.batch, attention=ns.attention, threads=ns.threads,
         compare_diffusers=ns.compare_diffusers, diffusers_clips=ns.diffusers_clips,
-        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, json=ns.json))
+        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, probe=ns.probe, json=ns.json))
 
 
 COMMANDS = {"bench": cmd_bench}

@@ -76,6 +76,14 @@ class LoadedModel:
         return {stage: "torch" if runtime is None else "openvino" for stage, runtime in
                 (("unet", self.unet_runtime), ("vae", self.vae_runtime), ("vocoder", self.vocoder_runtime))}
 
+    def runtime_names(self) -> dict[str, str]:
+        """What runs each stage and in what precision, e.g. {"unet": "openvino int8", "vae": "torch bf16", ...}:
+        `status --json` and play's first line say it (the choice `--runtime auto` measured, model/probe.py)."""
+        from .precision import dtype_name
+
+        return {stage: f"{runtime} {'int8' if stage in self.quantized else dtype_name(getattr(self.precision, stage))}"
+                for stage, runtime in self.runtimes.items()}
+
     def use_runtime(self, name: str = "auto", keep_torch: bool = False) -> str:
         """Run the UNet and vocoder (by default) with OpenVINO: `auto` on a CPU with the package installed.
 
@@ -168,14 +176,14 @@ class LoadedModel:
             pipe.vae.decode = self.vae_runtime  # denoise.latents_to_mel calls pipe.vae.decode
         self.unet_runtime = made["unet"]
         if self.probe is not None:  # `auto` on a CPU: the int8 UNet where this CPU measured it faster and it passed
-            self._use_int8()
+            self.use_int8()
         if self.weights_folder is not None and not self.prepared:
             from .prepared import STAGES, remember
 
             remember(self.weights_folder, p, {s: made[s].model.entry for s in STAGES if s in made})
         self._prepack([s for s in ("unet", "vae", "vocoder") if s not in stages], keep_torch)
 
-    def _use_int8(self) -> None:
+    def use_int8(self) -> None:
         """Run the UNet's int8 IR (model/int8.py) where `bench --probe` measured it on this CPU and chose it."""
         import os
 

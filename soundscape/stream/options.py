@@ -42,5 +42,10 @@ def open_stream(scene, options: ModelOptions, *, quiet: bool = False, **kw):
     from .scene_stream import SceneStream
 
     model = options.load(scene.model, quiet=quiet)
+    if not quiet and model.device.type == "cpu":
+        import sys
+
+        # What `--runtime auto` chose on this CPU (measured once, model/probe.py), as `status --json` says it too
+        print("running " + ", ".join(f"{s} on {r}" for s, r in model.runtime_names().items()), file=sys.stderr)
     interrupts.check()  # a signal swallowed while the model's objects were built and freed
     return SceneStream(model, scene, steps=options.steps, seed=options.seed, quality=options.quality, **kw)

@@ -123,6 +123,7 @@ class Playback:
             "encoding": bool(getattr(stream.encoder, "encoding", False)),
             "generator_errors": gen.stats.errors,
             "device": self.device,
+            "runtimes": stream.model.runtime_names(),  # what runs each stage, as measured on this CPU
             "sample_rate": self.rate,
         }
         return {**self.labels, **{k: v for k, v in status.items() if k not in self.labels}}

@@ -51,3 +51,25 @@ def test_bench_usage_errors_are_one_line(capsys, argv, message):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_bench_probe_measures_this_cpu_and_reports_it(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["bench", "--tiny", "--probe", "--steps", "4", "--chunks", "1", "--chunk-seconds", "2.56",
+                 "--overlap-seconds", "0.64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    probe = report["probe"]
+    # --tiny keeps its weights resident, so both decoders are timed on both runtimes, and one of each is chosen
+    assert {(r["stage"], r["runtime"]) for r in probe["decoders"]} == {
+        (s, r) for s in ("vae", "vocoder") for r in ("torch", "openvino")}
+    assert sorted(r["stage"] for r in probe["decoders"] if r["chosen"]) == ["vae", "vocoder"]
+    assert all(r["seconds"] > 0 for r in probe["decoders"])
+    verdict = probe["int8"]
+    if isinstance(verdict, dict):  # a CPU with native bf16: the int8 UNet was quantized and gated
+        assert verdict["int8_s"] > 0 and verdict["bf16_s"] > 0 and verdict["quantize_s"] > 0
+        assert verdict["chosen"] == (report["int8"] == ["unet"])  # the chunks ran what was chosen
+        assert not verdict["chosen"] or verdict["passed"]
+    else:  # fp32 CPUs, or no NNCF: said why
+        assert verdict.startswith("not measured")
+    assert list((tmp_path / "soundscape" / "probe").glob("*.json"))  # cached for --runtime auto
