@@ -158,3 +158,22 @@ def test_the_readme_is_short_and_its_set_up_is_what_ci_runs():
     assert "soundscape play forest" in readme and "CC-BY-NC-SA-4.0" in readme
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / link).exists(), link
+
+
+def test_the_readmes_commands_parse_and_its_scene_validates(tmp_path):
+    import shlex
+
+    from soundscape.cli import build_parser
+    from soundscape.scene import load_scene
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    commands = [line.split("#")[0] for block in blocks for line in block.splitlines()
+                if line.startswith("soundscape ")]
+    assert len(commands) >= 6
+    for command in commands:
+        for part in command.split("&&"):  # `validate x && play x`
+            build_parser().parse_args(shlex.split(part)[1:])  # a bad flag or value exits 2 here
+    scene = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "study.yaml").write_text(scene)
+    assert load_scene(tmp_path / "study.yaml").layers["rain"].weight == 0.8
