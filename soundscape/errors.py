@@ -1,4 +1,4 @@
-"""User-facing errors and the exit codes the CLI maps them to (see README)."""
+"""User-facing errors and the exit codes the CLI maps them to (the documentation's "Exit codes": soundscape docs exit-codes)."""
 
 from __future__ import annotations
 

@@ -23,12 +23,15 @@ import warnings
 
 from .. import __version__, interrupts
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, SceneError, SoundscapeError
-from . import bench, play, render, scenes, serve
+from . import bench, docs, play, render, scenes, serve
 from .flags import Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="soundscape", description="Endless, seamless AI soundscapes from scene files (AudioLDM2).")
+    p = Parser(prog="soundscape", description="Endless, seamless AI soundscapes from scene files (AudioLDM2).",
+               epilog="Start with `soundscape play forest`. The documentation is installed with the package: "
+                      "`soundscape docs` lists its pages (getting-started, scenes, commands, at-night, mixer, "
+                      "serving, troubleshooting, exit-codes, ...); the README names the same pages as a site.")
     p.add_argument("--version", action="version", version=f"soundscape {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     play.add_parsers(sub)
@@ -36,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     scenes.add_parsers(sub)
     serve.add_parsers(sub)
     bench.add_parsers(sub)  # its flags only: bench.py, which imports torch, loads when it runs
+    docs.add_parsers(sub)
     return p
 
 
-COMMANDS = {**play.COMMANDS, **render.COMMANDS, **scenes.COMMANDS, **serve.COMMANDS, **bench.COMMANDS}
+COMMANDS = {**play.COMMANDS, **render.COMMANDS, **scenes.COMMANDS, **serve.COMMANDS, **bench.COMMANDS,
+            **docs.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Commands that only print a listing: a reader that stops early (`| head`) is not a failure.
-LISTING = ("scenes", "status", "cache", "devices", "validate")
+LISTING = ("scenes", "status", "cache", "devices", "validate", "docs")
 
 
 def _pipe_closed() -> int:

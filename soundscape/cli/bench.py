@@ -10,7 +10,8 @@ HELP = "measure generation speed (per stage, real-time factor, memory)"
 def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help=HELP,
                        description="Time every stage of chunk generation and report the real-time factor "
-                                   "and peak memory. Needs the model (or --random-weights / --tiny).")
+                                   "and peak memory. Needs the model (or --random-weights / --tiny). Our machines' figures and the "
+                                   "commands that measured them: soundscape docs benchmarks (and docs performance).")
     add_model_args(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--random-weights", action="store_true",

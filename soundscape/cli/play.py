@@ -34,7 +34,7 @@ def add_parsers(sub) -> None:
     play.add_argument("--no-mpris", action="store_true",
                       help="do not offer the player to the desktop's media controls (MPRIS on the D-Bus session "
                            "bus: playerctl, media keys, the lock screen); without a session bus it is off anyway")
-    night = play.add_argument_group("at night (see the README's \"At night\")")
+    night = play.add_argument_group("at night (read more: soundscape docs at-night)")
     night.add_argument("--wake", metavar="TIME",
                        help="wake alarm: after the --sleep timer's fade (or at once, without --sleep) the player is "
                             "quiet and idle; at TIME, local wall-clock time (07:00, or 06:45:30), it fades the scene "

@@ -31,7 +31,7 @@ def add_parsers(sub) -> None:
                              "file starts at (default: now), so the same command makes the same file")
     render.add_argument("--ray", metavar="ADDRESS",
                         help="make the segments as tasks on a Ray cluster: host:port, or auto for the one this "
-                             "machine belongs to (pip install \"soundscape[ray]\"; the README's \"Loops and segmented renders\")")
+                             "machine belongs to (pip install \"soundscape[ray]\"; soundscape docs files-and-loops)")
 
     enhance = sub.add_parser("enhance", help="give any audio file (e.g. 16 kHz mono) stereo width and air above 8 kHz",
                              description="Run an audio file through the output chain's air and width stages (the "

@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
                                        "to have one made up and printed; required for a --host other than loopback")
     add_model_args(serve)
     serve.add_argument("--quiet", action="store_true", help="fewer messages")
-    scale = serve.add_argument_group("Ray Serve (pip install \"soundscape[ray]\"; the README's \"Serving many listeners\")")
+    scale = serve.add_argument_group("Ray Serve (pip install \"soundscape[ray]\"; soundscape docs serving)")
     scale.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                        help="run as a Ray Serve deployment: one model per replica (auto: the cluster this "
                             "machine belongs to, else a local one)")

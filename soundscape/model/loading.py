@@ -248,7 +248,7 @@ def choose_device(name: str = "auto") -> torch.device:
         raise UsageError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: this torch has no CUDA (or no GPU is visible); "
-                         "use --device cpu or install a CUDA build of torch (see README)")
+                         "use --device cpu or install a CUDA build of torch (soundscape docs performance, section GPUs)")
     return device
 
 

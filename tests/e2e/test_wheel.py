@@ -133,3 +133,18 @@ def test_play_web_from_a_wheel_serves_the_mixer_and_every_asset(venv, tiny_model
             assert status == 200 and body, f"GET {asset}: {status}"
     finally:
         _stop(proc)
+
+
+def test_a_wheel_prints_its_documentation_with_the_references_from_its_own_code(venv):
+    # The pages are package data (soundscape/pages links docs/); a wheel must carry the text, not the links.
+    def docs(*args):
+        return subprocess.run([str(venv["bin"] / "soundscape"), "docs", *args], cwd=venv["work"], capture_output=True,
+                              text=True, timeout=120, env=ENV)
+
+    listing = docs()
+    assert listing.returncode == 0 and re.search(r"^troubleshooting\s+Troubleshooting$", listing.stdout, re.M)
+    scenes = docs("scenes")
+    assert scenes.returncode == 0 and "| `output.width` | a number from 0 to 1 | `0.5` |" in scenes.stdout
+    commands = docs("commands")
+    assert "usage: soundscape docs" in commands.stdout and "<!-- reference" not in commands.stdout
+    assert docs("benchmarks").stdout.startswith("# Benchmarks")

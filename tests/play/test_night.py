@@ -272,7 +272,7 @@ def test_every_new_option_has_help():
     assert "--start-time" in text["render"].format_help()
     for cmd in ("pause", "resume", "toggle"):
         assert "--control" in text[cmd].format_help()
-    assert Path(__file__).resolve().parents[2].joinpath("README.md").read_text().count("### At night") == 1
+    assert Path(__file__).resolve().parents[2].joinpath("docs", "at-night.md").read_text().startswith("# At night")
 
 
 def test_without_a_session_bus_the_media_controls_stay_off_with_one_debug_line(monkeypatch, capsys):
