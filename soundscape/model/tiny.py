@@ -64,28 +64,43 @@ def _make_audible(vocoder, vae, target_rms: float = 0.1) -> None:
     vocoder.conv_post.weight.mul_(target_rms / float(vocoder(mel).std()))
 
 
+def _tiny_text_models(tokenizer, tokenizer_2):
+    """CLAP, Flan-T5, GPT-2 and the projection, tiny, in the order the seeded generator builds them."""
+    from diffusers import AudioLDM2ProjectionModel
+    from transformers import (ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig, GPT2Config, GPT2LMHeadModel,
+                              T5Config, T5EncoderModel)
+
+    text_config = ClapTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_attention_heads=2,
+        num_hidden_layers=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2,
+        max_position_embeddings=tokenizer.model_max_length + 4, projection_dim=16,
+    )
+    audio_config = ClapAudioConfig(
+        # spec_size 256 over 64 mel bins: HTSAT folds 4 x 256 = 1024 frames, the extractor's 10 s (as the real model)
+        spec_size=256, window_size=4, num_mel_bins=64, intermediate_size=32, depths=[1, 1],
+        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, projection_dim=16,
+        patch_size=2, patch_stride=2, patch_embed_input_channels=4, patch_embeds_hidden_size=16,
+    )
+    clap = ClapModel(ClapConfig(text_config=text_config.to_dict(), audio_config=audio_config.to_dict(),
+                                projection_dim=16))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=32, d_kv=8,
+                                 num_heads=2, num_layers=1))
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=1, vocab_size=64,
+                                      n_ctx=256, n_positions=256, bos_token_id=0, eos_token_id=0))
+    gpt2.config.max_new_tokens = 8
+    projection = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
+    return clap, t5, gpt2, projection
+
+
 def build_tiny_pipeline(seed: int = 0):
     """Build the tiny pipeline in memory. Deterministic for a given seed."""
     from diffusers import (
         AudioLDM2Pipeline,
-        AudioLDM2ProjectionModel,
         AudioLDM2UNet2DConditionModel,
         AutoencoderKL,
         DPMSolverMultistepScheduler,
     )
-    from transformers import (
-        ClapAudioConfig,
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        ClapTextConfig,
-        GPT2Config,
-        GPT2LMHeadModel,
-        SpeechT5HifiGan,
-        SpeechT5HifiGanConfig,
-        T5Config,
-        T5EncoderModel,
-    )
+    from transformers import ClapFeatureExtractor, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     tokenizer = _roberta_tokenizer()
     tokenizer_2 = _t5_tokenizer()
@@ -115,25 +130,7 @@ def build_tiny_pipeline(seed: int = 0):
         sample_size=64,
         scaling_factor=0.4111,
     )
-    text_config = ClapTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_attention_heads=2,
-        num_hidden_layers=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2,
-        max_position_embeddings=tokenizer.model_max_length + 4, projection_dim=16,
-    )
-    audio_config = ClapAudioConfig(
-        # spec_size 256 over 64 mel bins: HTSAT folds 4 x 256 = 1024 frames, the extractor's 10 s (as the real model)
-        spec_size=256, window_size=4, num_mel_bins=64, intermediate_size=32, depths=[1, 1],
-        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, projection_dim=16,
-        patch_size=2, patch_stride=2, patch_embed_input_channels=4, patch_embeds_hidden_size=16,
-    )
-    clap = ClapModel(ClapConfig(text_config=text_config.to_dict(), audio_config=audio_config.to_dict(),
-                                projection_dim=16))
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=32, d_kv=8,
-                                 num_heads=2, num_layers=1))
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=1, vocab_size=64,
-                                      n_ctx=256, n_positions=256, bos_token_id=0, eos_token_id=0))
-    gpt2.config.max_new_tokens = 8
-    projection = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
+    clap, t5, gpt2, projection = _tiny_text_models(tokenizer, tokenizer_2)
     # Real vocoder geometry: 64 mel bins in, 5*4*2*2*2 = 160 samples per mel frame.
     vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
         model_in_dim=64, sampling_rate=16000, upsample_initial_channel=64,
