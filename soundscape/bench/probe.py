@@ -1,7 +1,9 @@
 """`bench --probe`: measure this CPU afresh (model/probe.py's decoders, model/int8.py's UNet) and say what won.
 
-The answers are cached as a first start's are, so `play` and `render` with `--runtime auto` use them from the
-next start on; the chunks this bench then times already run the chosen int8 UNet (applied in place).
+The decoders are measured by the load itself (SOUNDSCAPE_PROBE=fresh: before torch's stages are prepacked, which
+no copy survives), the UNet's int8 here; both answers are cached as a first start's are, so `play`, `render` and
+`serve` with `--runtime auto` use them from the next start on, and the chunks this bench then times already run
+what was chosen (the int8 UNet applied in place).
 """
 
 from __future__ import annotations
@@ -32,15 +34,12 @@ def run_probe(model, opts, gen, frames: int, overlap: int, say) -> dict:
     from ..model import int8, probe
 
     out: dict = {}
-    choice = probe.choose(model, fresh=True, progress=say)
+    choice = model.probe  # measured afresh by the load (run_bench asked for it), with what runs now
     if choice is None:
         out["decoders"] = "not measured (a GPU, no OpenVINO, or the decoders' torch weights were freed)"
     else:
         out["decoders"] = [asdict(r) for r in choice.rows]
         out["decoder_runtimes"] = choice.runtimes
-        if choice.runtimes != {s: model.runtimes[s] for s in choice.runtimes}:
-            say(f"the decoders' choice ({choice.runtimes}) applies from the next start; this run keeps "
-                f"{ {s: model.runtimes[s] for s in choice.runtimes} }")
     if not int8.available():
         out["int8"] = "not measured: NNCF is not installed (pip install nncf)"
     elif model.unet_runtime is None or model.precision.unet not in (torch.bfloat16, torch.float32):

@@ -91,25 +91,22 @@ def read_choice(entry: Path, cpu_key: str) -> Int8Verdict | None:
 
 def quantize(entry: Path, calibration: list[list[np.ndarray]], progress=None) -> Path:
     """Quantize the UNet IR in `entry` on `calibration` (recorded inputs, each a list of 5 arrays): the int8 IR."""
+    import contextlib
+    import logging
+    import sys
+
     import nncf
     import openvino as ov
-    from nncf.parameters import ModelType
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     from .openvino_runtime import _core
-
-    import logging
 
     logging.getLogger("nncf").setLevel(logging.WARNING)  # its INFO lines name every layer it skips
     model = _core().read_model(str(Path(entry) / "model.xml"))
     if progress is not None:
         progress(f"quantizing the UNet's linear layers to int8 on {len(calibration)} recorded calls")
-    quantized = nncf.quantize(
-        model, nncf.Dataset(calibration), subset_size=len(calibration), model_type=ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED,
-        ignored_scope=nncf.IgnoredScope(types=IGNORED_TYPES, patterns=IGNORED_PATTERNS, validate=False),
-        # Bias correction re-runs every layer's subgraph (minutes on 2 cores) and moved the SNR by < 0.5 dB.
-        advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
+    # NNCF draws its progress bars on stdout, where `bench --json` prints its report: to stderr with them
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = _quantize(nncf, model, calibration)
     target = folder(entry)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-int8-", dir=entry))
     try:
@@ -119,6 +116,18 @@ def quantize(entry: Path, calibration: list[list[np.ndarray]], progress=None) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target / "model.xml"
+
+
+def _quantize(nncf, model, calibration):
+    from nncf.parameters import ModelType
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    return nncf.quantize(
+        model, nncf.Dataset(calibration), subset_size=len(calibration), model_type=ModelType.TRANSFORMER,
+        preset=nncf.QuantizationPreset.MIXED,
+        ignored_scope=nncf.IgnoredScope(types=IGNORED_TYPES, patterns=IGNORED_PATTERNS, validate=False),
+        # Bias correction re-runs every layer's subgraph (minutes on 2 cores) and moved the SNR by < 0.5 dB.
+        advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
 
 
 def _snr(out: np.ndarray, ref: np.ndarray) -> float:

@@ -133,7 +133,9 @@ class LoadedModel:
         if os.environ.get("SOUNDSCAPE_OPENVINO_STAGES") or os.environ.get("SOUNDSCAPE_PROBE", "1") == "0":
             return None
         if self.probe is None:
-            self.probe = probe.choose(self, progress=self.announce)
+            # "fresh": measure again even with an answer cached (bench --probe)
+            self.probe = probe.choose(self, fresh=os.environ.get("SOUNDSCAPE_PROBE") == "fresh",
+                                      progress=self.announce)
             if self.probe is not None and not self.probe.cached and self.announce is not None:
                 self.announce("measured this CPU once (cached): " + ", ".join(
                     f"{s} on {r}" for s, r in self.probe.runtimes.items()))
