@@ -117,6 +117,11 @@ class StreamSlot:
         except queue.Full:
             pass
 
+    @property
+    def holding(self) -> bool:
+        """A made segment waits for room in the queue (backpressure): the loop is not working for this stream."""
+        return self._pending is not None
+
     def ready(self, now: float) -> bool:
         return not self.closed and self._pending is None and now >= self._retry_at
 

@@ -72,7 +72,7 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
         listening.run(lambda: slot.stats.chunks >= 2)
         gen_s = max(r["gen_s"] for r in rows(timeline) if "chunk" in r)
         # The generator is at work once the feeder has taken the last segment; catch it a fifth of the way in.
-        listening.run(lambda: playback.fresh.empty() and slot._pending is None)
+        listening.run(lambda: playback.fresh.empty() and not slot.holding)
         listening.keep_on(0.2 * gen_s)
         assert live.handle({"cmd": "set", "weights": {"birds": 0.0}})["ok"]
         asked = time.monotonic()
