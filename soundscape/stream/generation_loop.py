@@ -269,7 +269,7 @@ class GenerationLoop(threading.Thread):
         except Cancelled:
             for slot in batch:
                 if not slot.closed:
-                    slot.log({"event": "abandoned", "chunk": slot.stream.state.gen.chunk_index,
+                    slot.log({"event": "abandoned", "chunk_index": slot.stream.state.gen.chunk_index,
                               "steps_done": max(0, done[0] - 1), "steps": steps})
             return
         except _OOM as exc:

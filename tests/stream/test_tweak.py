@@ -70,13 +70,13 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
     try:
         listening = Listening(playback, live)
         listening.run(lambda: slot.stats.chunks >= 2)
-        gen_s = max(r["gen_s"] for r in rows(timeline) if "chunk" in r)
+        gen_s = max(r["gen_s"] for r in rows(timeline) if "gen_s" in r)
         # The generator is at work once the feeder has taken the last segment; catch it a fifth of the way in.
         listening.run(lambda: playback.fresh.empty() and not slot.holding)
         listening.keep_on(0.2 * gen_s)
         assert live.handle({"cmd": "set", "weights": {"birds": 0.0}})["ok"]
         asked = time.monotonic()
-        made = listening.run(lambda: [r for r in rows(timeline) if "chunk" in r and r["weights"]["birds"] == 0.0])[0]
+        made = listening.run(lambda: [r for r in rows(timeline) if "weights" in r and r["weights"]["birds"] == 0.0])[0]
         made_after = time.monotonic() - asked
         heard = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])[0]
     finally:
@@ -89,7 +89,7 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
     assert order.index("abandoned") > tweak_at, order
     # The chunk in flight was given up before its end, and the same chunk was made again with the new mix.
     assert 0 <= abandoned["steps_done"] < 0.85 * abandoned["steps"], abandoned
-    assert made["chunk"] == abandoned["chunk"], (made, abandoned)
+    assert made["chunk"] == abandoned["chunk_index"], (made, abandoned)
     assert events.index(made) > order.index("abandoned")
     # It was begun at once: from the tweak to its end took its own work, not the rest of the old one too.
     assert made_after < made["gen_s"] + 0.5 * gen_s, (made_after, made)
