@@ -54,13 +54,16 @@ def test_a_budget_spends_less_cpu_never_goes_silent_and_shows_the_fresh_share(ti
     # Generous bounds: the exact share is the benchmark's; here, well under the full run's.
     assert low_share < 0.7 * full_share, (low_share, full_share)
     # Never silent: earlier material covers what the generator no longer makes.
-    played = np.concatenate(low.capture)[:, 0]
+    played = np.concatenate(low.capture)
     assert low_result.underruns == 0
-    assert longest_silence(played[int(0.1 * RATE): int(11.4 * RATE)], RATE) < 0.05
+    assert len(played) > 10 * RATE
+    assert longest_silence(played[int(0.1 * RATE): -int(0.6 * RATE)], RATE) < 0.05  # the fade-out aside
     status = low.playback.status()
     assert status["budget_percent"] == 30 and status["generator_priority"] == "SCHED_IDLE"
     assert 0 < status["fresh_percent"] < full.playback.status()["fresh_percent"], status
     assert f"fresh {status['fresh_percent']} %" in _status_text(low.playback)
+    print(f"CPU share (process time / wall): budget 100 {full_share:.2f}, budget 30 {low_share:.2f}; fresh "
+          f"{full.playback.status()['fresh_percent']} % and {status['fresh_percent']} %")
 
 
 def test_the_rest_after_work_is_the_budget_s_share_and_a_cut_rest_is_still_owed():
