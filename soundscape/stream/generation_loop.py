@@ -268,7 +268,7 @@ class GenerationLoop(threading.Thread):
             outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps)
         except Cancelled:
             for slot in batch:
-                if not slot.closed:
+                if not slot.closed and not self.stop.is_set():  # a live change, not the end
                     slot.log({"event": "abandoned", "chunk_index": slot.stream.state.gen.chunk_index,
                               "steps_done": max(0, done[0] - 1), "steps": steps})
             return
