@@ -54,6 +54,7 @@ class BenchOptions:
     diffusers_clips: int = 3
     compare_runtimes: bool = False
     precision_error: bool = False
+    tweaks: int = 0  # --tweaks N: also measure N live changes' latency (bench/tweaks.py)
     json: bool = False
 
 
@@ -101,5 +102,9 @@ def run_bench(opts: BenchOptions) -> int:
         result["diffusers"] = measure.compare_diffusers(model, opts, result)
     if opts.precision_error:
         result["precision_error_db"] = measure.precision_error(model, opts)
+    if opts.tweaks:
+        from .tweaks import tweak_latency
+
+        result["tweak_latency"] = tweak_latency(model, gen, frames, overlap, opts.tweaks, measure.PROMPTS)
     print(json.dumps(result, indent=1) if opts.json else report.table(result))
     return 0

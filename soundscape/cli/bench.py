@@ -38,6 +38,9 @@ def add_parsers(sub) -> None:
                         "ratio (loads the model twice)")
     p.add_argument("--precision-error", action="store_true",
                    help="also measure each stage's error (SNR, dB) in the chosen half precision against fp32")
+    p.add_argument("--tweaks", type=ranged(0, 1000), default=0, metavar="N",
+                   help="also time N live changes, each at a random moment, from the change to its first sound "
+                        "on play's real-time path: median and 95th percentile (each takes a chunk's work or more)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -49,7 +52,8 @@ def cmd_bench(ns) -> int:
         chunk_seconds=ns.chunk_seconds, overlap_seconds=ns.overlap_seconds, scheduler=ns.scheduler,
         no_guidance=ns.no_guidance, batch=ns.batch, attention=ns.attention, threads=ns.threads,
         compare_diffusers=ns.compare_diffusers, diffusers_clips=ns.diffusers_clips,
-        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, json=ns.json))
+        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, tweaks=ns.tweaks,
+        json=ns.json))
 
 
 COMMANDS = {"bench": cmd_bench}
