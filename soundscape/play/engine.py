@@ -41,6 +41,7 @@ from ..audio.feeder import MARGIN_S
 from ..audio.output import OutputConfig, Player
 from .. import interrupts
 from ..errors import AudioDeviceError
+from ..stream.budget import Budget
 from ..stream.playback import Playback
 from ..units import format_duration
 
@@ -131,7 +132,7 @@ class Engine:
                                        prefill_s=prefill_s, tapped=mixer,
                                        player=MixerPlayer if mixer else Player, on_fresh=on_fresh)
         self.capture, self.sink_speed = capture, sink_speed
-        self.budget = budget  # percent; made a Budget with the loop (`attach`), which imports torch
+        self.budget = Budget(budget)  # the generator's share and priority; the status reports it
         self.status = StatusLine(quiet)
         self._early = None  # the device stream a warm start opened before the model loaded
         self._sound_t0: float | None = None  # when the device started playing
@@ -166,12 +167,10 @@ class Engine:
         """The scene stream, once its model is loaded: the generator's side of the engine."""
         # Imported here, not at the top: torch and diffusers take seconds to import, and an instant
         # start sounds before they are needed (play/instant.py).
-        from ..stream.budget import Budget
         from ..stream.generation_loop import GenerationLoop
 
-        budget = Budget(self.budget)
-        slot = self.playback.attach(stream, timeline=self.timeline, budget=budget)
-        self.loop = GenerationLoop([slot], budget=budget)  # the loop serve runs, with a batch of one
+        slot = self.playback.attach(stream, timeline=self.timeline, budget=self.budget)
+        self.loop = GenerationLoop([slot], budget=self.budget)  # the loop serve runs, with a batch of one
 
     def start_warm(self, audio: np.ndarray, fade_in_s: float, load):
         """Instant start: play `audio` (the scene's last recording) now, and return `load()` (the stream,
