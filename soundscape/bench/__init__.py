@@ -55,6 +55,7 @@ class BenchOptions:
     compare_runtimes: bool = False
     precision_error: bool = False
     probe: bool = False  # measure this CPU afresh first (bench/probe.py)
+    tweaks: int = 0  # --tweaks N: also measure N live changes' latency (bench/tweaks.py)
     json: bool = False
 
 
@@ -117,6 +118,10 @@ def run_bench(opts: BenchOptions) -> int:
         result["precision_error_db"] = measure.precision_error(model, opts)
     if probed is not None:
         result["probe"] = probed
+    if opts.tweaks:
+        from .tweaks import tweak_latency
+
+        result["tweak_latency"] = tweak_latency(model, gen, frames, overlap, opts.tweaks, measure.PROMPTS)
     text = report.table(result)
     if probed is not None and not opts.json:
         from .probe import lines

@@ -193,6 +193,10 @@ def table(r: dict) -> str:
         lines.append(f"diffusers             {d['per_clip_s']:.2f} s per {d['clip_s']:.2f} s clip ({d['steps']} DPM-Solver++ "
                      f"steps, {d['dtype']}, guidance {d['guidance_scale']:g} every step): {d['rtf']:.3g}x real time; "
                      f"ours/diffusers = {d['ratio']:.2f}x per second of new audio")
+    if r.get("tweak_latency"):
+        t = r["tweak_latency"]
+        lines.append(f"tweak heard           median {t['median_s']} s, 95th percentile {t['p95_s']} s "
+                     f"({t['heard']} of {t['tweaks']} changes; {t['abandoned']} chunks abandoned; hop {t['hop_s']} s)")
     if r.get("precision_error_db"):
         lines.append("precision error       " + ", ".join(f"{k} {v:.1f} dB" for k, v in r["precision_error_db"].items())
                      + " SNR against fp32")

@@ -43,6 +43,9 @@ def add_parsers(sub) -> None:
                    help="first measure this CPU afresh: each decoder on torch and OpenVINO, and the UNet in int8 "
                         "against bf16 (quantized with NNCF on its own trajectories, gated on its error against "
                         "fp32; about 3 minutes with the full model); the answers are cached for --runtime auto")
+    p.add_argument("--tweaks", type=ranged(0, 1000), default=0, metavar="N",
+                   help="also time N live changes, each at a random moment, from the change to its first sound "
+                        "on play's real-time path: median and 95th percentile (each takes a chunk's work or more)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -54,7 +57,8 @@ def cmd_bench(ns) -> int:
         chunk_seconds=ns.chunk_seconds, overlap_seconds=ns.overlap_seconds, scheduler=ns.scheduler,
         no_guidance=ns.no_guidance, batch=ns.batch, attention=ns.attention, threads=ns.threads,
         compare_diffusers=ns.compare_diffusers, diffusers_clips=ns.diffusers_clips,
-        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, probe=ns.probe, json=ns.json))
+        compare_runtimes=ns.compare_runtimes, precision_error=ns.precision_error, probe=ns.probe, tweaks=ns.tweaks,
+        json=ns.json))
 
 
 COMMANDS = {"bench": cmd_bench}

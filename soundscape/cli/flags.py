@@ -107,3 +107,11 @@ def load_scene_arg(path: str):
 
     found = str(find_scene(path))
     return found, load_scene(found)
+
+
+def add_budget(p) -> None:
+    """--budget PERCENT (play, serve): the generator's share of wall time (stream/budget.py)."""
+    p.add_argument("--budget", type=ranged(1, 100, kind=float, expected="a percentage from 1 to 100"), default=100.0,
+                   metavar="PERCENT",
+                   help="the generator works only this share of the time, at the lowest priority, and earlier "
+                        "material fills the rest (e.g. 30 for the night; default 100: as fast as needed)")

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import UsageError
 from ..units import format_duration
-from .flags import PORT, add_model_args, duration, load_scene_arg, model_options
+from .flags import PORT, add_budget, add_model_args, duration, load_scene_arg, model_options
 
 
 def add_parsers(sub) -> None:
@@ -28,6 +28,7 @@ def add_parsers(sub) -> None:
                            "fewer cover-ups later")
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
+    add_budget(play)
     play.add_argument("--quiet", action="store_true",
                       help="no status line (and no keys: in a terminal, space pauses and resumes, up/down "
                            "change the volume, q fades out and quits)")
@@ -93,7 +94,7 @@ def play_options(ns: argparse.Namespace):
     return PlayOptions(scene=scene, scene_path=scene_path, model=model_options(ns), audio_device=ns.audio_device,
                        duration=ns.duration, sleep=ns.sleep, fade_out=ns.fade_out, buffer=ns.buffer,
                        prefill=ns.prefill, timeline=ns.timeline, control=ns.control, quiet=ns.quiet,
-                       mpris=not ns.no_mpris, wake=wake, web=web)
+                       mpris=not ns.no_mpris, wake=wake, web=web, budget=ns.budget)
 
 
 def cmd_play(ns) -> int:
@@ -159,7 +160,9 @@ def cmd_status(ns) -> int:
     print(f"{status['scene']}: {status['elapsed_s']:.0f} s played, {status['buffered_s']:.1f} s buffered, "
           f"generating at {status['generator_rtf']:.2f}x real time, {status['steps']} steps a chunk "
           f"({status['quality']}: {status['steps_range'][0]}-{status['steps_range'][1]})\n  {weights}\n"
-          f"  cover-ups {status['coverups']}, underruns {status['underruns']}")
+          f"  cover-ups {status['coverups']}, underruns {status['underruns']}, fresh {status['fresh_percent']} %"
+          + (f" (budget {status['budget_percent']:g} %, generator at {status['generator_priority']})"
+             if status["budget_percent"] < 100 else ""))
     if status.get("paused"):
         print("  paused (soundscape resume)")
     sleep, wake = status.get("sleep"), status.get("wake")

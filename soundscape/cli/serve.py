@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .flags import PORT, add_model_args, model_options, ranged
+from .flags import PORT, add_budget, add_model_args, model_options, ranged
 
 
 def add_parsers(sub) -> None:
@@ -19,6 +19,7 @@ def add_parsers(sub) -> None:
     serve.add_argument("--token", help="access token every request must carry (?token=), 16+ characters, or `auto` "
                                        "to have one made up and printed; required for a --host other than loopback")
     add_model_args(serve)
+    add_budget(serve)
     serve.add_argument("--quiet", action="store_true", help="fewer messages")
     scale = serve.add_argument_group("Ray Serve (pip install \"soundscape[ray]\"; soundscape docs serving)")
     scale.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
@@ -37,7 +38,7 @@ def cmd_serve(ns) -> int:
     return serve(ServeOptions(host=ns.host, port=ns.port, scenes=ns.scenes, max_listeners=ns.max_listeners,
                               token=ns.token, model=model_options(ns), quiet=ns.quiet, ray=ns.ray,
                               min_replicas=ns.min_replicas, max_replicas=ns.max_replicas,
-                              gpus_per_replica=ns.gpus_per_replica))
+                              gpus_per_replica=ns.gpus_per_replica, budget=ns.budget))
 
 
 COMMANDS = {"serve": cmd_serve}

@@ -41,6 +41,7 @@ from ..audio.feeder import MARGIN_S
 from ..audio.output import OutputConfig, Player
 from .. import interrupts
 from ..errors import AudioDeviceError
+from ..stream.budget import Budget
 from ..stream.playback import Playback
 from ..units import format_duration
 
@@ -83,7 +84,8 @@ def _status_text(playback: Playback) -> str:
     rtf = gen.stats.rtf
     text = (f"{format_duration(playback.played_s())}  ahead {playback.buffered_s():4.1f}s  gen {rtf:.2f}x  "
             f"steps {gen.stats.steps}  {w}  "
-            f"cover-ups {feeder.coverups}  underruns {playback.player.underruns}")
+            f"cover-ups {feeder.coverups}  underruns {playback.player.underruns}  "
+            f"fresh {round(100 * playback.fresh_share())} %")
     # Slower than real time is news only when the steps cannot go lower, or earlier material plays: above the
     # preset's floor the step controller trades steps for speed itself (a 5-minute run at balanced read
     # "0.94x ... playing earlier material" at 16 steps, 20 s ahead, with no cover-up at all).
@@ -114,11 +116,12 @@ class Engine:
 
     def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
                  quiet: bool = False, prefill_s: float | None = None, mixer: bool = False, hop_s: float | None = None,
-                 on_fresh=None, capture: list | None = None, sink_speed: float = 1.0):
+                 on_fresh=None, capture: list | None = None, sink_speed: float = 1.0, budget: float = 100.0):
         """`stream` may come later (`attach`), after a warm start (`start_warm`); `hop_s` sizes the buffer then.
         `mixer`: the web mixer's master volume and audio tap (audio/mixer.py); `on_fresh(segment)`: every
         fresh segment (play records them, play/instant.py). With the null device, `capture` keeps what was
-        played and `sink_speed` > 1 fast-forwards its clock (tests, soak)."""
+        played and `sink_speed` > 1 fast-forwards its clock (tests, soak). `budget`: the generator's share of
+        wall time in percent, at the lowest priority below 100 (stream/budget.py)."""
         from ..audio.mixer import MixerPlayer
 
         self.prefill_s = prefill_s
@@ -129,6 +132,7 @@ class Engine:
                                        prefill_s=prefill_s, tapped=mixer,
                                        player=MixerPlayer if mixer else Player, on_fresh=on_fresh)
         self.capture, self.sink_speed = capture, sink_speed
+        self.budget = Budget(budget)  # the generator's share and priority; the status reports it
         self.status = StatusLine(quiet)
         self._early = None  # the device stream a warm start opened before the model loaded
         self._sound_t0: float | None = None  # when the device started playing
@@ -165,8 +169,8 @@ class Engine:
         # start sounds before they are needed (play/instant.py).
         from ..stream.generation_loop import GenerationLoop
 
-        slot = self.playback.attach(stream, timeline=self.timeline)
-        self.loop = GenerationLoop([slot])  # the same loop serve runs, with a batch of one
+        slot = self.playback.attach(stream, timeline=self.timeline, budget=self.budget)
+        self.loop = GenerationLoop([slot], budget=self.budget)  # the loop serve runs, with a batch of one
 
     def start_warm(self, audio: np.ndarray, fade_in_s: float, load):
         """Instant start: play `audio` (the scene's last recording) now, and return `load()` (the stream,

@@ -41,7 +41,7 @@ def play(opts: PlayOptions) -> int:
                                                               seconds=instant.START_S)
     recorder = instant.Recorder(key, config.rate, config.channels, skip_frames=0 if warm is not None
                                 else int(scene.output.fade_in_seconds * config.rate))
-    engine = Engine(None, config, buffer_s=opts.buffer, timeline=opts.timeline, quiet=opts.quiet,
+    engine = Engine(None, config, buffer_s=opts.buffer, timeline=opts.timeline, quiet=opts.quiet, budget=opts.budget,
                     prefill_s=opts.prefill_s, mixer=opts.web is not None, hop_s=scene.generation.hop_seconds,
                     # Only the scene file's own sound is recorded: a live change (epoch > 0) ends the recording.
                     on_fresh=lambda seg: recorder.add(seg.audio) if seg.epoch == 0 else recorder.stop())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..generator.conditioning import PromptEncoder
 from ..errors import UsageError
+from ..stream.budget import Budget
 from ..stream.generation_loop import BatchCost, GenerationLoop
 from ..memory import give_back_heap
 from ..scene import Scene, load_scene
@@ -48,7 +49,8 @@ ENCODER_HOLD_S = 300.0
 
 class Hub:
     def __init__(self, model, scenes: dict[str, tuple[Path, Scene]], *, max_listeners: int = 8,
-                 quality: str | None = None, steps: int | None = None, out_rate: int | None = None):
+                 quality: str | None = None, steps: int | None = None, out_rate: int | None = None,
+                 budget: float = 100.0):
         self.model = model
         self.scenes = scenes
         self.max_listeners = max_listeners
@@ -58,7 +60,8 @@ class Hub:
         self.encoder = PromptEncoder(model, hold_s=ENCODER_HOLD_S)
         # The shortest hop of any scene: the real-time budget a batch must fit in.
         self.hop_s = min(self._stream(name, 0).hop_s for name in scenes)
-        self.loop = GenerationLoop(max_batch=max_listeners)
+        # --budget: the loop rests between batches and runs at the lowest priority (stream/budget.py).
+        self.loop = GenerationLoop(max_batch=max_listeners, budget=Budget(budget))
         self.listeners: dict[str, Listener] = {}
         self.stopping = False  # the server is shutting down: streams end
         self.refused = 0  # 503s
@@ -120,7 +123,8 @@ class Hub:
             stream = self._stream(scene_name, seed)
             if width is not None:  # before the loop has the stream: no chunk is made at the scene's width
                 stream.set_width(width)
-            listener = Listener(secrets.token_urlsafe(16), scene_name, stream, fmt, number=self.joined + 1)
+            listener = Listener(secrets.token_urlsafe(16), scene_name, stream, fmt, number=self.joined + 1,
+                                budget=self.loop.budget)
             self.listeners[listener.id] = listener
             self.joined += 1
         self.loop.add(listener.gen)

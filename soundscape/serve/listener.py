@@ -20,7 +20,7 @@ BLOCK_S = 0.1  # the pace at which audio is taken off the ring and encoded
 
 
 class Listener:
-    def __init__(self, listener_id: str, scene_name: str, stream, fmt: str, number: int = 0):
+    def __init__(self, listener_id: str, scene_name: str, stream, fmt: str, number: int = 0, budget=None):
         self.id = listener_id  # secret: whoever holds it controls this stream
         self.number = number  # public: the metrics' label
         self.scene_name = scene_name
@@ -29,7 +29,7 @@ class Listener:
         # The status names the listener and its scene as serve knows it (the file's stem), and its own seed.
         self.playback = Playback.build(rate, channels, f"http:{fmt}", stream.hop_s,
                                        labels={"listener": number, "scene": scene_name, "seed": stream.seed})
-        self.gen = self.playback.attach(stream, name=f"listener {number}")
+        self.gen = self.playback.attach(stream, name=f"listener {number}", budget=budget)
         self.rate = rate
         self.encoder = StreamEncoder(fmt, rate, channels)
         self.live = LiveControl(self.playback, None)

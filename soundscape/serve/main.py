@@ -34,7 +34,8 @@ def serve(opts: ServeOptions) -> int:
     resolve_source(m.model_id(first.model))
     sock = bind(opts.host, opts.port)  # a taken port fails before the model loads
     model = m.load(first.model, quiet=opts.quiet)  # without --keep-encoders: loaded for new prompts (Hub)
-    hub = Hub(model, scenes, max_listeners=opts.max_listeners, quality=m.quality, steps=m.steps)
+    hub = Hub(model, scenes, max_listeners=opts.max_listeners, quality=m.quality, steps=m.steps,
+              budget=opts.budget)
     hub.calibrate(quiet=opts.quiet)
     hub.start()
     return run_http(hub, sock, token, quiet=opts.quiet)

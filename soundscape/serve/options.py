@@ -21,8 +21,12 @@ class ServeOptions:
     min_replicas: int = 1
     max_replicas: int = 1
     gpus_per_replica: float | None = None
+    budget: float = 100.0  # --budget: the generator's share of wall time, in percent (stream/budget.py)
 
     def __post_init__(self):
+        if self.ray and self.budget < 100:
+            raise UsageError(f"--budget {self.budget:g}: applies to serve in this process, not to Ray replicas "
+                             f"(--ray); leave one of them out")
         if self.max_replicas < self.min_replicas:
             raise UsageError(f"--max-replicas: expected at least --min-replicas ({self.min_replicas}), "
                              f"got {self.max_replicas}")

@@ -9,7 +9,12 @@
      (retried with backoff while earlier material plays), and the loop records the batch's
      cost for admission control (serve) and the status line.
 A live change interrupts the batch in progress only when every stream in it is waiting for one
-(play's batch of one); in a shared batch the change waits for the next boundary.
+(play's batch of one) and the batch is not nearly done (NEARLY_DONE of its steps): the abandoned chunk is
+remade with the new mix at once, and the timeline says so ({"event": "abandoned", ...}). In a shared batch
+the change waits for the next boundary. A nearly-done chunk is finished and offered to the feeder (played,
+or kept as cover material) rather than thrown away.
+A budget (stream/budget.py; `--budget`) rests the loop after each batch so that it works only that share
+of wall time, on a thread at the lowest scheduling priority the OS offers.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import torch
 
 from ..audio.feeder import MARGIN_S, XFADE_S
 from .adaptive import StepController
+from .budget import Budget
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
 
+NEARLY_DONE = 0.85  # a batch past this share of its denoising steps finishes even when a change arrives
 JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
 
@@ -110,6 +117,11 @@ class StreamSlot:
         except queue.Full:
             pass
 
+    @property
+    def holding(self) -> bool:
+        """A made segment waits for room in the queue (backpressure): the loop is not working for this stream."""
+        return self._pending is not None
+
     def ready(self, now: float) -> bool:
         return not self.closed and self._pending is None and now >= self._retry_at
 
@@ -146,7 +158,13 @@ class StreamSlot:
         self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
         self.log(seg.timeline_row())
         self._pending = seg
-        self.deliver()
+        # Offered as it is made, even when a change is waiting (a nearly-done chunk finished on purpose: the
+        # feeder plays it or keeps it as cover material); `deliver` drops only one held back by a full queue.
+        try:
+            self.out.put_nowait(seg)
+            self._pending = None
+        except queue.Full:
+            pass
 
     def fail(self, exc: BaseException) -> None:
         """A failing chunk must not stop the sound: log it and retry after a growing pause."""
@@ -169,10 +187,12 @@ class BatchCost:
 
 
 class GenerationLoop(threading.Thread):
-    def __init__(self, slots: list[StreamSlot] | None = None, max_batch: int | None = None):
+    def __init__(self, slots: list[StreamSlot] | None = None, max_batch: int | None = None,
+                 budget: Budget | None = None):
         super().__init__(name="soundscape-generator", daemon=True)
         self.slots: list[StreamSlot] = list(slots or [])
         self.max_batch = max_batch
+        self.budget = budget or Budget()
         self.stop = threading.Event()
         self.costs: deque[BatchCost] = deque(maxlen=64)  # recent batches, for admission control
         self.batches = 0
@@ -200,8 +220,18 @@ class GenerationLoop(threading.Thread):
         ready = [s for s in slots if s.ready(now)]
         return ready[: self.max_batch] if self.max_batch else ready
 
+    def _changes_waiting(self) -> bool:
+        with self._lock:
+            return any(s.interrupt.is_set() for s in self.slots)
+
     def run(self) -> None:
+        # First, before this thread runs any torch op: its OpenMP workers are made by it and inherit it.
+        self.budget.lower_priority()
         while not self.stop.is_set():
+            # Resting out the budget: a live change cuts the rest short (heard at once), the debt stays.
+            if self.budget.resting() and not self._changes_waiting():
+                self.stop.wait(IDLE_WAIT_S)
+                continue
             batch = self._ready()
             if not batch:
                 self.stop.wait(IDLE_WAIT_S)
@@ -216,13 +246,31 @@ class GenerationLoop(threading.Thread):
             slot.close()
 
     def _run_batch(self, batch: list[StreamSlot], steps: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._make_batch(batch, steps)
+        finally:  # every batch's work counts against the budget: made, abandoned or failed
+            self.budget.worked(time.perf_counter() - t0)
+
+    def _make_batch(self, batch: list[StreamSlot], steps: int) -> None:
+        done = [0]  # denoising steps begun (should_stop is asked once before each)
+
         def should_stop() -> bool:
-            return self.stop.is_set() or all(s.interrupt.is_set() or s.closed for s in batch)
+            if self.stop.is_set():
+                return True
+            done[0] += 1
+            # A batch nearly done finishes: throwing it away would cost more fresh audio than it saves time.
+            nearly = done[0] - 1 >= NEARLY_DONE * steps
+            return not nearly and all(s.interrupt.is_set() or s.closed for s in batch)
 
         t0 = time.perf_counter()
         try:
             outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps)
         except Cancelled:
+            for slot in batch:
+                if not slot.closed and not self.stop.is_set():  # a live change, not the end
+                    slot.log({"event": "abandoned", "chunk_index": slot.stream.state.gen.chunk_index,
+                              "steps_done": max(0, done[0] - 1), "steps": steps})
             return
         except _OOM as exc:
             changes = [s.stream.reduce_memory() for s in batch]

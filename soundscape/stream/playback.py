@@ -51,6 +51,7 @@ class Playback:
         self.feeder = Feeder(ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
                              on_fresh=on_fresh)
         self.stream = None
+        self.budget = None  # the generation loop's Budget, once attached
         self.slot = None  # the generator's side, once the stream is attached
 
     @classmethod
@@ -70,12 +71,14 @@ class Playback:
         return cls(ring, player(ring, rate) if player else PulledClock(), rate=rate, device=device,
                    on_fresh=on_fresh, labels=labels)
 
-    def attach(self, stream, *, timeline: str | None = None, name: str = ""):
-        """The stream, once its model is loaded: returns its slot for the generation loop."""
+    def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None):
+        """The stream, once its model is loaded: returns its slot for the generation loop; `budget` (the
+        loop's, stream/budget.py) is what the status reports."""
         # Imported here: torch takes seconds to import, and an instant start sounds before (play/instant.py).
         from .generation_loop import StreamSlot
 
         self.stream = stream
+        self.budget = budget
         self.slot = StreamSlot(stream, self.fresh, timeline, name=name, ahead=self.ahead)
         self.feeder.cover_from(int(stream.chain.fade_in_s * self.rate), stream.seed)  # the fade-in is no cover
         return self.slot
@@ -93,6 +96,11 @@ class Playback:
     def ahead(self) -> float:
         """Seconds buffered ahead of what plays, the segment waiting in the queue included (any thread)."""
         return self.buffered_s() + self.fresh.qsize() * self.stream.hop_s
+
+    def fresh_share(self) -> float:
+        """The share of what was written to the ring that was fresh audio, not earlier material (0..1)."""
+        fresh, cover = self.feeder.fresh_frames, self.feeder.cover_frames
+        return fresh / (fresh + cover) if fresh + cover else 0.0
 
     def played_s(self) -> float:
         return self.player.frames_played / self.rate
@@ -117,6 +125,9 @@ class Playback:
             "weights": feeder.segments[-1].weights if feeder.segments else {},
             "layers": {k: v.prompt for k, v in stream.scene.layers.items()},
             "coverups": feeder.coverups,
+            "fresh_percent": round(100 * self.fresh_share()),  # "fresh 30 %": under a budget, the rest is earlier
+            "budget_percent": self.budget.percent if self.budget is not None else 100.0,
+            "generator_priority": self.budget.priority if self.budget is not None else "unchanged",
             "underruns": self.player.underruns,
             # What the listener hears and what the generator does (issue 23's start-up states).
             "audio": "recording" if feeder.warm else "earlier material" if feeder.covering else "fresh",

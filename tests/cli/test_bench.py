@@ -74,3 +74,18 @@ def test_bench_probe_measures_this_cpu_and_reports_it(capsys, tmp_path, monkeypa
     else:  # fp32 CPUs, or no NNCF: said why
         assert verdict.startswith("not measured")
     assert list((tmp_path / "soundscape" / "probe").glob("*.json"))  # cached for --runtime auto
+
+
+def test_bench_tweaks_times_live_changes_on_the_real_time_path(capsys):
+    from soundscape.bench import report as bench_report
+
+    argv = ["bench", "--tiny", "--steps", "4", "--chunks", "1", "--chunk-seconds", "2.56", "--overlap-seconds", "0.64",
+            "--tweaks", "4", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    t = result["tweak_latency"]
+    assert t["tweaks"] == t["heard"] == len(t["latencies_s"]) == 4, t
+    assert t["underruns"] == 0 and t["hop_s"] == 1.92
+    # Each is heard after the kept margin (1 s) plus a chunk's work at most: well under two hops here.
+    assert 0 < t["median_s"] <= t["p95_s"] == max(t["latencies_s"]) < 2 * t["hop_s"], t
+    assert "tweak heard           median" in bench_report.table(result)

@@ -1,0 +1,84 @@
+"""`play --budget`: the generator works only its share of the time, at the lowest priority, while earlier
+material fills the rest: never silent, and the fresh share is shown (stream/budget.py)."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import SCENE_DATA, longest_silence, merged
+from soundscape.audio.output import NULL_DEVICE, OutputConfig
+from soundscape.play.engine import Engine, _status_text
+from soundscape.scene import Scene
+from soundscape.stream.budget import Budget
+from soundscape.stream.scene_stream import SceneStream
+
+RATE = 16000
+# Many steps: the tiny model then works most of the time to keep up, as the full one does on a CPU.
+BUSY = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 40},
+        "output": {"sample_rate": RATE, "channels": 1}}
+
+
+def idle_threads() -> set[int]:
+    """The ids of this process's threads that run under SCHED_IDLE."""
+    found = set()
+    for name in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(name)) == os.SCHED_IDLE:
+                found.add(int(name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def play_with_budget(tiny_model, budget: float, seconds: float):
+    scene = Scene.model_validate(merged(SCENE_DATA, BUSY))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", RATE, 1), quiet=True, capture=[], budget=budget)
+    seen: set[int] = set()
+    cpu, wall = time.process_time(), time.monotonic()
+    result = engine.run(duration=seconds, fade_out=0.5, ticks=[lambda: seen.update(idle_threads())])
+    share = (time.process_time() - cpu) / (time.monotonic() - wall)
+    return engine, result, share, seen
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_budget_spends_less_cpu_never_goes_silent_and_shows_the_fresh_share(tiny_model):
+    full, full_result, full_share, full_idle = play_with_budget(tiny_model, 100, 12.0)
+    low, low_result, low_share, low_idle = play_with_budget(tiny_model, 30, 12.0)
+    # The default changes nothing: no rest, no thread moved to the idle class.
+    assert full.loop.budget.priority == "unchanged" and not full_idle
+    # Under a budget the generator thread and the workers it made run under SCHED_IDLE.
+    assert low.loop.budget.priority == "SCHED_IDLE" and low_idle
+    # Generous bounds: the exact share is the benchmark's; here, well under the full run's.
+    assert low_share < 0.7 * full_share, (low_share, full_share)
+    # Never silent: earlier material covers what the generator no longer makes.
+    played = np.concatenate(low.capture)
+    assert low_result.underruns == 0
+    assert len(played) > 10 * RATE
+    assert longest_silence(played[int(0.1 * RATE): -int(0.6 * RATE)], RATE) < 0.05  # the fade-out aside
+    status = low.playback.status()
+    assert status["budget_percent"] == 30 and status["generator_priority"] == "SCHED_IDLE"
+    assert 0 < status["fresh_percent"] < full.playback.status()["fresh_percent"], status
+    assert f"fresh {status['fresh_percent']} %" in _status_text(low.playback)
+    print(f"CPU share (process time / wall): budget 100 {full_share:.2f}, budget 30 {low_share:.2f}; fresh "
+          f"{full.playback.status()['fresh_percent']} % and {status['fresh_percent']} %")
+
+
+def test_the_rest_after_work_is_the_budget_s_share_and_a_cut_rest_is_still_owed():
+    budget = Budget(25)  # 1 s of work, then 3 s of rest
+    budget.worked(0.02)
+    assert budget.resting()
+    time.sleep(0.07)  # 0.06 s owed
+    assert not budget.resting()
+    budget.worked(0.1)
+    budget.worked(0.1)  # work done while the rest was cut short (a live change) adds to what is owed
+    assert budget.resting()
+    time.sleep(0.4)
+    assert budget.resting()  # 0.6 s owed, not 0.3
+    time.sleep(0.3)
+    assert not budget.resting()
+    assert not Budget(100).limited and Budget(100).lower_priority() == "unchanged"
+    with pytest.raises(ValueError, match="got 0"):
+        Budget(0)

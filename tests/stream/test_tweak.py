@@ -1,0 +1,100 @@
+"""Tweaks heard fast (issue 32): a change that needs new audio abandons the chunk in flight, the chunk is
+remade with the new mix at once, and the timeline says so. Real parts throughout: the tiny model, the
+generation loop on its thread, the Playback a listener's clock drains at real-time pace."""
+
+import json
+import time
+
+import numpy as np
+
+from conftest import SCENE_DATA, merged
+from soundscape.audio.feeder import MARGIN_S
+from soundscape.scene import Scene
+from soundscape.stream.generation_loop import GenerationLoop
+from soundscape.stream.live import LiveControl
+from soundscape.stream.playback import Playback
+from soundscape.stream.scene_stream import SceneStream
+
+RATE = 16000
+# Long chunks of many steps: a chunk takes long enough to be caught in flight, and hop >> a chunk's work.
+SLOW = {"generation": {"chunk_seconds": 10.24, "overlap_seconds": 0.64, "steps": 12},
+        "evolution": {"transition_seconds": 0}, "output": {"sample_rate": RATE, "channels": 1}}
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+class Listening:
+    """Takes audio off the ring at real-time pace, as serve's listener does, and ticks the live control."""
+
+    def __init__(self, playback: Playback, live: LiveControl):
+        self.playback, self.live = playback, live
+        self._block = np.zeros((RATE // 50, 1), np.float32)
+        self._t = None
+
+    def run(self, until, timeout: float = 120.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.playback.pump()
+            if self._t is None and self.playback.ring.level() >= RATE:
+                self._t = time.monotonic()  # the clock starts once a second is buffered
+            if self._t is not None:
+                due = int((time.monotonic() - self._t) * RATE) - self.playback.player.frames_played
+                while due >= len(self._block):
+                    self.playback.player.underruns += bool(self.playback.ring.read_into(self._block))
+                    self.playback.player.frames_played += len(self._block)
+                    due -= len(self._block)
+                    self.playback.pump()
+            self.live.tick()
+            result = until()
+            if result:
+                return result
+            time.sleep(0.005)
+        raise AssertionError("timed out")
+
+    def keep_on(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        self.run(lambda: time.monotonic() >= end)
+
+
+def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix(tiny_model, tmp_path):
+    scene = Scene.model_validate(merged(SCENE_DATA, SLOW))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    timeline = tmp_path / "t.jsonl"
+    playback = Playback.build(RATE, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(timeline))
+    live = LiveControl(playback, None)
+    loop = GenerationLoop([slot])
+    loop.start()
+    try:
+        listening = Listening(playback, live)
+        listening.run(lambda: slot.stats.chunks >= 2)
+        gen_s = max(r["gen_s"] for r in rows(timeline) if "gen_s" in r)
+        # The generator is at work once the feeder has taken the last segment; catch it a fifth of the way in.
+        listening.run(lambda: playback.fresh.empty() and not slot.holding)
+        listening.keep_on(0.2 * gen_s)
+        assert live.handle({"cmd": "set", "weights": {"birds": 0.0}})["ok"]
+        asked = time.monotonic()
+        made = listening.run(lambda: [r for r in rows(timeline) if "gen_s" in r and r["weights"]["birds"] == 0.0])[0]
+        made_after = time.monotonic() - asked
+        heard = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])[0]
+    finally:
+        loop.stop.set()
+        loop.join(timeout=60)
+    events = rows(timeline)
+    order = [r.get("event", "chunk") for r in events]
+    tweak_at = order.index("tweak")
+    abandoned = events[order.index("abandoned")]
+    assert order.index("abandoned") > tweak_at, order
+    # The chunk in flight was given up before its end, and the same chunk was made again with the new mix.
+    assert 0 <= abandoned["steps_done"] < 0.85 * abandoned["steps"], abandoned
+    assert made["chunk"] == abandoned["chunk_index"], (made, abandoned)
+    assert events.index(made) > order.index("abandoned")
+    # It was begun at once: from the tweak to its end took its own work, not the rest of the old one too.
+    assert made_after < made["gen_s"] + 0.5 * gen_s, (made_after, made)
+    # Heard sooner than a whole chunk later: the buffer's margin plus one chunk's work, well under a hop.
+    hop = stream.hop_s
+    assert heard["latency_s"] < min(hop, MARGIN_S + made["gen_s"] + 0.5 * gen_s + 0.3), (heard, hop, made)
+    assert playback.player.underruns == 0
+    print(f"tweak heard after {heard['latency_s']} s; remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
