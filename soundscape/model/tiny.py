@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "(it makes noise, not birdsong): for trying the plumbing and for "
                                                  "tests. Use it with --model DIR.")
     parser.add_argument("folder", metavar="DIR", help="the folder to write it to (made if missing)")
-    args = parser.parse_args(argv)
-    print(f"tiny AudioLDM2 pipeline written to {save_tiny_pipeline(args.folder)}")
+    folder = parser.parse_args(argv).folder  # this module's own command line: the one value, read here
+    print(f"tiny AudioLDM2 pipeline written to {save_tiny_pipeline(folder)}")
     return 0
 
 
