@@ -272,12 +272,3 @@ def _save(path: Path, key: str, rows: list[Row]) -> Choice:
     except OSError:
         pass  # a read-only cache: the answer holds for this process only
     return Choice(runtimes=runtimes, rows=tuple(rows), key=key, cached=False)
-
-
-def table(choice: Choice) -> str:
-    """The measured rows as a small text table (bench --probe, the first start's stderr)."""
-    lines = [f"{'stage':8s} {'runtime':9s} {'precision':9s} {'time':>8s} {'SNR vs fp32':>12s}  gate   chosen"]
-    for r in choice.rows:
-        lines.append(f"{r.stage:8s} {r.runtime:9s} {r.precision:9s} {r.seconds:7.3f}s {r.snr_db:10.1f} dB  "
-                     f"{'pass' if r.passed else 'FAIL':5s}  {'*' if r.chosen else ''}")
-    return "\n".join(lines)
