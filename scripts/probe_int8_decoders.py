@@ -1,7 +1,7 @@
 """Which decoder layers int8 can take: the VAE decoder and the vocoder (full architecture, random weights)
 quantized with NNCF in several scopes, each compared with fp32 on held-out inputs and timed interleaved.
 
-    python scripts/probe_int8_decoders.py [--tiny DIR] [--frames 212]
+    python scripts/probe_int8_decoders.py [--model DIR] [--frames 212]
 
 Why scopes: int8 on every layer cost 15-20 dB in both decoders (VAE 21.6 dB, vocoder 18.1 dB, the issue's
 shared probes), far under the gate. Both decoders upsample step by step: the early stages (many channels,
@@ -81,7 +81,9 @@ def run_stage(name, module, inputs, scopes, core, hint):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", help="a tiny model folder instead of the full architecture (to try the script)")
+    ap.add_argument("--model", "--tiny", dest="tiny",
+                    help="a diffusers AudioLDM2 folder (real weights, or the tiny model to try the script) instead of "
+                         "the full architecture with random weights")
     ap.add_argument("--frames", type=int, default=212)
     ap.add_argument("--stages", default="vocoder,vae")
     args = ap.parse_args()
