@@ -44,7 +44,7 @@ def start_pulse(root: Path) -> dict:
     env = dict(os.environ, XDG_RUNTIME_DIR=str(run), HOME=str(home), PULSE_SERVER=f"unix:{run}/pulse/native",
                ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{asound}", XDG_CACHE_HOME=cache)
     subprocess.run(["pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--load=module-native-protocol-unix",
-                    "--load=module-null-sink sink_name=cap rate=48000 channels=2"],
+                    "--load=module-null-sink sink_name=cap rate=48000 channels=2 format=float32le"],
                    env=env, check=True, capture_output=True, timeout=30)
     return env
 
