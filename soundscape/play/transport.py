@@ -7,6 +7,8 @@ One owner of "paused" and of the night clock. LiveControl (stream/live.py) hands
   timer {action, seconds}           sleep timer: set / extend / cancel, until its fade-out has begun
   stop {fade_s}                     fade out and stop
   wake {action, at, fade_s}         the wake alarm (play/wake.py): set or cancel
+Each arrives with its values checked (stream/control_requests.py); `refusal` then says whether the
+transport's state refuses it, reading and never writing, and only a request it lets through is applied.
 The sleep timer counts wall-clock time from when sound started, less the time spent paused (a device
 that stalls must not make the night longer; a pause must not shorten it); `tick` schedules its fade
 on the player a second ahead, and from then on it can no longer be moved. A fade that the device has

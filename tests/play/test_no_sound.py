@@ -9,7 +9,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from conftest import scene_yaml
 from soundscape.audio.output import NULL_DEVICE, OutputConfig
