@@ -90,6 +90,23 @@ def tiny_model(tiny_model_dir):
                       keep_encoders=True)
 
 
+@pytest.fixture(scope="session")
+def silent_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its vocoder's last convolution (conv_post) all zeros: a model that makes no usable
+    sound (every chunk is silence), loaded by the tests through the real loading code (issue 31)."""
+    import torch
+    from transformers import SpeechT5HifiGan
+
+    folder = tmp_path_factory.mktemp("silent") / "audioldm2-silent"
+    shutil.copytree(tiny_model_dir, folder)
+    vocoder = SpeechT5HifiGan.from_pretrained(folder / "vocoder")
+    with torch.no_grad():
+        vocoder.conv_post.weight.zero_()
+        vocoder.conv_post.bias.zero_()
+    vocoder.save_pretrained(folder / "vocoder")
+    return folder
+
+
 @pytest.fixture()
 def scene_file(tmp_path):
     path = tmp_path / "scene.yaml"

@@ -7,7 +7,7 @@ May import anything: it is the top. Nothing below it imports cli or reads an arg
 
 Exit codes: 0 ok, 1 internal error, 2 bad scene or argument, 3 model cannot be
 loaded, 4 audio device problem, 5 no running player (of yours), 6 render output cannot be
-written (disk full; --resume continues), 130 interrupted.
+written (disk full; --resume continues), 7 the model made no usable sound (play, serve), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Threads and what each owns:
                   owns the SceneStream (model, conditioning, generator state). Produces one
                   Segment at a time into a queue of one; holds the next while the queue is full
                   (backpressure), so it runs at most one chunk ahead of what the buffer holds.
-                  Writes the timeline. A failing chunk is logged and retried with backoff.
+                  Writes the timeline. A failing chunk is logged and retried with backoff; a stream
+                  that never made a usable first chunk gives up (stream/first_sound.py) and the
+                  main thread stops with exit code 7.
   PortAudio       the callback (audio/output.Player) only reads the ring buffer.
   web (optional)  `play --web`: the mixer's server (play/web/). It hands requests to the main thread
                   and reads a status snapshot and a copy of the audio written to the ring; nothing
@@ -227,6 +229,7 @@ class Engine:
                 tick()
             if not self.loop.is_alive():
                 raise RuntimeError("the generator thread stopped during buffering")
+            self._check_sound()
             self.status.show(f"buffering {self.ring.level() / rate:4.1f}/{target / rate:.1f} s "
                              f"({time.monotonic() - started:.0f} s)", every=0.25)
             time.sleep(0.02)
@@ -283,6 +286,7 @@ class Engine:
                         tick()
                     self.status.show(_status_text(self.playback) + (night() if night else ""))
                     self._check_device_clock(time.monotonic() - self._sound_t0)
+                    self._check_sound()
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
                                                f"by another program?); see `soundscape devices` and start again")
@@ -303,6 +307,11 @@ class Engine:
             self.status.end()
         return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
                           self.gen.stats.chunks, interrupted)
+
+    def _check_sound(self) -> None:
+        """The model made no usable first chunk within the bound (stream/first_sound.py): stop, exit code 7."""
+        if self.gen.first.gave_up is not None:
+            raise self.gen.first.gave_up
 
     def _check_device_clock(self, wall: float) -> None:
         """Warn once when the device eats audio far faster than real time (a null or file device)."""

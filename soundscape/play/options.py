@@ -61,6 +61,13 @@ class PlayOptions:
                 raise UsageError(f"{flag}: expected at most {MAX_BUFFER_S:g} s (10m), got {value:g} s")
         check_timeline_path(self.timeline)
         check_socket_path(self.control)
+        if self.sleep is not None:  # the socket's bound for the sleep timer, before the model loads
+            from ..stream.control_requests import check_timer
+
+            try:
+                check_timer(self.sleep)
+            except ValueError as exc:
+                raise UsageError(f"--sleep: {exc}, got {self.sleep:g} s") from None
         if self.wake is not None:
             import time
 

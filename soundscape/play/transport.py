@@ -7,6 +7,8 @@ One owner of "paused" and of the night clock. LiveControl (stream/live.py) hands
   timer {action, seconds}           sleep timer: set / extend / cancel, until its fade-out has begun
   stop {fade_s}                     fade out and stop
   wake {action, at, fade_s}         the wake alarm (play/wake.py): set or cancel
+Each arrives with its values checked (stream/control_requests.py); `refusal` then says whether the
+transport's state refuses it, reading and never writing, and only a request it lets through is applied.
 The sleep timer counts wall-clock time from when sound started, less the time spent paused (a device
 that stalls must not make the night longer; a pause must not shorten it); `tick` schedules its fade
 on the player a second ahead, and from then on it can no longer be moved. A fade that the device has
@@ -18,18 +20,13 @@ from __future__ import annotations
 
 import time
 
-from pydantic import TypeAdapter, ValidationError
-
-from ..scene.load import describe as describe_value, one_line
-from ..scene.schema import Seconds, Weight
-from ..stream.control_requests import PAUSE_FADE_S
+from ..stream.control_requests import MAX_TIMER_S, PAUSE_FADE_S, PauseRequest, parse_request
 from .wake import WakeAlarm
 
 TIMER_LOOKAHEAD_S = 1.0  # the sleep fade is handed to the player this long before it starts
 LATE_FADE_S = 0.25  # what is left of a fade when its deadline has passed
-MAX_TIMER_S = 24 * 3600.0
-MAX_PAUSE_FADE_S = 60.0
 COMMANDS = ("pause", "resume", "toggle", "volume", "timer", "stop", "wake")
+FADING_OUT = "the player is fading out to stop; it cannot be {}"
 
 
 class Transport:
@@ -65,20 +62,50 @@ class Transport:
         return self.player.frames_played / self.rate
 
     def handle(self, req) -> dict:
-        """One checked request (stream/control_requests.py) whose cmd is in COMMANDS."""
+        """One request whose values are checked (stream/control_requests.py) and whose cmd is in COMMANDS:
+        refused as a whole against the transport's state (`refusal`, which changes nothing), or applied."""
+        why = self.refusal(req)
+        if why is not None:
+            return {"ok": False, "error": why}
         cmd = req.cmd
         if cmd == "volume":
-            return self.set_volume(req.volume)
+            return self._set_volume(req.volume)
         if cmd == "timer":
-            return self.timer(req.action, req.seconds)
+            return self._timer(req.action, req.seconds)
         if cmd == "stop":
-            return self.stop(req.fade_s)
+            return self._stop(req.fade_s)
         if cmd == "wake":
             return self.alarm.cancel() if req.action == "cancel" else self.alarm.set(req.at, req.fade_s)
         if cmd == "toggle":
             cmd = "resume" if self.paused else "pause"
-        fade_s = min(req.fade_s, MAX_PAUSE_FADE_S)
-        return self.pause(fade_s) if cmd == "pause" else self.resume(fade_s)
+        return self.pause(req.fade_s) if cmd == "pause" else self.resume(req.fade_s)
+
+    def refusal(self, req) -> str | None:
+        """Why the transport's state refuses `req` (values already checked), or None; reads, never writes."""
+        cmd = req.cmd
+        if cmd == "toggle":
+            cmd = "resume" if self.paused else "pause"
+        if cmd in ("pause", "resume") and self.stopping:
+            return FADING_OUT.format(cmd + "d")
+        if cmd == "pause" and self._sleep_scheduled and not self.paused:
+            return "the sleep timer is fading the player out; it cannot be paused"
+        if cmd == "volume" and self.made_at == 0:
+            return ("the scene's output.volume is 0, so there is nothing to turn up; raise it in the scene file "
+                    "and restart")
+        if cmd == "timer" and (self.stopping or self._sleep_scheduled):
+            return "the player is already fading out; the sleep timer can no longer change"
+        if cmd == "timer" and req.action == "extend" and self.sleep_at is None:
+            return "no sleep timer is set; set one first"
+        if cmd == "wake" and req.action == "set":
+            return self.alarm.refusal(req.at, req.fade_s)
+        return None
+
+    def request(self, request: dict) -> dict:
+        """A request from inside the player (the command line's --sleep, a test): the same checks as a door's."""
+        try:
+            return self.handle(parse_request(request))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
 
     def status(self) -> dict:
         return {"volume": self.volume, "stopping": self.stopping, "sleep": self._timer_status(),
@@ -101,10 +128,9 @@ class Transport:
     def pause(self, fade_s: float = PAUSE_FADE_S, start_frame: int | None = None, why: str = "pause") -> dict:
         """Fade out over `fade_s` (from `start_frame`, default now) and hold; the generator idles once
         the buffer is full. The sleep timer stops counting."""
-        if self.stopping:
-            return {"ok": False, "error": "the player is fading out to stop; it cannot be paused"}
-        if self._sleep_scheduled and not self.paused:
-            return {"ok": False, "error": "the sleep timer is fading the player out; it cannot be paused"}
+        refused = self.refusal(PauseRequest(cmd="pause"))
+        if refused is not None:
+            return {"ok": False, "error": refused}
         if not self.paused:
             self.paused = True
             self._paused_at = time.monotonic()
@@ -114,8 +140,9 @@ class Transport:
 
     def resume(self, fade_s: float = PAUSE_FADE_S, why: str = "resume") -> dict:
         """Fade back in over `fade_s` from where the sound stopped."""
-        if self.stopping:
-            return {"ok": False, "error": "the player is fading out to stop; it cannot be resumed"}
+        refused = self.refusal(PauseRequest(cmd="resume"))
+        if refused is not None:
+            return {"ok": False, "error": refused}
         if self.paused:
             self.paused = False
             if self._sound_started is not None:
@@ -125,14 +152,7 @@ class Transport:
         return {"ok": True, "applied": {"paused": False}}
 
     # Master volume, sleep timer, stop ---------------------------------------
-    def set_volume(self, volume) -> dict:
-        try:
-            volume = TypeAdapter(Weight).validate_python(volume)
-        except ValidationError as exc:
-            return {"ok": False, "error": f"volume: {one_line(exc)}, got {describe_value(volume)}"}
-        if self.made_at == 0:
-            return {"ok": False, "error": "the scene's output.volume is 0, so there is nothing to turn up; "
-                                          "raise it in the scene file and restart"}
+    def _set_volume(self, volume: float) -> dict:
         self.volume = volume
         self.player.set_gain(volume / self.made_at)
         self.log({"event": "volume", "volume": volume, "received_s": round(self._played_s(), 3)})
@@ -144,25 +164,17 @@ class Transport:
         return {"remaining_s": round(max(0.0, self.sleep_at - self.clock()), 2),
                 "fade_s": self._sleep_fade, "fading": self._sleep_scheduled}
 
-    def timer(self, action, seconds) -> dict:
-        if self.stopping or self._sleep_scheduled:
-            return {"ok": False, "error": "the player is already fading out; the sleep timer can no longer change"}
+    def timer(self, action: str, seconds: float | None = None) -> dict:
+        """The sleep timer from inside the player (--sleep): checked as a request is."""
+        return self.request({"cmd": "timer", "action": action, "seconds": seconds})
+
+    def _timer(self, action: str, seconds: float | None) -> dict:
         if action == "cancel":
             self.sleep_at = None
-        elif action in ("set", "extend"):
-            try:
-                seconds = TypeAdapter(Seconds).validate_python(seconds)
-            except ValidationError as exc:
-                return {"ok": False, "error": f"seconds: {one_line(exc)}, got {describe_value(seconds)}"}
-            if not 0 < seconds <= MAX_TIMER_S:
-                return {"ok": False, "error": f"seconds: expected more than 0 and at most 24 hours, got {seconds:g}"}
-            if action == "extend" and self.sleep_at is None:
-                return {"ok": False, "error": "no sleep timer is set; set one first"}
+        else:
             now = self.clock()
             self.sleep_at = min((self.sleep_at if action == "extend" else now) + seconds, now + MAX_TIMER_S)
             self._sleep_fade = min(self.fade_s, self.sleep_at - now)
-        else:
-            return {"ok": False, "error": f"timer: unknown action {action!r}; expected set, extend or cancel"}
         self.log({"event": "timer", "action": action, "ends_at_s": self.sleep_at,
                   "received_s": round(self._played_s(), 3)})
         return {"ok": True, "applied": {"sleep": self._timer_status()}}
@@ -187,14 +199,11 @@ class Transport:
             self._deadline = self.sleep_at
             player.schedule_fade(frame, self._sleep_fade)
 
-    def stop(self, fade_s) -> dict:
-        try:
-            fade_s = TypeAdapter(Seconds).validate_python(fade_s)
-        except ValidationError as exc:
-            return {"ok": False, "error": f"fade_s: {one_line(exc)}, got {describe_value(fade_s)}"}
+    def _stop(self, fade_s: float) -> dict:
         self.stopping = True
-        fade_s = max(min(fade_s, 60.0), 0.01)
+        fade_s = max(fade_s, 0.01)
         self.player.start_fade(fade_s)
         self._deadline = min(self._deadline or float("inf"), self.clock() + fade_s)
         self.log({"event": "stop", "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
         return {"ok": True, "applied": {"fade_s": fade_s}}
+

@@ -26,32 +26,22 @@ import time
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..units import DAY_S, format_duration, format_time_of_day, parse_duration, parse_time_of_day
+from ..stream.control_requests import MAX_WAKE_FADE_S, check_wake_fade, parse_wake
+from ..units import format_duration, format_time_of_day
 
 WAKE_FADE_S = 600.0  # the default rise: ten minutes from silence to the scene's level
 MIN_LEAD_S = 20.0  # a wake scene is switched to at least this long before the wake time
 MAX_LEAD_S = 600.0
 CHECK_S = 0.5  # how often the wall clock is looked at
-MAX_FADE_S = 3 * 3600.0  # the longest rise: the command line and the socket take the same
+MAX_FADE_S = MAX_WAKE_FADE_S  # the longest rise: the command line, the socket and the mixer share the rule
 
 
 def check_fade(fade_s: float, what: str = "fade_s") -> float:
-    """A wake fade in (0, MAX_FADE_S], or UsageError naming the value."""
-    if not 0 < fade_s <= MAX_FADE_S:
-        raise UsageError(f"{what}: expected more than 0 and at most 3 hours, got {fade_s:g} s")
-    return float(fade_s)
-
-
-def parse_wake(text: str, what: str = "--wake") -> tuple[str, float]:
-    """("at", seconds after midnight) for `07:00` / `06:45:30`, or ("in", seconds) for `+8h` / `+20m`."""
-    text = str(text).strip()
-    if text.startswith("+"):
-        return "in", parse_duration(text[1:], what=what)
-    tod = parse_time_of_day(text)
-    if tod is None:
-        raise UsageError(f"{what}: expected a local time like 07:00 or 06:45:30 (24-hour), or a delay like "
-                         f"+8h or +20m, got {text!r}")
-    return "at", tod
+    """A wake fade in (0, MAX_FADE_S] (stream/control_requests.py's rule), or UsageError naming the value."""
+    try:
+        return float(check_wake_fade(float(fade_s)))
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}, got {fade_s:g} s") from None
 
 
 def wake_epoch(day: dt.date, tod: float) -> float:
@@ -82,10 +72,8 @@ class WakeTime:
 
     @classmethod
     def from_text(cls, text: str, now: float, what: str = "--wake") -> WakeTime:
-        kind, value = parse_wake(text, what)
+        kind, value = parse_wake(text, what)  # the shared rule: a delay of at most a day
         if kind == "in":
-            if value > DAY_S:
-                raise UsageError(f"{what}: a delay of at most 24 hours, got {text!r}")
             then = now + value
             lt = time.localtime(then)
             return cls(dt.date(lt.tm_year, lt.tm_mon, lt.tm_mday),
@@ -122,16 +110,26 @@ class WakeAlarm:
         return self.at is not None
 
     # Requests (main thread) -------------------------------------------------------------------------
-    def set(self, text: str | None, fade_s: float | None = None) -> dict:
+    def refusal(self, text: str | None, fade_s: float | None = None) -> str | None:
+        """Why a wake at `text` with a rise of `fade_s` is refused, or None; reads, never writes."""
+        checked = self._checked(text, fade_s)
+        return checked if isinstance(checked, str) else None
+
+    def _checked(self, text: str | None, fade_s: float | None) -> tuple[WakeTime, float] | str:
+        """Both values checked before either is taken (the shared rule): (time, fade), or why not."""
         if not text:
-            return {"ok": False, "error": "wake: give a time, e.g. {\"at\": \"07:00\"} or {\"at\": \"+8h\"}"}
-        # Both values checked before either is taken: a refused request changes nothing
+            return "wake: give a time, e.g. {\"at\": \"07:00\"} or {\"at\": \"+8h\"}"
         try:
-            at = WakeTime.from_text(text, self.clock(), what="wake")
-            fade = self.fade_s if fade_s is None else check_fade(fade_s)
+            return WakeTime.from_text(text, self.clock(), what="wake"), \
+                self.fade_s if fade_s is None else check_fade(fade_s)
         except UsageError as exc:
-            return {"ok": False, "error": str(exc)}
-        self.at, self.fade_s = at, fade
+            return str(exc)
+
+    def set(self, text: str | None, fade_s: float | None = None) -> dict:
+        checked = self._checked(text, fade_s)
+        if isinstance(checked, str):  # a refused request changes nothing
+            return {"ok": False, "error": checked}
+        self.at, self.fade_s = checked
         self._switched = False
         self._next_check = 0.0
         self.transport.log({"event": "wake_set", "at": self.at.label, "date": self.at.day.isoformat(),

@@ -81,11 +81,18 @@ class ListenerResponse(StreamingResponse):
 async def _paced(hub: Hub, listener: Listener):
     """The listener's bytes: nothing until its first chunk is buffered (never silence), then its clock.
 
-    Ends (a complete response) when the server stops, so shutting down never cancels a stream mid-write.
+    Ends (a complete response) when the server stops, so shutting down never cancels a stream mid-write, and
+    (empty) when its model made no usable first chunk (stream/first_sound.py).
     """
     rate = listener.rate
     while not listener.started:
         if hub.stopping:
+            return
+        if listener.gen.first.gave_up is not None:
+            # No usable sound for this stream (stream/first_sound.py): it ends (an empty body); the server and
+            # every other listener go on.
+            print(f"serve: listener {listener.number} ({listener.scene_name}): {listener.gen.first.gave_up}; "
+                  f"its stream has ended", file=sys.stderr, flush=True)
             return
         listener.pump()
         await asyncio.sleep(0.02)

@@ -17,7 +17,8 @@ from pathlib import Path
 from ..generator.conditioning import PromptEncoder
 from ..errors import UsageError
 from ..stream.budget import Budget
-from ..stream.generation_loop import BatchCost, GenerationLoop
+from ..stream.first_sound import FirstSound
+from ..stream.generation_loop import BatchCost, GenerationLoop, short_error
 from ..memory import give_back_heap
 from ..scene import Scene, load_scene
 from ..stream.scene_stream import SceneStream
@@ -78,18 +79,32 @@ class Hub:
         return admission.capacity(list(self.loop.costs), self.hop_s, self.max_listeners)
 
     def calibrate(self, quiet: bool = False) -> None:
-        """Time a batch of each size in CALIBRATION_BATCHES (a first chunk each, so the worst case)."""
+        """Time a batch of each size in CALIBRATION_BATCHES (a first chunk each, so the worst case).
+
+        These are serve's first chunks: a model that makes no usable sound in them is tried on, one stream at
+        a time, under play's rule (stream/first_sound.py), and serve stops with NoSoundError (exit code 7)
+        before it listens, rather than admit listeners to silence."""
         from ..stream.scene_stream import next_segments
 
         name = next(iter(self.scenes))
+        silence_db = self.scenes[name][1].quality_check.silence_db
+        first = FirstSound()
         for n in CALIBRATION_BATCHES:
             if n > self.max_listeners:
                 break
             streams = [self._stream(name, k) for k in range(n)]
+            first.trying()
             t0 = time.perf_counter()
-            next_segments(streams)
+            outs = next_segments(streams)
             seconds = time.perf_counter() - t0
             self.loop.costs.append(BatchCost(n, seconds, streams[0].hop_s))
+            self._judge_first(first, outs, silence_db)
+        seed = len(CALIBRATION_BATCHES)
+        while not first.sounded:
+            if first.gave_up is not None:
+                raise first.gave_up
+            seed += 1
+            self._judge_first(first, next_segments([self._stream(name, seed)]), silence_db)
         cap = self.capacity()
         rtf = admission.per_stream_rtf(list(self.loop.costs)[:1])
         if not quiet:
@@ -98,6 +113,14 @@ class Hub:
         if rtf < 1.0 and not quiet:
             print("serve: slower than real time even for one listener: listeners will hear earlier material "
                   "between chunks (try --quality eco, a GPU, or --ray with more machines)", file=sys.stderr)
+
+    @staticmethod
+    def _judge_first(first: FirstSound, outs: list, silence_db: float) -> None:
+        for out in outs:
+            if isinstance(out, BaseException):
+                first.failed(short_error(out))
+            else:
+                first.made(out.audio, out.weights, silence_db)
 
     def start(self) -> None:
         self.loop.start()

@@ -31,7 +31,9 @@ import torch
 
 from ..audio.feeder import MARGIN_S, XFADE_S
 from .adaptive import StepController
+from ..errors import ChunkRejected
 from .budget import Budget
+from .first_sound import FirstSound
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
 
@@ -74,6 +76,9 @@ class StreamSlot:
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
         self.closed = False
+        # Until its first usable chunk, a stream that keeps failing gives up (first_sound.py): the owner reads
+        # `first.gave_up` and stops (play) or ends the listener's response (serve).
+        self.first = FirstSound()
         self._pending: Segment | None = None  # made, waiting for room in `out`
         self._retry_at = 0.0
         self._backoff = 0.5
@@ -123,9 +128,10 @@ class StreamSlot:
         return self._pending is not None
 
     def ready(self, now: float) -> bool:
-        return not self.closed and self._pending is None and now >= self._retry_at
+        return not self.closed and self.first.gave_up is None and self._pending is None and now >= self._retry_at
 
     def prepare(self) -> None:
+        self.first.trying()
         self.interrupt.clear()
         applied = False
         while True:
@@ -157,6 +163,9 @@ class StreamSlot:
         self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
         self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
         self.log(seg.timeline_row())
+        gave_up = self.first.made(seg.audio, seg.weights, self.stream.scene.quality_check.silence_db)
+        if gave_up is not None:
+            self._gave_up(gave_up)
         self._pending = seg
         # Offered as it is made, even when a change is waiting (a nearly-done chunk finished on purpose: the
         # feeder plays it or keeps it as cover material); `deliver` drops only one held back by a full queue.
@@ -171,12 +180,29 @@ class StreamSlot:
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         backoff = self._backoff
+        gave_up = self.first.failed(short_error(exc))
+        if gave_up is not None:
+            self._gave_up(gave_up)
+            return
         who = f" for {self.name}" if self.name else ""
+        meanwhile = "while earlier material plays" if self.first.sounded else "(nothing usable has been made yet)"
         print(f"\nsoundscape: chunk failed{who} ({self.stats.last_error}); retrying in {backoff:.1f} s "
-              f"while earlier material plays", file=sys.stderr)
+              f"{meanwhile}", file=sys.stderr)
         self.log({"event": "error", "error": self.stats.last_error, "retry_in_s": backoff})
         self._retry_at = time.monotonic() + backoff
         self._backoff = min(backoff * 2, self.max_backoff)
+
+
+    def _gave_up(self, exc: BaseException) -> None:
+        """No usable sound (first_sound.py): the loop makes nothing more for this stream; its owner stops."""
+        self.log({"event": "no_sound", "error": str(exc)})
+
+
+def short_error(exc: BaseException) -> str:
+    """What failed, in a few words: the watchdog's checks, or the error."""
+    if isinstance(exc, ChunkRejected) and exc.failed:
+        return "the quality check found " + ", ".join(exc.failed)
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ stream/generation_loop.py), which applies it between chunks; the feeder then cro
 audio made after it. Every change is written to the timeline when it arrives ({"event": "tweak", ...})
 and when its audio starts ({"event": "tweak_heard", ...}).
 
-Commands (`handle`), shared by play's control socket and web mixer (play/web/) and serve's listeners,
-each checked with the scene's own types first (control_requests.py):
+Commands (`handle`), shared by play's control socket, web mixer (play/web/) and media controls (MPRIS) and
+serve's listeners. Each is checked whole before anything changes: its values with the scene's own types and
+the shared bounds (control_requests.py), then against the state (`_plan`, and the transport's `refusal`),
+and only then applied, so a refused request changes nothing:
   status                          what `soundscape status` shows, plus the mix, volume and sleep timer
   set {weights}                   layer weights, eased in over transition_seconds
   prompt {layer, prompt}          change a layer's prompt, or add a layer at weight 1
@@ -44,6 +46,7 @@ class PlayerControls(Protocol):
 
     volume: float
 
+    def refusal(self, req) -> str | None: ...  # why its state refuses a checked request; changes nothing
     def handle(self, req) -> dict: ...
     def status(self) -> dict: ...
     def tick(self): ...  # the wake scene's (scene, path) when it is to be switched to now
@@ -115,36 +118,36 @@ class LiveControl:
             if isinstance(request, dict) and request.get("cmd") == "set" and isinstance(request.get("weights"), dict):
                 unknown = [k for k in request["weights"] if k not in self.scene.layers]
                 if unknown:  # the most useful message first: which layers there are
-                    return {"ok": False, "error": f"no layer {unknown[0]!r}; layers are: {', '.join(self.scene.layers)}"}
+                    return {"ok": False, "error": self._no_layer(unknown[0])}
             req = parse_request(request)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         try:
-            return self._dispatch(req)
+            plan = self._plan(req)  # every check first: a refused request changes nothing
+            return {"ok": False, "error": plan} if isinstance(plan, str) else plan()
         except Exception as exc:
             print(f"\nsoundscape: control request {req.cmd!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc} (please report it)"}
 
-    def _dispatch(self, req) -> dict:
+    def _plan(self, req):
+        """Every check `req` needs against the current state, and nothing changed: the change to apply (a
+        callable that returns the reply), or why it is refused (a string). The one rule for every door."""
         cmd = req.cmd
         if cmd in TRANSPORT_COMMANDS:
             if self.transport is None:
-                return {"ok": False, "error": f"{cmd}: this stream has no transport here (pause, volume, the sleep "
-                                              f"timer, stop and the wake alarm belong to `soundscape play`)"}
-            return self.transport.handle(req)
+                return (f"{cmd}: this stream has no transport here (pause, volume, the sleep timer, stop and the "
+                        f"wake alarm belong to `soundscape play`)")
+            why = self.transport.refusal(req)
+            return why if why is not None else (lambda: self.transport.handle(req))
         if cmd == "status":
-            return {"ok": True, "status": self.status()}
+            return lambda: {"ok": True, "status": self.status()}
+        if cmd == "scene":
+            return lambda: {"ok": True, "scene": self.mix().model_dump(mode="json")}
         if cmd == "set":
-            return self._set(dict(req.weights))
-        if cmd == "prompt":
-            return self._prompt(req.layer, req.prompt)
-        if cmd == "add":
-            return self._add(req.layer, req.prompt, req.weight)
-        if cmd == "remove":
-            return self._remove(req.layer)
+            return self._plan_set(dict(req.weights))
         if cmd == "width":
-            return self._width(req.width)
-        return {"ok": True, "scene": self.mix().model_dump(mode="json")}
+            return self._plan_width(req.width)
+        return self._plan_layers(req)
 
     def status(self) -> dict:
         """The playback's status, the mix and the transport's (the scene's own volume without one)."""
@@ -157,58 +160,57 @@ class LiveControl:
             status.update(self.transport.status())
         return status
 
-    def _set(self, weights: dict[str, float]) -> dict:
+    def _no_layer(self, name: str) -> str:
+        return f"no layer {name!r}; layers are: {', '.join(self.scene.layers)}"
+
+    def _plan_set(self, weights: dict[str, float]):
         for name in weights:
             if name not in self.scene.layers:
-                return {"ok": False, "error": f"no layer {name!r}; layers are: {', '.join(self.scene.layers)}"}
+                return self._no_layer(name)
         values = {k: float(v) for k, v in weights.items()}
-        self.set_weights.update(values)
-        self._submit("set", {"weights": values}, lambda stream: stream.apply_overrides(values))
-        return {"ok": True, "applied": values}
 
-    def _prompt(self, layer: str, prompt: str) -> dict:
-        data = self.scene.model_dump()
-        weight = data["layers"].get(layer, {}).get("weight", 1.0)
-        data["layers"][layer] = {"prompt": prompt, "weight": weight}
+        def apply():
+            self.set_weights.update(values)
+            self._submit("set", {"weights": values}, lambda stream: stream.apply_overrides(values))
+            return {"ok": True, "applied": values}
+        return apply
+
+    def _plan_layers(self, req):
+        """prompt, add, remove: the edited scene, validated whole before it replaces the current one."""
+        cmd, layer, data = req.cmd, req.layer, self.scene.model_dump()
+        if cmd == "add" and layer in self.scene.layers:
+            return f"there is already a layer {layer!r}; change its prompt instead"
+        if cmd == "remove":
+            if layer not in self.scene.layers:
+                return self._no_layer(layer)
+            if len(self.scene.layers) == 1:
+                return f"{layer} is the only layer; a scene needs at least one"
+            del data["layers"][layer]
+            for key in data["evolution"]["keyframes"]:
+                key["weights"].pop(layer, None)
+        else:
+            weight = req.weight if cmd == "add" else data["layers"].get(layer, {}).get("weight", 1.0)
+            data["layers"][layer] = {"prompt": req.prompt, "weight": weight}
         new = self._validated(data)
-        if isinstance(new, dict):
+        if isinstance(new, str):
             return new
-        self._replace("prompt", {"layer": layer, "prompt": new.layers[layer].prompt}, new)
-        return {"ok": True, "applied": {"layer": layer, "prompt": new.layers[layer].prompt, "weight": weight}}
+        if cmd == "remove":
+            applied = {"layer": layer}
+        else:
+            applied = {"layer": layer, "prompt": new.layers[layer].prompt, "weight": new.layers[layer].weight}
 
-    def _add(self, layer: str, prompt: str, weight: float) -> dict:
-        if layer in self.scene.layers:
-            return {"ok": False, "error": f"there is already a layer {layer!r}; change its prompt instead"}
-        data = self.scene.model_dump()
-        data["layers"][layer] = {"prompt": prompt, "weight": weight}
-        new = self._validated(data)
-        if isinstance(new, dict):
-            return new
-        applied = {"layer": layer, "prompt": new.layers[layer].prompt, "weight": new.layers[layer].weight}
-        self._replace("add", applied, new)
-        return {"ok": True, "applied": applied}
+        def apply():
+            if cmd == "remove":
+                self.set_weights.pop(layer, None)
+            self._replace(cmd, {k: v for k, v in applied.items() if k != "weight" or cmd == "add"}, new)
+            return {"ok": True, "applied": applied}
+        return apply
 
-    def _remove(self, layer) -> dict:
-        if layer not in self.scene.layers:
-            return {"ok": False, "error": f"no layer {layer!r}; layers are: {', '.join(self.scene.layers)}"}
-        if len(self.scene.layers) == 1:
-            return {"ok": False, "error": f"{layer} is the only layer; a scene needs at least one"}
-        data = self.scene.model_dump()
-        del data["layers"][layer]
-        for key in data["evolution"]["keyframes"]:
-            key["weights"].pop(layer, None)
-        new = self._validated(data)
-        if isinstance(new, dict):
-            return new
-        self.set_weights.pop(layer, None)
-        self._replace("remove", {"layer": layer}, new)
-        return {"ok": True, "applied": {"layer": layer}}
-
-    def _validated(self, data: dict) -> Scene | dict:
+    def _validated(self, data: dict) -> Scene | str:
         try:
             return Scene.model_validate(data)
         except ValidationError as exc:
-            return {"ok": False, "error": one_line(exc)}
+            return one_line(exc)
 
     def _replace(self, kind: str, detail: dict, new: Scene) -> None:
         self.scene = new
@@ -231,13 +233,16 @@ class LiveControl:
         return Scene.model_validate(data)
 
     # Width ---------------------------------------------------------------
-    def _width(self, width: float) -> dict:
+    def _plan_width(self, width: float):
         if self.playback.channels < 2:
-            return {"ok": False, "error": "the output is mono (one channel), so it has no width; play a scene "
-                                          "with output.channels: 2 on a stereo device"}
-        self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
-        self._submit("width", {"width": width}, lambda stream: stream.set_width(width))
-        return {"ok": True, "applied": {"width": width}}
+            return ("the output is mono (one channel), so it has no width; play a scene with output.channels: 2 "
+                    "on a stereo device")
+
+        def apply():
+            self.scene = self.scene.model_copy(update={"output": self.scene.output.model_copy(update={"width": width})})
+            self._submit("width", {"width": width}, lambda stream: stream.set_width(width))
+            return {"ok": True, "applied": {"width": width}}
+        return apply
 
     # Hot reload ------------------------------------------------------------
     def _stat(self) -> float | None:

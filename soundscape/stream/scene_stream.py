@@ -378,7 +378,8 @@ def _judge(p: _Prepared, result: ChunkResult):
     stream._attempts[p.index] = p.attempt
     qc = stream.scene.quality_check
     return ChunkRejected(f"chunk {p.index} failed the quality check {qc.max_tries} times "
-                         f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits")
+                         f"({', '.join(p.rejected[-1]['failed'])}); quality_check in the scene sets the limits",
+                         failed=p.rejected[-1]["failed"])
 
 
 def checked_chunk(stream: SceneStream, gen: GeneratorState, seed: int, by_prompt: dict[str, float], spec: ChunkSpec):

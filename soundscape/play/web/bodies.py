@@ -1,21 +1,24 @@
 """Request bodies of the web mixer, checked with the scene files' own types.
 
 A value the page may send is a value a scene file may hold, and a bad one gets the same one-line
-message a scene file would (`weights.birds: expected a number from 0 to 1, got 2`).
+message a scene file would (`weights.birds: expected a number from 0 to 1, got 2`). The transport's
+bounds (fades, the sleep timer, the wake time) are the control requests' own types and checks
+(stream/control_requests.py): one rule for the socket, this mixer and the command line.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from starlette.requests import Request
 
 from ...scene.load import one_line
 from ...web_access import MAX_BODY, BadBody, read_json_body
-from ...stream.control_requests import STOP_FADE_S, LayerRef
+from ...stream.control_requests import (STOP_FADE_S, LayerRef, TimerSeconds, TransportFade, WakeAt, WakeFade,
+                                        timer_needs_seconds, wake_needs_time)
 from ...scene import Scene
-from ...scene.schema import MAX_LAYERS, Layer, Seconds, Weight
+from ...scene.schema import MAX_LAYERS, Layer, Weight
 
 
 # Request bodies: the scene files' own types, so a value the page may send is a value a scene may hold.
@@ -56,23 +59,16 @@ class WidthBody(_Body):
 
 class TimerBody(_Body):
     action: Literal["set", "extend", "cancel"]
-    seconds: Seconds | None = None
+    seconds: TimerSeconds | None = None
 
     @model_validator(mode="after")
     def _needs_seconds(self):
-        if self.action != "cancel" and not self.seconds:
-            raise ValueError(f"seconds: expected a duration above 0 for {self.action!r}, like 1200 or 20m")
+        timer_needs_seconds(self.action, self.seconds)
         return self
 
 
 class StopBody(_Body):
-    fade_seconds: Seconds = STOP_FADE_S
-
-    @model_validator(mode="after")
-    def _short(self):
-        if self.fade_seconds > 60:
-            raise ValueError(f"fade_seconds: expected at most 60 seconds, got {self.fade_seconds:g}")
-        return self
+    fade_seconds: TransportFade = STOP_FADE_S
 
 
 class PauseBody(_Body):
@@ -81,8 +77,13 @@ class PauseBody(_Body):
 
 class WakeBody(_Body):
     action: Literal["set", "cancel"] = "set"
-    at: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # "07:00" or "+8h"; the alarm checks it
-    fade_seconds: Seconds | None = None
+    at: WakeAt | None = None  # "07:00" or "+8h"
+    fade_seconds: WakeFade | None = None
+
+    @model_validator(mode="after")
+    def _needs_time(self):
+        wake_needs_time(self.action, self.at)
+        return self
 
 
 class SaveBody(_Body):
