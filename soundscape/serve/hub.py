@@ -87,7 +87,8 @@ class Hub:
         from ..stream.scene_stream import next_segments
 
         name = next(iter(self.scenes))
-        silence_db = self.scenes[name][1].quality_check.silence_db
+        qc = self.scenes[name][1].quality_check
+        silence_db = qc.silence_db if qc.enabled else None  # checks off: quiet audio is no failure
         first = FirstSound()
         for n in CALIBRATION_BATCHES:
             if n > self.max_listeners:
@@ -115,7 +116,7 @@ class Hub:
                   "between chunks (try --quality eco, a GPU, or --ray with more machines)", file=sys.stderr)
 
     @staticmethod
-    def _judge_first(first: FirstSound, outs: list, silence_db: float) -> None:
+    def _judge_first(first: FirstSound, outs: list, silence_db: float | None) -> None:
         for out in outs:
             if isinstance(out, BaseException):
                 first.failed(short_error(out))

@@ -8,7 +8,8 @@ and the player would sit silent for good, saying "earlier material plays".
 The rule (one place, shared by `play` and each `serve` stream): until the stream's first usable chunk, a
 failed try is a chunk the loop gave up on (the watchdog turned down each of its `quality_check.max_tries`
 seeds, or making it raised), or a chunk made silent (below `quality_check.silence_db`) while its layers asked
-for sound (what the watchdog would catch, counted when the scene turns the watchdog off). After NO_SOUND_TRIES
+for sound (what the watchdog would catch). A scene with `quality_check: {enabled: false}` asked for no such
+judgement: there only errors and non-finite audio count. After NO_SOUND_TRIES
 failed tries, or at a failed try NO_SOUND_S or more after the first try began, the stream gives up with
 NoSoundError (exit code 7). A slow model that works is never stopped: it takes a failed try to give up. From
 the first usable chunk on, the rule is off: later failures are covered as before.
@@ -70,10 +71,14 @@ class FirstSound:
                 f"first chunk failed in {waited:.0f} s (last: {why}); {WHAT_TO_CHECK}")
         return self.gave_up
 
-    def made(self, audio: np.ndarray, weights: dict[str, float], silence_db: float) -> NoSoundError | None:
-        """A chunk was made: usable unless silent while asked for sound (then a failed try)."""
+    def made(self, audio: np.ndarray, weights: dict[str, float], silence_db: float | None) -> NoSoundError | None:
+        """A chunk was made: usable unless silent while asked for sound (then a failed try). `silence_db` None:
+        the scene turned its quality check off, so quiet audio is what the user asked for (a model with random
+        weights plays at about -180 dBFS): only errors and non-finite audio count then."""
         if self.sounded:
             return None
+        if silence_db is None:
+            silence_db = -math.inf
         if silent_but_asked(audio, weights, silence_db):
             return self.failed("silence")
         if any(w > 0 for w in weights.values()):

@@ -163,7 +163,8 @@ class StreamSlot:
         self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
         self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
         self.log(seg.timeline_row())
-        gave_up = self.first.made(seg.audio, seg.weights, self.stream.scene.quality_check.silence_db)
+        qc = self.stream.scene.quality_check
+        gave_up = self.first.made(seg.audio, seg.weights, qc.silence_db if qc.enabled else None)
         if gave_up is not None:
             self._gave_up(gave_up)
         self._pending = seg

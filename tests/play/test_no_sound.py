@@ -60,3 +60,13 @@ def test_the_rule_counts_only_until_the_first_usable_chunk():
     assert later.failed("RuntimeError: boom") is None and later.gave_up is None  # covered as before
     slow = FirstSound(tries=100, seconds=0.0)
     assert slow.failed("RuntimeError: boom") is not None  # the time bound, at a failed try
+
+
+def test_quiet_audio_is_no_failure_where_the_scene_turned_its_check_off():
+    # quality_check: {enabled: false} (how a model with random weights is played, at about -180 dBFS)
+    first = FirstSound(tries=1)
+    quiet = np.full(1600, 1e-9, dtype=np.float32)
+    assert first.made(quiet, {"birds": 1.0}, None) is None and first.sounded
+    # ... while audio that is not finite still counts
+    broken = FirstSound(tries=1)
+    assert broken.made(np.array([np.nan], dtype=np.float32), {"birds": 1.0}, None) is not None
