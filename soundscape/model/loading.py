@@ -50,6 +50,9 @@ class LoadedModel:
     # What `--runtime auto` measured on this CPU to choose the decoders' runtimes (model/probe.py), or None.
     probe: object = None
     quantized: tuple[str, ...] = ()  # stages running an int8 IR (model/int8.py)
+    # True where the UNet could run in int8 on this CPU but `bench --probe` has not measured it yet: the
+    # status line then says so when generation is slower than real time (a first `play` never quantizes).
+    int8_unmeasured: bool = False
 
     def __post_init__(self):
         if self.precision is None:
@@ -197,6 +200,7 @@ class LoadedModel:
             return
         static = self.unet_runtime.model
         verdict = int8.read_choice(static.entry, cpu_key())
+        self.int8_unmeasured = verdict is None and int8.available()
         if verdict is not None and verdict.chosen:
             self.unet_runtime.model = StaticModel("unet (int8)", int8.folder(static.entry), self.precision.unet,
                                                   MAX_SHAPES["unet"], self.announce)

@@ -93,7 +93,12 @@ def _status_text(playback: Playback) -> str:
     # "0.94x ... playing earlier material" at 16 steps, 20 s ahead, with no cover-up at all).
     floor = gen.stepper.lo if gen.stepper is not None else gen.stats.steps
     if rtf and rtf < 1.0 and (gen.stats.steps <= floor or feeder.covering):
-        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try --quality eco or a GPU)"
+        model = getattr(getattr(gen, "stream", None), "model", None)
+        source = getattr(model, "source", None)
+        probe = "soundscape bench --probe" + (f" --model {source}" if source else "")
+        hint = (f"`{probe}` once (int8, about 3 minutes)" if getattr(model, "int8_unmeasured", False)
+                else "--quality eco or a GPU")
+        text += f"  (generating at {rtf:.2f}x real time; playing earlier material in between: try {hint})"
     elif feeder.warm:
         text += "  (playing the last run's recording until fresh audio is ready)"
     elif feeder.covering:

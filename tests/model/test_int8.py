@@ -30,7 +30,7 @@ def test_the_int8_unet_is_gated_and_used_where_chosen(tiny_model_dir, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("SOUNDSCAPE_PROBE", "1")
     model = load_model(str(tiny_model_dir), device="cpu", dtype=dtype, quiet=True, runtime="auto")
-    assert model.quantized == ()  # nothing measured yet: bf16
+    assert model.quantized == () and model.int8_unmeasured  # nothing measured yet: bf16, and the status line says so
     plain = _chunk(model)
 
     # A real quantization and gate; the tiny UNet is too small to run faster in int8, so for this test
@@ -45,6 +45,7 @@ def test_the_int8_unet_is_gated_and_used_where_chosen(tiny_model_dir, tmp_path, 
 
     again = load_model(str(tiny_model_dir), device="cpu", dtype=dtype, quiet=True, runtime="auto")
     assert again.quantized == ("unet",) and again.runtime_names()["unet"] == "openvino int8"
+    assert not again.int8_unmeasured
     quantized = _chunk(again)
     assert torch.isfinite(quantized).all() and quantized.shape == plain.shape
     assert 5 < snr_db(quantized, plain) < 60  # the same chunk, to int8's precision: changed, but not another sound
