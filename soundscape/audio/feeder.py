@@ -104,12 +104,12 @@ class Feeder:
             self.warm = False
             if self.covering:
                 # Back to fresh audio: leave the weave at a quiet point, crossfaded into the segment's head.
-                seam = self.weave.finish(audio, self._at())
-                head = min(self.xfade, len(audio))
+                seam, rest = self.weave.finish(audio, self._at())
+                head = len(audio) - len(rest)
                 self._write_all(seam)
                 self.weave.played(src, head, self._at() - head)
                 self.cover_frames += len(seam) - head
-                audio, src = audio[head:], src + head
+                audio, src = rest, src + head
                 self.covering = False
             if not len(self._pending):
                 self._pending, self._pending_src = audio, src
@@ -166,7 +166,9 @@ class Feeder:
                 # The generator is late: crossfade the held tail into the weave.
                 tail = self._pending
                 self._pending, self._pending_src = self._pending[:0], None
-                self.weave.begin(tail if len(tail) else None, self._at())
+                level = self.ring.level()
+                before = self.ring.peek_ahead(0, level) if level else None  # written, not yet played
+                self.weave.begin(tail if len(tail) else None, self._at(), before)
                 self.covering = True
                 self.coverups += 1
         if self.covering:
