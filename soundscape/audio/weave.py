@@ -122,6 +122,7 @@ class Weaver:
         self.min_repeat: int | None = None  # the shortest repeat ever, frames
         self.joins: deque[int] = deque(maxlen=512)  # output frames where crossfades between pieces start
         self.pieces = 0
+        self.recent_pieces: deque[tuple[int, int, int]] = deque(maxlen=64)  # (output frame, source frame, epoch)
         self._recent = np.zeros((0, channels), np.float32)  # the last MATCH_S taken: what a join is matched to
 
     def reseed(self, seed: int) -> None:
@@ -262,6 +263,7 @@ class Weaver:
             self._pair_order.append(pair)
         self._end_block = int(src[-1] // self.B)
         self.pieces += 1
+        self.recent_pieces.append((T, int(src[0]), int(self._epoch[ring].min())))
         return audio.astype(np.float32, copy=False), src
 
     # Playing it ---------------------------------------------------------------------------------------
