@@ -245,10 +245,11 @@ class Weaver:
             return None
         s0, n = chosen
         x, q = self.x, min(int(QUIET_S * self.rate), max(0, (n - 4 * self.x) // 4))
-        raw = self._audio[(s0 + np.arange(n)) % self.N]
-        e = _energy(raw, x)
-        start = int(np.argmin(e[: q + 1]))  # the incoming crossfade at the quietest place near the start
-        end = n - x - q + int(np.argmin(e[n - x - q: n - x + 1]))  # the outgoing crossfade likewise near the end
+        i = s0 % self.N
+        raw = self._audio[i:i + n] if i + n <= self.N else np.concatenate([self._audio[i:], self._audio[:i + n - self.N]])
+        # The incoming crossfade at the quietest place near the start, the outgoing one likewise near the end.
+        start = int(np.argmin(_energy(raw[: q + x], x)))
+        end = n - x - q + int(np.argmin(_energy(raw[n - x - q:], x)))
         audio, src = raw[start:end + x], s0 + np.arange(start, end + x)
         ring = np.arange(src[0] // self.B, src[-1] // self.B + 1) % self.nb
         self._planned[ring] = np.maximum(self._planned[ring], T - src[0])  # taken: not to be chosen again first
