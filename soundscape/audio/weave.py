@@ -212,11 +212,11 @@ class Weaver:
     def _choose(self, T: int) -> tuple[int, int] | None:
         """(first source frame, frames) of the next piece, to play from output frame T."""
         B = self.B
-        L = int(self._rng.uniform(*PIECE_S) * self.rate) // B
-        found = None
-        while found is None and L >= int(MIN_PIECE_S * self.rate) // B:
+        L, shortest = int(self._rng.uniform(*PIECE_S) * self.rate) // B, int(MIN_PIECE_S * self.rate) // B
+        found = self._windows(L)
+        while found is None and L > shortest:  # a shorter piece where no run is that long yet
+            L = max(shortest, L * 3 // 4)
             found = self._windows(L)
-            L = L if found is not None else L * 3 // 4
         if found is None:
             return None
         blocks, ring, ok = found
@@ -290,14 +290,15 @@ class Weaver:
             return
         x = self.x
         while len(self._buf) < need + x:
-            join_at = at + len(self._buf) - x
-            got = self._piece(join_at, np.concatenate([self._recent, self._buf[:-x]]))
+            k = min(x, len(self._buf))  # a shorter tail only where the material ran out before
+            join_at = at + len(self._buf) - k
+            got = self._piece(join_at, np.concatenate([self._recent, self._buf[:len(self._buf) - k]]))
             if got is None:
                 return
             audio, src = got
-            seam = crossfade(self._buf[-x:], audio[:x])
-            self._buf = np.concatenate([self._buf[:-x], seam, audio[x:]])
-            self._src = np.concatenate([self._src[:-x], src])
+            seam = crossfade(self._buf[len(self._buf) - k:], audio[:k])
+            self._buf = np.concatenate([self._buf[:len(self._buf) - k], seam, audio[k:]])
+            self._src = np.concatenate([self._src[:len(self._src) - k], src])
             self.joins.append(join_at)
 
     def take(self, n: int, at: int) -> np.ndarray:

@@ -153,3 +153,20 @@ def test_the_same_seed_weaves_the_same():
     _, b = _play(60.0, 12.0, seed=3)
     _, c = _play(60.0, 12.0, seed=4)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_a_short_pool_still_weaves_without_gaps():
+    """Two seconds of material (the first chunk after a long fade-in): pieces as short as the run allows,
+    repeats as far apart as they can be, and never a gap (a planning bug once left a short tail here)."""
+    from soundscape.audio.weave import Weaver
+
+    weaver = Weaver(RATE, 1, int(0.25 * RATE), seed=1)
+    weaver.add(_source(2.0, 2, smooth=False), 0, at=0)
+    weaver.played(0, 2 * RATE, 0)
+    at, out = 2 * RATE, []
+    for _ in range(300):  # 30 s in 0.1 s blocks
+        out.append(weaver.take(RATE // 10, at)[:, 0])
+        at += RATE // 10
+    frames = np.concatenate(out).reshape(-1, RATE // 10)
+    assert np.sqrt((frames ** 2).mean(axis=1)).min() > 0.02
+    assert 0.75 <= weaver.repeat_distance_s(at) <= 2.5  # pieces of 1-1.5 s from 2 s: about 1 s apart
