@@ -21,10 +21,14 @@ window is lowest within QUIET_S of the nominal cut. Each join is the equal-power
 audio/crossfade.py, with the incoming piece's level (RMS) and coarse spectral tilt matched to the
 MATCH_S before the join, the match easing back to the piece's own over RAMP_S.
 
-Memory: POOL_S = 180 s at 48 kHz stereo float32 is 69 MB (35 MB mono; 11.5 MB at 16 kHz mono).
-Why 180 s: with a fresh share f the pool's material stays POOL_S / f seconds of output and is played
-about (1 - f) / f times in that while, so repeats fall about POOL_S / (1 - f) apart: >= 2 minutes for
-any fresh share, and 3.5 minutes at a 15 % budget's usual share, for a sixth of a 400 MB player.
+Memory: POOL_S = 240 s at 48 kHz stereo float32 is 92 MB (46 MB mono; 15 MB at 16 kHz mono), allocated
+at the first fresh audio and filled as it comes. Why 240 s: every second of output plays one second of
+distinct material (fresh or woven), so a stretch comes back at best after all the material there is has
+played once: the repeat distance is at most the pool's length (or all the fresh audio made so far, while
+that is shorter), whatever the fresh share. Choosing the stretch heard longest ago gets about three
+quarters of that bound (tests/audio/test_weave.py's drifting noise: 75 s where 100 s of material
+existed), so 4 minutes keeps issue 32's target of 2 minutes between repeats with room (3 minutes would
+give about 2:15).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import numpy as np
 
 from .crossfade import crossfade
 
-POOL_S = 180.0  # earlier audio kept (see the module docstring for the RAM it costs)
+POOL_S = 240.0  # earlier audio kept (see the module docstring for the RAM it costs)
 BLOCK_S = 0.1  # the ledger's grain
-PIECE_S = (4.0, 8.0)  # a piece's length, drawn per piece
+PIECE_S = (4.0, 8.0)  # a piece's longest, drawn per piece
+START_S = 2.0  # the window a piece's start is chosen by
 MIN_PIECE_S = 1.5  # shorter runs are no material
 QUIET_S = 0.3  # how far a cut may move to find a quiet point
 MATCH_S = 0.5  # level and tilt are measured over this much on each side of a join
@@ -210,9 +215,15 @@ class Weaver:
         return blocks, ring, ok
 
     def _choose(self, T: int) -> tuple[int, int] | None:
-        """(first source frame, frames) of the next piece, to play from output frame T."""
+        """(first source frame, frames) of the next piece, to play from output frame T.
+
+        The start: the START_S window whose latest play is oldest (see the module docstring). The piece then
+        runs on, up to a length drawn from PIECE_S, only over blocks played no later than that window's
+        latest: a fixed-length window would have to reach into stretches heard lately, and the distance
+        fell to a third of the pool's (measured on tests/audio/test_weave.py's drifting noise).
+        """
         B = self.B
-        L, shortest = int(self._rng.uniform(*PIECE_S) * self.rate) // B, int(MIN_PIECE_S * self.rate) // B
+        L, shortest = int(START_S * self.rate) // B, int(MIN_PIECE_S * self.rate) // B
         found = self._windows(L)
         while found is None and L > shortest:  # a shorter piece where no run is that long yet
             L = max(shortest, L * 3 // 4)
@@ -222,21 +233,28 @@ class Weaver:
         blocks, ring, ok = found
         win = np.lib.stride_tricks.sliding_window_view
         s0 = blocks[: len(ok)] * B
-        dist = (T - s0) - win(np.maximum(self._offset[ring], self._planned[ring]), L).max(axis=1)
-        dist = dist.astype(np.float64) + self._rng.random(len(dist)) * B  # ties: the seeded RNG
+        last = np.maximum(self._offset[ring], self._planned[ring])
+        latest = win(last, L).max(axis=1)
+        dist = ((T - s0) - latest).astype(np.float64) + self._rng.random(len(ok)) * B  # ties: the seeded RNG
         dist[~ok] = -np.inf
         if self._end_block >= 0:
             used = np.fromiter(((self._end_block, int(b)) in self._pairs for b in blocks[: len(ok)]), bool, len(ok))
             if (ok & ~used).any():
                 dist[used] = -np.inf
-        ep = self._epoch[ring]
+        ep, run = self._epoch[ring], self._run[ring]
         current = ok & (win(ep, L).min(axis=1) == self.epoch) & (win(ep, L).max(axis=1) == self.epoch)
         best = int(np.argmax(dist))
         if current.any():
             cur = int(np.argmax(np.where(current, dist, -np.inf)))
             if dist[cur] >= min(PREFER_S * self.rate, dist[best]):
                 best = cur
-        return int(s0[best]), L * B
+        # Run on over blocks of the same run, as replayable (and of the current mix if the start is), and
+        # heard no later than the start window's latest.
+        want, end = int(self._rng.uniform(*PIECE_S) * self.rate) // B, best + L
+        while (end < min(len(last), best + want) and run[end] == run[best] and ep[end] >= 0
+               and last[end] <= latest[best] and (ep[end] == self.epoch or not current[best])):
+            end += 1
+        return int(s0[best]), (end - best) * B
 
     def _piece(self, T: int, ref: np.ndarray | None):
         """The next piece cut at quiet points and matched to `ref`: (audio incl. its x-frame tail, sources)."""
