@@ -25,10 +25,10 @@ Memory: POOL_S = 240 s at 48 kHz stereo float32 is 92 MB (46 MB mono; 15 MB at 1
 at the first fresh audio and filled as it comes. Why 240 s: every second of output plays one second of
 distinct material (fresh or woven), so a stretch comes back at best after all the material there is has
 played once: the repeat distance is at most the pool's length (or all the fresh audio made so far, while
-that is shorter), whatever the fresh share. Choosing the stretch heard longest ago gets about three
-quarters of that bound (tests/audio/test_weave.py's drifting noise: 75 s where 100 s of material
-existed), so 4 minutes keeps issue 32's target of 2 minutes between repeats with room (3 minutes would
-give about 2:15).
+that is shorter), whatever the fresh share. Choosing the stretch heard longest ago gets about 80 % of
+that bound (tests/audio/test_weave.py's drifting noise at a third fresh: 75 s after 5 minutes, when 100 s
+of material existed; about 200 s once the pool was full), so 4 minutes keeps issue 32's target of
+2 minutes between repeats with room (3 minutes would give about 2.5).
 """
 
 from __future__ import annotations
