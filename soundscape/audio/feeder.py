@@ -1,18 +1,25 @@
-"""Keeps the ring buffer fed: fresh audio when the generator keeps up, earlier material when it doesn't.
+"""Keeps the ring buffer fed: fresh audio when the generator keeps up, the weave when it doesn't.
 
-Runs on the main thread (the engine calls `pump()` every few milliseconds).
+Runs on the thread that owns the Playback (play's main thread calls `pump()` every few milliseconds); the
+audio callback only reads the ring, so everything here, the weave's planning included, may allocate.
 
     fresh ──► [held X frames] ──► ring ──► callback
-                     │ generator late and the ring below its margin:
-                     ▼ crossfade the held fresh tail into cover audio (earlier chunks,
-                       each joined to the next by a crossfade), keep the ring at the margin;
-                       when fresh audio returns, crossfade cover into it.
+                     │ generator late (or resting under --budget) and the ring below its margin:
+                     ▼ crossfade the held fresh tail into the weave (audio/weave.py: earlier fresh audio
+                       replayed as planned pieces, cut at quiet points, level and tilt matched, the
+                       stretch unheard longest first), keep the ring at the margin; when fresh audio
+                       returns, leave the weave at a quiet point within QUIET_S and crossfade into it.
 
 The last X frames of fresh audio are always held back until the next fresh
-segment arrives, so a switch to cover material never needs audio we don't have.
-Every seam, fresh->cover, cover->cover and cover->fresh, goes through
-`crossfade.crossfade`, the one place that owns the fade. When the generator
-keeps up no cover is ever used and the ring receives exactly the fresh samples.
+segment arrives, so a switch to the weave never needs audio we don't have.
+Every seam goes through `crossfade.crossfade`, the one place that owns the fade.
+When the generator keeps up the weave is never used and the ring receives exactly the fresh samples.
+
+Fresh chunks are spread evenly without a plan of their own: the queue of one holds the generator back,
+each fresh chunk plays whole as soon as the one before it is done, and the weave fills the gap until
+the next. Under a budget the loop rests after each chunk in proportion to its work, so chunks arrive a
+steady period apart and the stream alternates chunk, weave, chunk, weave (a live change's chunk comes
+at once: it must be heard).
 """
 
 from __future__ import annotations
@@ -24,69 +31,27 @@ import numpy as np
 
 from .crossfade import crossfade
 from .ringbuffer import RingBuffer
+from .weave import Weaver
 
-XFADE_S = 0.25  # every cover-up seam
-MARGIN_S = 1.0  # buffered audio kept while covering; also what a tweak leaves in the buffer
-
-
-class CoverPool:
-    """Earlier fresh audio, replayed as one continuous stream whose pieces are joined by crossfades."""
-
-    def __init__(self, xfade: int, max_segments: int = 8, seed: int = 0):
-        self.xfade = xfade
-        self.segments: deque[np.ndarray] = deque(maxlen=max_segments)
-        self._rng = np.random.default_rng(seed)
-        self._buf: np.ndarray | None = None  # upcoming cover frames; always > xfade once started
-        self._fade: tuple[int, int] | None = None  # (frames taken, fade length): a warm start's fade-in
-
-    def reseed(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, audio: np.ndarray) -> None:
-        if len(audio) > 4 * self.xfade:
-            self.segments.append(audio)
-
-    def __bool__(self) -> bool:
-        return bool(self.segments)
-
-    def _piece(self) -> np.ndarray:
-        seg = self.segments[int(self._rng.integers(len(self.segments)))]
-        # Start anywhere but the last 3 crossfades, so repeats of one segment don't line up.
-        return seg[int(self._rng.integers(0, len(seg) - 3 * self.xfade)):]
-
-    def take(self, n: int) -> np.ndarray:
-        """The next `n` frames of cover audio."""
-        if self._buf is None:
-            self._buf = self._piece()
-        while len(self._buf) < n + self.xfade:
-            nxt, x = self._piece(), self.xfade
-            self._buf = np.concatenate([self._buf[:-x], crossfade(self._buf[-x:], nxt[:x]), nxt[x:]])
-        out, self._buf = self._buf[:n], self._buf[n:]
-        if self._fade is not None:
-            done, length = self._fade
-            k = np.arange(done, done + len(out), dtype=np.float64)
-            ramp = (0.5 - 0.5 * np.cos(np.pi * np.clip(k / max(length, 1), 0.0, 1.0))).astype(np.float32)
-            out = out * (ramp[:, None] if out.ndim == 2 else ramp)
-            self._fade = (done + len(out), length) if done + len(out) < length else None
-        return out
-
-    def fade_in(self, frames: int) -> None:
-        """The next `frames` taken rise from silence (the scene's fade-in, on a warm start)."""
-        self._fade = (0, frames)
+XFADE_S = 0.25  # every seam into and out of the weave
+MARGIN_S = 1.0  # buffered audio kept while weaving; also what a tweak leaves in the buffer
 
 
 class Feeder:
-    def __init__(self, ring: RingBuffer, fresh: queue.Queue, *, xfade: int, margin: int, skip_pool: int = 0,
-                 seed: int = 0, on_fresh=None):
+    def __init__(self, ring: RingBuffer, fresh: queue.Queue, *, xfade: int, margin: int, rate: int,
+                 skip_pool: int = 0, seed: int = 0, on_fresh=None, pool_s: float | None = None):
+        """`pool_s`: seconds of earlier audio the weave keeps (default weave.POOL_S)."""
         self.ring = ring
         self.fresh = fresh
         self.xfade = xfade  # frames held back and used for each crossfade
-        self.margin = margin  # keep at least this much buffered when covering
-        self.pool = CoverPool(xfade, seed=seed)
-        self._skip_pool = skip_pool  # frames at the start (the fade-in) not used as cover material
+        self.margin = margin  # keep at least this much buffered when weaving
+        self.weave = Weaver(rate, ring.channels, xfade, seed=seed, **({"pool_s": pool_s} if pool_s else {}))
+        self._skip_pool = skip_pool  # frames at the start (the fade-in) never replayed
         self._pending = np.zeros((0, ring.channels), np.float32)
-        self.covering = False
-        self.coverups = 0
+        self._pending_src: int | None = None  # the weave's source frame of _pending[0] (its ledger)
+        self._last_stale = False  # the last segment received was made before a change (the next is no continuation)
+        self.covering = False  # the weave is playing
+        self.coverups = 0  # times the weave began
         self.cover_frames = 0
         self.fresh_frames = 0
         self.segments: deque = deque(maxlen=4)  # the latest segments received, for the status line
@@ -97,10 +62,18 @@ class Feeder:
         self.warm = False  # playing a warm start's recording until the first fresh audio
 
     def cover_from(self, skip_frames: int, seed: int) -> None:
-        """The stream's first `skip_frames` (its fade-in) are no cover material; `seed` picks the pieces.
+        """The stream's first `skip_frames` (its fade-in) are never replayed; `seed` seeds the weave's choices.
         Set when the stream is known, which may be after a warm start began playing (play/instant.py)."""
         self._skip_pool = skip_frames
-        self.pool.reseed(seed)
+        self.weave.reseed(seed)
+
+    def _at(self) -> int:
+        """The output frame the next frame written to the ring will play at."""
+        return self.ring.frames_read + self.ring.level()
+
+    def repeat_distance_s(self) -> float | None:
+        """The weave's shortest repeat among recent plays (seconds), None while nothing has repeated."""
+        return self.weave.repeat_distance_s(self.ring.frames_read)
 
     def _receive(self) -> None:
         """Move any ready fresh segments into the pending buffer."""
@@ -115,25 +88,35 @@ class Feeder:
             audio = seg.audio
             if self.on_fresh is not None:
                 self.on_fresh(seg)
-            if self._skip_pool < len(audio):
-                self.pool.add(audio[self._skip_pool:])
+            stale = seg.epoch < self.epoch_wanted
+            # Into the weave's pool; fresh audio that will play says where, so it is not woven first.
+            will_play = None if stale else self._at() + (0 if self.covering else len(self._pending))
+            src = self.weave.add(audio, seg.epoch, at=will_play, usable_from=min(self._skip_pool, len(audio)),
+                                 continues=not self.warm and stale == self._last_stale)
+            self._last_stale = stale
             self._skip_pool = max(0, self._skip_pool - len(audio))
-            if seg.epoch < self.epoch_wanted:
-                continue  # made before the latest change: only good as cover material
+            if stale:
+                continue  # made before the latest change: only good as weave material
             self.segments.append(seg)
             if seg.epoch > self.epoch:
-                self._switch(seg.epoch, audio)
+                self._switch(seg.epoch, audio, src)
                 continue
             self.warm = False
             if self.covering:
-                # Back to fresh audio: crossfade the cover stream into the new segment's head.
-                head = audio[: self.xfade]
-                self._write_all(crossfade(self.pool.take(len(head)), head))
-                audio = audio[len(head):]
+                # Back to fresh audio: leave the weave at a quiet point, crossfaded into the segment's head.
+                seam, rest = self.weave.finish(audio, self._at())
+                head = len(audio) - len(rest)
+                self._write_all(seam)
+                self.weave.played(src, head, self._at() - head)
+                self.cover_frames += len(seam) - head
+                audio, src = rest, src + head
                 self.covering = False
-            self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+            if not len(self._pending):
+                self._pending, self._pending_src = audio, src
+            else:
+                self._pending = np.concatenate([self._pending, audio])
 
-    def _switch(self, epoch: int, audio: np.ndarray) -> None:
+    def _switch(self, epoch: int, audio: np.ndarray, src: int) -> None:
         """Drop buffered audio beyond the margin and crossfade into `audio` (a live change)."""
         level, x = self.ring.level(), self.xfade
         keep = min(level, self.margin)
@@ -141,9 +124,11 @@ class Feeder:
         old = self.ring.peek_ahead(keep, min(x, level - keep))
         if len(old) < x and not self.covering:
             old = np.concatenate([old, self._pending[: x - len(old)]])
-        if len(old) < x and self.pool:
-            old = np.concatenate([old, self.pool.take(x - len(old))])
         self.ring.truncate(keep)
+        if len(old) < x and self.weave:
+            old = np.concatenate([old, self.weave.take(x - len(old), self._at())])
+        self.weave.stop()
+        self.weave.epoch = epoch
         self._pending = self._pending[:0]
         self.covering = False
         head = audio[: len(old)]
@@ -151,48 +136,56 @@ class Feeder:
         self.epoch = epoch
         self._write_all(crossfade(old, head) if len(old) else head)
         rest = audio[len(head):]
-        self._pending = np.concatenate([self._pending, rest]) if len(self._pending) else rest
+        self._pending, self._pending_src = rest, src + len(head)
 
     def _write_all(self, frames: np.ndarray) -> None:
         # Seams are short (xfade frames) and written only when there is room for them.
         written = self.ring.write(frames)
         if written < len(frames):
             self._pending = np.concatenate([frames[written:], self._pending])
+            if self._pending_src is not None:
+                self._pending_src -= len(frames) - written
 
     def pump(self) -> None:
+        self.weave.epoch = self.epoch_wanted  # prefer material made under the mix wanted now
         self._receive()
         if not self.covering:
             # Fresh: write all but the held-back tail.
             writable = max(0, len(self._pending) - self.xfade)
             if writable:
+                at = self._at()
                 n = self.ring.write(self._pending[:writable])
                 self.fresh_frames += n
+                if self._pending_src is not None:
+                    self.weave.played(self._pending_src, n, at)
+                    self._pending_src += n
                 self._pending = self._pending[n:]
-            if self.ring.level() < self.margin and len(self._pending) <= self.xfade and self.pool:
+            if self.ring.level() < self.margin and len(self._pending) <= self.xfade and self.weave:
                 if self.ring.free() < self.xfade:
                     return
-                # The generator is late: crossfade the held tail into earlier material.
+                # The generator is late: crossfade the held tail into the weave.
                 tail = self._pending
-                self._pending = self._pending[:0]
-                self._write_all(crossfade(tail, self.pool.take(len(tail))) if len(tail) else tail)
+                self._pending, self._pending_src = self._pending[:0], None
+                level = self.ring.level()
+                before = self.ring.peek_ahead(0, level) if level else None  # written, not yet played
+                self.weave.begin(tail if len(tail) else None, self._at(), before)
                 self.covering = True
                 self.coverups += 1
         if self.covering:
             need = min(self.margin - self.ring.level(), self.ring.free())
             if need > 0:
-                n = self.ring.write(self.pool.take(need))
+                n = self.ring.write(self.weave.take(need, self._at()))
                 self.cover_frames += n
 
-    def start_warm(self, audio: np.ndarray, fade_in: int, piece: int) -> None:
+    def start_warm(self, audio: np.ndarray, fade_in: int) -> None:
         """Play `audio` (an earlier run's recording) from now on, rising over `fade_in` frames, until fresh
-        audio arrives and is crossfaded in: a cover-up that starts the stream (not counted as one)."""
-        for start in range(0, len(audio) - piece // 2, piece):
-            self.pool.add(audio[start:start + piece])
-        self.pool.fade_in(fade_in)
+        audio arrives and is crossfaded in: the weave of that recording starts the stream (not a cover-up)."""
+        self.weave.add(audio, self.epoch, continues=False)
+        self.weave.fade_in(fade_in)
         self.covering = self.warm = True
 
     def prime(self, frames: int) -> None:
-        """Fill the ring to `frames` with cover material now (a warm start, before the device opens).
+        """Fill the ring to `frames` with the weave now (a warm start, before the device opens).
 
         Why: PortAudio fills a new stream's device buffer by calling back at once, block after block, so a
         1 s device buffer takes 1 s from the ring within milliseconds; with only the margin buffered, the
@@ -200,7 +193,7 @@ class Feeder:
         """
         need = min(frames - self.ring.level(), self.ring.free())
         if self.covering and need > 0:
-            self.cover_frames += self.ring.write(self.pool.take(need))
+            self.cover_frames += self.ring.write(self.weave.take(need, self._at()))
 
     def buffered_fresh(self) -> int:
         return len(self._pending)

@@ -162,7 +162,9 @@ def cmd_status(ns) -> int:
           f"({status['quality']}: {status['steps_range'][0]}-{status['steps_range'][1]})\n  {weights}\n"
           f"  cover-ups {status['coverups']}, underruns {status['underruns']}, fresh {status['fresh_percent']} %"
           + (f" (budget {status['budget_percent']:g} %, generator at {status['generator_priority']})"
-             if status["budget_percent"] < 100 else ""))
+             if status["budget_percent"] < 100 else "")
+          + (f", repeats {format_duration(status['repeat_distance_s'])} apart"
+             if status.get("repeat_distance_s") is not None else ""))
     if status.get("paused"):
         print("  paused (soundscape resume)")
     sleep, wake = status.get("sleep"), status.get("wake")

@@ -88,6 +88,9 @@ def _status_text(playback: Playback) -> str:
             f"steps {gen.stats.steps}  {w}  "
             f"cover-ups {feeder.coverups}  underruns {playback.player.underruns}  "
             f"fresh {round(100 * playback.fresh_share())} %")
+    repeat = feeder.repeat_distance_s()
+    if repeat is not None:
+        text += f"  repeats {format_duration(repeat)} apart"
     # Slower than real time is news only when the steps cannot go lower, or earlier material plays: above the
     # preset's floor the step controller trades steps for speed itself (a 5-minute run at balanced read
     # "0.94x ... playing earlier material" at 16 steps, 20 s ahead, with no cover-up at all).
@@ -183,7 +186,7 @@ class Engine:
         """Instant start: play `audio` (the scene's last recording) now, and return `load()` (the stream,
         made on a thread meanwhile). Sound starts within the device's latency, not after the model."""
         rate = self.config.rate
-        self.feeder.start_warm(audio, int(fade_in_s * rate), piece=max(len(audio) // 8, int(10 * rate)))
+        self.feeder.start_warm(audio, int(fade_in_s * rate))
         self.feeder.pump()
         self.feeder.prime(int((1.5 * WARM_LATENCY_S + MARGIN_S) * rate))  # the device's buffer, then the margin
         # A deep device buffer: the model loads on a thread, and its imports hold Python's lock for

@@ -49,7 +49,7 @@ class Playback:
         self.channels = ring.channels
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
         self.feeder = Feeder(ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
-                             on_fresh=on_fresh)
+                             rate=rate, on_fresh=on_fresh)
         self.stream = None
         self.budget = None  # the generation loop's Budget, once attached
         self.slot = None  # the generator's side, once the stream is attached
@@ -126,6 +126,8 @@ class Playback:
             "layers": {k: v.prompt for k, v in stream.scene.layers.items()},
             "coverups": feeder.coverups,
             "fresh_percent": round(100 * self.fresh_share()),  # "fresh 30 %": under a budget, the rest is earlier
+            # The weave's shortest repeat of any stretch among recent plays (audio/weave.py); null: none yet.
+            "repeat_distance_s": None if (r := feeder.repeat_distance_s()) is None else round(r, 1),
             "budget_percent": self.budget.percent if self.budget is not None else 100.0,
             "generator_priority": self.budget.priority if self.budget is not None else "unchanged",
             "underruns": self.player.underruns,

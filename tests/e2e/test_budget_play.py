@@ -30,6 +30,7 @@ def test_play_with_a_budget_reports_it_and_its_fresh_share(tmp_path, tiny_model_
         s = wait_for(status, timeout=120)
         assert s["budget_percent"] == 50 and s["generator_priority"] in ("SCHED_IDLE", "nice 19"), s
         assert 0 < s["fresh_percent"] <= 100 and s["underruns"] == 0, s
+        assert "repeat_distance_s" in s, s  # the weave's figure: null until something repeats
         assert main(["status", "--control", str(sock)]) == 0
         assert f"(budget 50 %, generator at {s['generator_priority']})" in capsys.readouterr().out
     finally:

@@ -13,6 +13,7 @@ from soundscape.play.engine import Engine, _status_text
 from soundscape.scene import Scene
 from soundscape.stream.budget import Budget
 from soundscape.stream.scene_stream import SceneStream
+from soundscape.units import format_duration
 
 RATE = 16000
 # Many steps: the tiny model then works most of the time to keep up, as the full one does on a CPU.
@@ -62,6 +63,10 @@ def test_a_budget_spends_less_cpu_never_goes_silent_and_shows_the_fresh_share(ti
     assert status["budget_percent"] == 30 and status["generator_priority"] == "SCHED_IDLE"
     assert 0 < status["fresh_percent"] < full.playback.status()["fresh_percent"], status
     assert f"fresh {status['fresh_percent']} %" in _status_text(low.playback)
+    # In 12 s the weave's pool holds a few seconds: it repeats, and says how far apart (audio/weave.py).
+    repeat = low.feeder.repeat_distance_s()
+    assert repeat is not None and 0 < repeat < 12 and status["repeat_distance_s"] == round(repeat, 1), status
+    assert f"repeats {format_duration(repeat)} apart" in _status_text(low.playback)
     print(f"CPU share (process time / wall): budget 100 {full_share:.2f}, budget 30 {low_share:.2f}; fresh "
           f"{full.playback.status()['fresh_percent']} % and {status['fresh_percent']} %")
 
