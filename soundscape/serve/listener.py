@@ -19,6 +19,9 @@ LEAD_S = 1.0  # audio sent ahead of the listener's clock: the browser's buffer a
 BLOCK_S = 0.1  # the pace at which audio is taken off the ring and encoded
 
 
+SERVE_POOL_S = 60.0
+
+
 class Listener:
     def __init__(self, listener_id: str, scene_name: str, stream, fmt: str, number: int = 0, budget=None):
         self.id = listener_id  # secret: whoever holds it controls this stream
@@ -27,7 +30,9 @@ class Listener:
         self.stream = stream
         rate, channels = stream.out_rate, stream.channels
         # The status names the listener and its scene as serve knows it (the file's stem), and its own seed.
-        self.playback = Playback.build(rate, channels, f"http:{fmt}", stream.hop_s,
+        # A minute of earlier audio to weave, not play's four: serve holds one pool per listener (23 MB each at
+        # 48 kHz stereo instead of 92), and its admission control keeps listeners fed with fresh chunks.
+        self.playback = Playback.build(rate, channels, f"http:{fmt}", stream.hop_s, pool_s=SERVE_POOL_S,
                                        labels={"listener": number, "scene": scene_name, "seed": stream.seed})
         self.gen = self.playback.attach(stream, name=f"listener {number}", budget=budget)
         self.rate = rate

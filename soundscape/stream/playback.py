@@ -41,15 +41,16 @@ def ring_frames(rate: int, hop_s: float, buffer_s: float | None = None, prefill_
 
 class Playback:
     def __init__(self, ring: RingBuffer, player: Clock, *, rate: int, device: str, on_fresh=None,
-                 labels: dict | None = None):
+                 labels: dict | None = None, pool_s: float | None = None):
         """`ring` and the `player` that reads it (see `build`); `on_fresh(segment)` sees every fresh segment;
-        `labels` lead the status and win over its own keys (serve: the listener, its scene's name, its seed)."""
+        `labels` lead the status and win over its own keys (serve: the listener, its scene's name, its seed);
+        `pool_s`: seconds of earlier audio the weave keeps (default audio/weave.POOL_S)."""
         self.ring, self.player, self.rate, self.device = ring, player, rate, device
         self.labels = labels or {}
         self.channels = ring.channels
         self.fresh: queue.Queue = queue.Queue(maxsize=1)
         self.feeder = Feeder(ring, self.fresh, xfade=int(XFADE_S * rate), margin=int(MARGIN_S * rate),
-                             rate=rate, on_fresh=on_fresh)
+                             rate=rate, on_fresh=on_fresh, pool_s=pool_s)
         self.stream = None
         self.budget = None  # the generation loop's Budget, once attached
         self.slot = None  # the generator's side, once the stream is attached
@@ -58,7 +59,7 @@ class Playback:
     def build(cls, rate: int, channels: int, device: str, hop_s: float, *, buffer_s: float | None = None,
               prefill_s: float | None = None, tapped: bool = False,
               player: Callable[[RingBuffer, int], Clock] | None = None, on_fresh=None,
-              labels: dict | None = None) -> Playback:
+              labels: dict | None = None, pool_s: float | None = None) -> Playback:
         """The one way both commands make it: a ring of `ring_frames`, a TappedRing when the web mixer
         reads it (`tapped`), played by `player(ring, rate)` (default: a PulledClock)."""
         frames = ring_frames(rate, hop_s, buffer_s, prefill_s)
@@ -69,7 +70,7 @@ class Playback:
         else:
             ring = RingBuffer(frames, channels)
         return cls(ring, player(ring, rate) if player else PulledClock(), rate=rate, device=device,
-                   on_fresh=on_fresh, labels=labels)
+                   on_fresh=on_fresh, labels=labels, pool_s=pool_s)
 
     def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None):
         """The stream, once its model is loaded: returns its slot for the generation loop; `budget` (the
