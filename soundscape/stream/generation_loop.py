@@ -13,6 +13,8 @@ A live change interrupts the batch in progress only when every stream in it is w
 remade with the new mix at once, and the timeline says so ({"event": "abandoned", ...}). In a shared batch
 the change waits for the next boundary. A nearly-done chunk is finished and offered to the feeder (played,
 or kept as cover material) rather than thrown away.
+The first chunk after a change, alone in its batch, is short (ChunkSpec.short_frames: half the chunk at the
+model's geometry), so the change is heard in about half the wait; lengths return to the scene's after it.
 A budget (stream/budget.py; `--budget`) rests the loop after each batch so that it works only that share
 of wall time, on a thread at the lowest scheduling priority the OS offers.
 """
@@ -70,6 +72,7 @@ class StreamSlot:
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
         self.epoch = 0  # how many batches of live changes have been applied
+        self.short_next = False  # a change was applied: its first chunk is short (alone in its batch)
         self.ahead = ahead or (lambda: float("inf"))  # seconds of audio buffered ahead (the consumer's)
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
@@ -79,6 +82,11 @@ class StreamSlot:
         self._backoff = 0.5
         self._log_lock = threading.Lock()
         self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        """Seconds since this slot began: the `t_s` of timeline events from different threads, comparable."""
+        return round(time.monotonic() - self._t0, 3)
 
     # Owner's side (the main thread, or a listener's connection) -----------------------------------
     def request(self, change) -> None:
@@ -137,6 +145,7 @@ class StreamSlot:
             applied = True
         if applied:
             self.epoch += 1
+            self.short_next = True
 
     def choose_steps(self) -> int:
         """This stream's steps for its next chunk: within the preset's range, so the buffer stays above its
@@ -154,8 +163,10 @@ class StreamSlot:
         self.stats.chunks += 1
         self.stats.last_done = time.monotonic()
         self.stats.steps = seg.steps
-        self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
-        self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
+        self.short_next = False
+        if seg.short_frames is None:  # a short chunk's cost would mislead the cost model and the speed shown
+            self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
+            self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
         self.log(seg.timeline_row())
         self._pending = seg
         # Offered as it is made, even when a change is waiting (a nearly-done chunk finished on purpose: the
@@ -239,20 +250,24 @@ class GenerationLoop(threading.Thread):
             for slot in batch:
                 slot.prepare()
             # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
-            self._run_batch(batch, min(slot.choose_steps() for slot in batch))
+            steps = min(slot.choose_steps() for slot in batch)
+            # The first chunk after a change is short (heard in about half the wait), where it is alone in its
+            # batch: in a shared batch every stream would get the short length.
+            frames = batch[0].stream.short_frames() if len(batch) == 1 and batch[0].short_next else None
+            self._run_batch(batch, steps, frames)
         with self._lock:
             slots = list(self.slots)
         for slot in slots:
             slot.close()
 
-    def _run_batch(self, batch: list[StreamSlot], steps: int) -> None:
+    def _run_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         t0 = time.perf_counter()
         try:
-            self._make_batch(batch, steps)
+            self._make_batch(batch, steps, frames)
         finally:  # every batch's work counts against the budget: made, abandoned or failed
             self.budget.worked(time.perf_counter() - t0)
 
-    def _make_batch(self, batch: list[StreamSlot], steps: int) -> None:
+    def _make_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         done = [0]  # denoising steps begun (should_stop is asked once before each)
 
         def should_stop() -> bool:
@@ -265,12 +280,12 @@ class GenerationLoop(threading.Thread):
 
         t0 = time.perf_counter()
         try:
-            outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps)
+            outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps, frames=frames)
         except Cancelled:
             for slot in batch:
                 if not slot.closed and not self.stop.is_set():  # a live change, not the end
                     slot.log({"event": "abandoned", "chunk_index": slot.stream.state.gen.chunk_index,
-                              "steps_done": max(0, done[0] - 1), "steps": steps})
+                              "steps_done": max(0, done[0] - 1), "steps": steps, "t_s": slot.now()})
             return
         except _OOM as exc:
             changes = [s.stream.reduce_memory() for s in batch]

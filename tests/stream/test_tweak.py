@@ -79,6 +79,7 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
         made = listening.run(lambda: [r for r in rows(timeline) if "gen_s" in r and r["weights"]["birds"] == 0.0])[0]
         made_after = time.monotonic() - asked
         heard = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])[0]
+        after = listening.run(lambda: [r for r in rows(timeline) if r.get("chunk") == made["chunk"] + 1])[0]
     finally:
         loop.stop.set()
         loop.join(timeout=60)
@@ -91,10 +92,49 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
     assert 0 <= abandoned["steps_done"] < 0.85 * abandoned["steps"], abandoned
     assert made["chunk"] == abandoned["chunk_index"], (made, abandoned)
     assert events.index(made) > order.index("abandoned")
+    # It was short: half the chunk (5.12 s of 10.24 s, the 0.64 s overlap kept: 4.48 s new), then the length
+    # returned to the scene's (9.6 s new), continuing where the short one ended.
+    assert made["frames"] == stream.spec.short_frames == 128, made
+    assert abs((made["end_s"] - made["start_s"]) - 4.48) < 1e-3, made
+    assert "frames" not in after and abs((after["end_s"] - after["start_s"]) - stream.hop_s) < 1e-3, after
+    assert after["start_s"] == made["end_s"], (made, after)
     # It was begun at once: from the tweak to its end took its own work, not the rest of the old one too.
     assert made_after < made["gen_s"] + 0.5 * gen_s, (made_after, made)
     # Heard sooner than a whole chunk later: the buffer's margin plus one chunk's work, well under a hop.
     hop = stream.hop_s
     assert heard["latency_s"] < min(hop, MARGIN_S + made["gen_s"] + 0.5 * gen_s + 0.3), (heard, hop, made)
     assert playback.player.underruns == 0
-    print(f"tweak heard after {heard['latency_s']} s; remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
+    print(f"tweak heard after {heard['latency_s']} s; short remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
+
+
+def test_a_new_prompt_is_encoded_while_the_chunk_in_flight_runs(tiny_model, tmp_path):
+    """The prompt is encoded on its own thread as the request arrives; the chunk in flight is given up only once
+    the embeddings are ready (timeline: tweak, encoded, abandoned, each with its time t_s)."""
+    scene = Scene.model_validate(merged(SCENE_DATA, SLOW))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    timeline = tmp_path / "t.jsonl"
+    playback = Playback.build(RATE, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(timeline))
+    live = LiveControl(playback, None)
+    loop = GenerationLoop([slot])
+    loop.start()
+    try:
+        listening = Listening(playback, live)
+        listening.run(lambda: slot.stats.chunks >= 1)
+        listening.run(lambda: playback.fresh.empty() and not slot.holding)
+        listening.keep_on(0.5)
+        assert live.handle({"cmd": "prompt", "layer": "birds", "prompt": "an owl hooting far away"})["ok"]
+        made = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])
+    finally:
+        loop.stop.set()
+        loop.join(timeout=60)
+    events = rows(timeline)
+    tweak = next(r for r in events if r.get("event") == "tweak")
+    encoded = next(r for r in events if r.get("event") == "encoded")
+    abandoned = next(r for r in events if r.get("event") == "abandoned")
+    assert encoded["epoch"] == tweak["epoch"] and encoded["prompts"] == 1, encoded  # only the new prompt
+    # The chunk in flight ran on through the encoding: it was given up after the embeddings were ready.
+    assert tweak["t_s"] <= encoded["t_s"] <= abandoned["t_s"], (tweak, encoded, abandoned)
+    assert abandoned["steps_done"] >= 1, abandoned
+    assert events.index(encoded) < events.index(abandoned) and made
+    assert stream.encoder.has("an owl hooting far away")
