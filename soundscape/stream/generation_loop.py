@@ -37,6 +37,8 @@ from .budget import Budget
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
 
+CHANGING_S = 60.0  # after a live change the buffer stays shallow this long (someone is changing things)
+SHALLOW_CHUNKS = 1.5  # a shallow buffer: the safety plus this many chunks' predicted work
 NEARLY_DONE = 0.85  # a batch past this share of its denoising steps finishes even when a change arrives
 JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
@@ -64,7 +66,7 @@ class StreamSlot:
     """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
 
     def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
-                 name: str = "", ahead=None):
+                 name: str = "", ahead=None, changing_s: float = CHANGING_S):
         self.stream = stream
         self.out = out
         self.name = name
@@ -73,6 +75,11 @@ class StreamSlot:
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
         self.epoch = 0  # how many batches of live changes have been applied
         self.short_next = False  # a change was applied: its first chunk is short (alone in its batch)
+        # Someone is changing things until then (monotonic): a live change, or the web mixer's page open. The
+        # buffer ahead stays shallow meanwhile (`shallow_s`), so less fresh audio is made only to be dropped at
+        # the next change (the feeder keeps its margin and crossfades into the new audio), and deepens after.
+        self.changing_s = changing_s
+        self.changing_until = 0.0
         self.ahead = ahead or (lambda: float("inf"))  # seconds of audio buffered ahead (the consumer's)
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
@@ -92,9 +99,24 @@ class StreamSlot:
     def request(self, change) -> None:
         """Apply `change(stream)` before this stream's next chunk, abandoning the one in progress if alone."""
         self.changes.put(change)
+        self.changing_until = time.monotonic() + self.changing_s
         self.interrupt.set()
         # A change applies at once, even while a failing chunk waits out its backoff (up to 30 s).
         self._retry_at, self._backoff = 0.0, 0.5
+
+    def watched(self, seconds: float) -> None:
+        """A page that changes things is open (the web mixer): keep the buffer shallow for `seconds` more."""
+        self.changing_until = max(self.changing_until, time.monotonic() + seconds)
+
+    def changing(self) -> bool:
+        return time.monotonic() < self.changing_until
+
+    def shallow_s(self) -> float:
+        """The buffer ahead while someone is changing things: what must be left when a chunk lands (the safety
+        the step controller keeps) plus SHALLOW_CHUNKS of its predicted work; the loop starts no chunk above it."""
+        st = self.stepper
+        work = st.predict(st.last) if st is not None and st.per_step is not None else self.stream.hop_s
+        return MARGIN_S + XFADE_S + JITTER_S + SHALLOW_CHUNKS * work
 
     def log(self, row: dict) -> None:
         """Timeline rows come from the loop (chunks) and the owner (tweaks)."""
@@ -131,7 +153,12 @@ class StreamSlot:
         return self._pending is not None
 
     def ready(self, now: float) -> bool:
-        return not self.closed and self._pending is None and now >= self._retry_at
+        if self.closed or self._pending is not None or now < self._retry_at:
+            return False
+        # While someone is changing things, no chunk starts until the buffer is down to a shallow depth; a change
+        # waiting starts one at once (what is buffered beyond the feeder's margin is replaced by it).
+        return (not self.changing() or self.interrupt.is_set() or not self.changes.empty()
+                or self.ahead() <= self.shallow_s())
 
     def prepare(self) -> None:
         self.interrupt.clear()

@@ -77,6 +77,11 @@ class LiveControl:
             self._next_poll = now + self._poll_s
             self._check_file()
 
+    def watched(self, seconds: float) -> None:
+        """The web mixer's page is open: the buffer ahead stays shallow for `seconds` more (StreamSlot.watched)."""
+        if self.playback.slot is not None:
+            self.playback.slot.watched(seconds)
+
     @property
     def volume(self) -> float:
         """The master volume: the transport's, or the scene's own without one."""

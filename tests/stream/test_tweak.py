@@ -138,3 +138,44 @@ def test_a_new_prompt_is_encoded_while_the_chunk_in_flight_runs(tiny_model, tmp_
     assert abandoned["steps_done"] >= 1, abandoned
     assert events.index(encoded) < events.index(abandoned) and made
     assert stream.encoder.has("an owl hooting far away")
+
+
+FAST = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 3},
+        "evolution": {"transition_seconds": 0}, "output": {"sample_rate": RATE, "channels": 1}}
+
+
+def test_the_buffer_stays_shallow_while_someone_is_changing_things_and_deepens_after(tiny_model, tmp_path):
+    scene = Scene.model_validate(merged(SCENE_DATA, FAST))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    playback = Playback.build(RATE, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(tmp_path / "t.jsonl"), changing_s=5.0)
+    live = LiveControl(playback, None)
+    loop = GenerationLoop([slot])
+    loop.start()
+
+    def deepest(seconds: float) -> tuple[float, set]:
+        seen, states, end = [], set(), time.monotonic() + seconds
+        listening.run(lambda: seen.append(playback.ahead()) or states.add(playback.status()["buffer"])
+                      or time.monotonic() >= end)
+        return max(seen), states
+
+    try:
+        listening = Listening(playback, live)
+        listening.run(lambda: slot.stats.chunks >= 3)
+        deep, deep_states = deepest(3.0)
+        assert live.handle({"cmd": "set", "weights": {"birds": 0.2}})["ok"]
+        listening.keep_on(1.0)  # the change's chunk lands
+        shallow, shallow_states = deepest(3.0)
+        target = slot.shallow_s()
+        listening.keep_on(1.5)  # past changing_s: deepens again
+        again, again_states = deepest(3.0)
+    finally:
+        loop.stop.set()
+        loop.join(timeout=60)
+    hop = stream.hop_s
+    # While changing, no chunk starts above the shallow depth: at most that plus the chunk that lands.
+    assert shallow <= target + hop + 0.1 and shallow < deep - 1.0, (deep, shallow, target, hop)
+    assert shallow_states == {"shallow"} and deep_states == {"deep"} and again_states == {"deep"}
+    assert again > shallow + 1.0, (again, shallow)
+    assert playback.player.underruns == 0
+    print(f"ahead: deep {deep:.2f} s, while changing {shallow:.2f} s (target {target:.2f} s), after {again:.2f} s")
