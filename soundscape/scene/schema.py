@@ -183,16 +183,14 @@ class Generation(_Strict):
     scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"
     resample_passes: _number(0, 10, integer=True) = 0
     # The generator's CPU budget through the night (stream/budget.py): e.g. [{until: 20m, percent: 100},
-    # {percent: 15}]; `play --budget` wins. None: 100 % (or --budget).
-    budget: tuple[BudgetStep, ...] | None = None
+    # {percent: 15}]; `play --budget` wins. Empty: 100 % (or --budget).
+    budget: list[BudgetStep] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _budget_steps(self):
         steps = self.budget
-        if steps is None:
-            return self
         if not steps:
-            raise ValueError("generation.budget: expected at least one step, like [{percent: 15}]")
+            return self
         for i, step in enumerate(steps[:-1]):
             if step.until is None:
                 raise ValueError(f"generation.budget.{i}.until: expected a play time (like 20m) on every step "
@@ -209,7 +207,7 @@ class Generation(_Strict):
 
     def budget_schedule(self) -> tuple[tuple[float | None, float], ...]:
         """The schedule as (until play second or None, percent) pairs (stream/budget.py's form)."""
-        return tuple((step.until, step.percent) for step in self.budget or ())
+        return tuple((step.until, step.percent) for step in self.budget)
 
     @model_validator(mode="after")
     def _geometry(self):

@@ -71,7 +71,8 @@ class Playback:
         return cls(ring, player(ring, rate) if player else PulledClock(), rate=rate, device=device,
                    on_fresh=on_fresh, labels=labels)
 
-    def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None, changing_s: float | None = None):
+    def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None,
+               changing_s: float | None = None):
         """The stream, once its model is loaded: returns its slot for the generation loop; `budget` (the
         loop's, stream/budget.py) is what the status reports; `changing_s`: how long the buffer stays shallow
         after a live change (default generation_loop.CHANGING_S)."""

@@ -90,6 +90,7 @@ def test_a_bad_budget_schedule_names_its_step(budget, expected):
 def test_a_budget_schedule_reads_as_play_seconds():
     scene = parse_scene(SCENE.replace("steps: 3", "steps: 3, budget: [{until: 20m, percent: 100}, {percent: 15}]", 1))
     assert scene.generation.budget_schedule() == ((1200.0, 100.0), (None, 15.0))
+    assert parse_scene(SCENE).generation.budget_schedule() == ()  # none: 100 %, or --budget
 
 
 def test_yaml_problems():
