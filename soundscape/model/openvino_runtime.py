@@ -413,11 +413,7 @@ class OpenVINOVocoder:
         if window is None or frames == window or (frames < window and not self.window):
             return self.model([row])
         if frames < window:
-            # Shorter than the compiled length (play's short chunk after a change): run the compiled length with
-            # the last frame repeated, and keep the real part. The padding reaches back only the vocoder's
-            # receptive field, within the decode edge that the joiner drops (generator/chunks.py, EDGE_FRAMES).
-            padded = np.concatenate([row, np.repeat(row[:, -1:], window - frames, axis=1)], axis=1)
-            return self.model([padded])[:, : frames * self.hop]
+            return pad_to_window(lambda part: self.model([part]), row, window, self.hop)
         return stitch_windows(lambda part: self.model([part]), row, window, self.hop)
 
     def prefer(self, frames: int) -> None:
@@ -524,6 +520,18 @@ class OpenVINOVAEDecoder:
 # Frames each window keeps beside a seam: the vocoder's receptive field is far shorter (a seam then falls
 # where both windows see the same context, and their samples agree to float rounding; tests/test_openvino_static.py).
 STITCH_MARGIN = 32
+
+
+def pad_to_window(run, mel: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """A convolutional vocoder over (1, frames, bins) shorter than its compiled `window`: (1, frames * hop).
+
+    Why: play's short chunk after a change decodes fewer frames than the one length the vocoder keeps
+    compiled. It runs that length with the last frame repeated, and the real part is kept; the padding
+    reaches back only the vocoder's receptive field (under STITCH_MARGIN frames), within the decode edge that
+    the joiner drops (generator/chunks.py, EDGE_FRAMES: 32 mel frames)."""
+    frames = mel.shape[1]
+    padded = np.concatenate([mel, np.repeat(mel[:, -1:], window - frames, axis=1)], axis=1)
+    return run(np.ascontiguousarray(padded))[:, : frames * hop]
 
 
 def stitch_windows(run, mel: np.ndarray, window: int, hop: int, margin: int = STITCH_MARGIN) -> np.ndarray:

@@ -224,3 +224,30 @@ def test_vocoder_windows_stitch_to_the_whole_call_on_the_real_architecture():
     peak = np.abs(whole).max()
     assert np.abs(stitched - whole).max() <= 1e-4 * peak
     assert np.abs(narrow - whole).max() > 1e-2 * peak
+
+
+def test_a_short_mel_padded_to_the_compiled_window_matches_the_direct_call_before_the_dropped_edge():
+    """Play's short chunk after a change (issue 32) decodes fewer frames than the vocoder's one compiled length:
+    it runs padded (the last frame repeated) and cut back. The real architecture's output equals a direct call
+    up to the last STITCH_MARGIN frames, inside the EDGE_FRAMES (x 4 mel frames) that the joiner drops."""
+    import torch
+
+    from soundscape.generator.chunks import EDGE_FRAMES
+    from soundscape.model.architecture import _vocoder
+    from soundscape.model.openvino_runtime import STITCH_MARGIN, pad_to_window
+
+    torch.manual_seed(0)
+    vocoder = _vocoder().eval()
+    with torch.no_grad():  # gains like trained weights' (as above)
+        for p in vocoder.parameters():
+            p.mul_(3.0)
+    mel = torch.randn(1, 120, vocoder.config.model_in_dim)
+    with torch.no_grad():
+        direct = vocoder(mel).numpy()[:, : 120 * 160]
+        padded = pad_to_window(lambda part: vocoder(torch.from_numpy(part)).numpy(), mel.numpy(), 200, 160)
+    assert padded.shape == direct.shape
+    assert STITCH_MARGIN <= 4 * EDGE_FRAMES
+    kept = (120 - STITCH_MARGIN) * 160
+    peak = np.abs(direct).max()
+    assert np.abs(padded[:, :kept] - direct[:, :kept]).max() <= 1e-4 * peak
+    assert np.abs(padded - direct).max() > 1e-4 * peak  # the padding does reach the last frames
