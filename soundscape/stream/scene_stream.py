@@ -186,7 +186,7 @@ class SceneStream:
 
     def control_time(self, index: int) -> float:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
-        return self.chunk_time(index) + 0.5 * self.hop_s
+        return (index + 0.5) * self.hop_s - self.shortfall_s  # exactly as before when no chunk was short
 
     def short_frames(self) -> int | None:
         """The latent frames of a short chunk (the first after a live change, generator/chunks.py) if the next
