@@ -41,6 +41,7 @@ class ChunkSpec:
     denoise: DenoiseSpec
     edge: int | None = None  # e; None: EDGE_FRAMES, or less when the overlap is short
     xfade: int | None = None  # x; None: XFADE_FRAMES, or less
+    short: bool = False  # the short first chunk after a live change (`shortened`; play only)
 
     def __post_init__(self):
         x = min(XFADE_FRAMES, self.overlap) if self.xfade is None else self.xfade
@@ -66,7 +67,7 @@ class ChunkSpec:
 
     def shortened(self, frames: int) -> "ChunkSpec":
         """The same chunk with `frames` latent frames (the overlap, edges and denoising settings kept)."""
-        return replace(self, frames=frames, denoise=replace(self.denoise, frames=frames))
+        return replace(self, frames=frames, denoise=replace(self.denoise, frames=frames), short=True)
 
     @property
     def short_frames(self) -> int | None:
@@ -130,9 +131,9 @@ class ChunkJob:
 
 def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
     """OpenVINO's vocoder compiles one shape: the later chunks' decode length (a first chunk runs as windows
-    of it; model/openvino_runtime.py). A no-op on torch."""
+    of it; model/openvino_runtime.py). A no-op on torch, and for a short chunk, which runs padded to it."""
     prefer = getattr(model.vocoder_runtime, "prefer", None)
-    if prefer is not None:
+    if prefer is not None and not spec.short:
         prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
 
 

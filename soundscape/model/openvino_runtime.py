@@ -418,9 +418,9 @@ class OpenVINOVocoder:
 
     def prefer(self, frames: int) -> None:
         """Compile for `frames` mel frames (a stream's later chunks): its first chunk then runs as windows of
-        that length too, and the vocoder compiles one shape per session instead of two. The longest asked for
-        wins: a short chunk (after a change) runs padded to it rather than compiling a shape of its own."""
-        self.window = max(self.window or 0, frames)
+        that length too, and the vocoder compiles one shape per session instead of two. A short chunk (after a
+        change) does not ask: it runs padded to this length rather than compiling a shape of its own."""
+        self.window = frames
 
 
 class OpenVINOUNet:
