@@ -251,3 +251,32 @@ def test_a_short_mel_padded_to_the_compiled_window_matches_the_direct_call_befor
     peak = np.abs(direct).max()
     assert np.abs(padded[:, :kept] - direct[:, :kept]).max() <= 1e-4 * peak
     assert np.abs(padded - direct).max() > 1e-4 * peak  # the padding does reach the last frames
+
+
+def test_the_short_chunk_s_unet_shape_compiles_in_the_background_beside_the_one_in_use(tiny_model_dir, scene):
+    """Play's short chunk after a change (issue 32): at the first ask the shape is not there and compiles on a thread
+    of its own (full chunks meanwhile); then short and full chunks alternate with no compile, two UNet shapes
+    kept, the vocoder still one (the short decode padded to its length)."""
+    import time
+
+    from soundscape.stream.scene_stream import next_segments
+
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="openvino")
+    stream = SceneStream(model, scene, out_rate=16000, channels=1)
+    for _ in range(2):
+        stream.next_segment()
+    unet = model.unet_runtime.model
+    assert len(unet.compiled) == 1 and stream.short_frames() is None  # not compiled yet: it starts now
+    deadline = time.monotonic() + 120
+    while stream.short_frames() is None:
+        assert time.monotonic() < deadline, "the short shape never compiled"
+        time.sleep(0.05)
+    compiles = unet.compiles, model.vocoder_runtime.model.compiles
+    short = next_segments([stream], frames=stream.short_frames())[0]
+    full = stream.next_segment()
+    assert short.short_frames == stream.spec.short_frames and full.short_frames is None
+    assert abs((short.end_s - short.start_s) - (short.short_frames - stream.spec.overlap) * 0.04) < 1e-6
+    assert full.start_s == short.end_s
+    assert (unet.compiles, model.vocoder_runtime.model.compiles) == compiles  # nothing compiled on the way
+    assert len(unet.compiled) == 2 and len(model.vocoder_runtime.model.compiled) == 1
+    assert all(np.isfinite(s.audio).all() for s in (short, full))
