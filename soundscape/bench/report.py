@@ -196,7 +196,8 @@ def table(r: dict) -> str:
     if r.get("tweak_latency"):
         t = r["tweak_latency"]
         lines.append(f"tweak heard           median {t['median_s']} s, 95th percentile {t['p95_s']} s "
-                     f"({t['heard']} of {t['tweaks']} changes; {t['abandoned']} chunks abandoned; hop {t['hop_s']} s)")
+                     f"({t['heard']} of {t['tweaks']} changes; {t['abandoned']} chunks abandoned; "
+                     f"{t.get('short_chunks', 0)} short; hop {t['hop_s']} s)")
     if r.get("precision_error_db"):
         lines.append("precision error       " + ", ".join(f"{k} {v:.1f} dB" for k, v in r["precision_error_db"].items())
                      + " SNR against fp32")

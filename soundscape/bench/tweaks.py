@@ -93,8 +93,9 @@ def tweak_latency(model, gen, frames: int, overlap: int, n: int, prompts: tuple[
         rows = [json.loads(line) for line in timeline.read_text().splitlines()]
     heard = [r["latency_s"] for r in rows if r.get("event") == "tweak_heard"]
     abandoned = sum(r.get("event") == "abandoned" for r in rows)
+    short = sum("frames" in r for r in rows if "chunk" in r)  # short chunks after a change (issue 32)
     ordered = sorted(heard)
     p95 = ordered[min(len(ordered) - 1, int(np.ceil(0.95 * len(ordered))) - 1)] if ordered else None
     return {"tweaks": n, "heard": len(heard), "median_s": statistics.median(heard) if heard else None,
-            "p95_s": p95, "abandoned": abandoned, "hop_s": round(stream.hop_s, 3),
+            "p95_s": p95, "abandoned": abandoned, "short_chunks": short, "hop_s": round(stream.hop_s, 3),
             "underruns": playback.player.underruns, "latencies_s": heard}

@@ -109,9 +109,11 @@ def load_scene_arg(path: str):
     return found, load_scene(found)
 
 
-def add_budget(p) -> None:
-    """--budget PERCENT (play, serve): the generator's share of wall time (stream/budget.py)."""
-    p.add_argument("--budget", type=ranged(1, 100, kind=float, expected="a percentage from 1 to 100"), default=100.0,
-                   metavar="PERCENT",
+def add_budget(p, scheduled: bool = False) -> None:
+    """--budget PERCENT (play, serve): the generator's share of wall time (stream/budget.py). `scheduled`
+    (play): the default is None, so that the scene's `generation.budget` schedule applies unless given."""
+    default = "100, or the scene's generation.budget schedule" if scheduled else "100"
+    p.add_argument("--budget", type=ranged(1, 100, kind=float, expected="a percentage from 1 to 100"),
+                   default=None if scheduled else 100.0, metavar="PERCENT",
                    help="the generator works only this share of the time, at the lowest priority, and earlier "
-                        "material fills the rest (e.g. 30 for the night; default 100: as fast as needed)")
+                        f"material fills the rest (e.g. 30 for the night; default {default}: as fast as needed)")

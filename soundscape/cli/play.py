@@ -28,7 +28,7 @@ def add_parsers(sub) -> None:
                            "fewer cover-ups later")
     play.add_argument("--timeline", help="write one JSON line per chunk to this file")
     play.add_argument("--control", help="control socket path (default: in $XDG_RUNTIME_DIR or a private temp folder)")
-    add_budget(play)
+    add_budget(play, scheduled=True)
     play.add_argument("--quiet", action="store_true",
                       help="no status line (and no keys: in a terminal, space pauses and resumes, up/down "
                            "change the volume, q fades out and quits)")

@@ -35,6 +35,10 @@ SCENE_KEYS = {
     "generation.guidance_interval": "the part of the schedule that is guided, [start, end] from 0 to 1",
     "generation.scheduler": "the sampler",
     "generation.resample_passes": "RePaint passes for smoother joins (ddim only; slower)",
+    "generation.budget": "the generator's CPU budget through the night, as steps of play time (pauses not "
+                         "counted), e.g. `[{until: 20m, percent: 100}, {percent: 15}]`; `play --budget` wins",
+    "generation.budget[].until": "this step lasts until this much play time (`20m`); every step but the last",
+    "generation.budget[].percent": "the generator's share of the machine's CPU during the step",
     "evolution": "how the mix moves over time",
     "evolution.keyframes": "layer weights at times, eased between (seconds, or times of day: see At night)",
     "evolution.keyframes[].at": "seconds from the start (`90`, `15m`) or a time of day (`21:30`)",

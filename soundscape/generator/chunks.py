@@ -13,12 +13,13 @@ The state is plain data: it can be saved, restored and continued, and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from .conditioning import Conditioning
+from ..model.geometry import FRAME_QUANTUM
 from ..model.loading import LoadedModel
 from .denoise import DenoiseSpec, denoise_batch, latents_to_mel, mel_to_audio
 
@@ -40,6 +41,7 @@ class ChunkSpec:
     denoise: DenoiseSpec
     edge: int | None = None  # e; None: EDGE_FRAMES, or less when the overlap is short
     xfade: int | None = None  # x; None: XFADE_FRAMES, or less
+    short: bool = False  # the short first chunk after a live change (`shortened`; play only)
 
     def __post_init__(self):
         x = min(XFADE_FRAMES, self.overlap) if self.xfade is None else self.xfade
@@ -62,6 +64,23 @@ class ChunkSpec:
         """One past the last latent frame decoded: the chunk's end, or for a bridge with a known tail of
         `tail` frames, 2e + x into that tail (its crossfade into what follows, and an edge to drop)."""
         return self.frames - tail + 2 * self.edge + self.xfade if tail else self.frames
+
+    def shortened(self, frames: int) -> "ChunkSpec":
+        """The same chunk with `frames` latent frames (the overlap, edges and denoising settings kept)."""
+        return replace(self, frames=frames, denoise=replace(self.denoise, frames=frames), short=True)
+
+    @property
+    def short_frames(self) -> int | None:
+        """The first chunk after a live change (play): T' = the smaller multiple of FRAME_QUANTUM that is at
+        least half the chunk and twice the overlap, or None when that is no shorter than T.
+
+        Why these bounds: the UNet takes multiples of FRAME_QUANTUM frames; its cost grows with the frames, so
+        half the chunk is heard in about half the wait; shorter would leave too little new audio (T' - O) to
+        cover the making of the full-length chunk after it, and the old mix would come back as cover-up
+        material; at least O new frames keep the continuation's known region no longer than what it continues.
+        E.g. 10.24 s chunks with 2.56 s overlap: 5.12 s (2.56 s new) after a change, then 10.24 s again."""
+        half = -(-max(self.frames // 2, 2 * self.overlap) // FRAME_QUANTUM) * FRAME_QUANTUM
+        return half if half < self.frames else None
 
     @property
     def lead(self) -> int:
@@ -112,9 +131,9 @@ class ChunkJob:
 
 def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
     """OpenVINO's vocoder compiles one shape: the later chunks' decode length (a first chunk runs as windows
-    of it; model/openvino_runtime.py). A no-op on torch."""
+    of it; model/openvino_runtime.py). A no-op on torch, and for a short chunk, which runs padded to it."""
     prefer = getattr(model.vocoder_runtime, "prefer", None)
-    if prefer is not None:
+    if prefer is not None and not spec.short:
         prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
 
 

@@ -70,8 +70,17 @@ class PromptEncoder:
         self.encoded = 0  # prompts run through the text encoders (not found in a cache)
         self.encoding = False  # the status line: "encoding a new prompt"
 
+    def has(self, prompt: str) -> bool:
+        """In this process's memory already: `encode` returns it without a wait."""
+        return (self.model.model_id, prompt) in self._cache
+
     def encode(self, prompt: str) -> PromptEmbedding:
         """One prompt; text encoders loaded for it are released again at once."""
+        # A prompt in memory never waits for the lock: another thread may hold it for seconds, encoding a
+        # new prompt (stream/prompt_ahead.py) while the generator starts its next chunk.
+        hit = self._cache.get((self.model.model_id, prompt))
+        if hit is not None:
+            return hit
         with self._lock:
             loaded_here = False
             try:

@@ -79,6 +79,16 @@ class LoadedModel:
         return {stage: "torch" if runtime is None else "openvino" for stage, runtime in
                 (("unet", self.unet_runtime), ("vae", self.vae_runtime), ("vocoder", self.vocoder_runtime))}
 
+    def ready_for(self, frames: int, decode_frames: int) -> bool:
+        """Whether a chunk of `frames` latent frames, decoding `decode_frames`, runs now without compiling a
+        static shape first (always, on torch). Where OpenVINO lacks the shape, it compiles it in the background
+        and says False until then (play's short chunk after a change: generator/chunks.py, `short_frames`)."""
+        ready = True
+        for runtime, n in ((self.unet_runtime, frames), (self.vae_runtime, decode_frames)):
+            if runtime is not None and not runtime.ready_for(n):
+                ready = False  # both start compiling, not one after the other
+        return ready
+
     def runtime_names(self) -> dict[str, str]:
         """What runs each stage and in what precision, e.g. {"unet": "openvino int8", "vae": "torch bf16", ...}:
         `status --json` and play's first line say it (the choice `--runtime auto` measured, model/probe.py)."""

@@ -40,7 +40,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -140,24 +142,70 @@ class StaticModel:
         self.hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(precision, "f32")
         self.compiled: dict[tuple, object] = {}  # shapes -> compiled model, least recently used first
         self.compiles = 0  # shapes compiled or imported in this process (tests, bench)
+        # A shape compiled in the background (`prepare_in_background`) lands in `compiled` from another thread.
+        self._lock = threading.Lock()
+        self._preparing: set[tuple] = set()
 
     def __call__(self, inputs: list[np.ndarray]) -> np.ndarray:
         shapes = tuple(tuple(a.shape) for a in inputs)
-        compiled = self.compiled.pop(shapes, None)
+        with self._lock:
+            compiled = self.compiled.pop(shapes, None)
         if compiled is None:
             compiled = self._compile(shapes)
-        self.compiled[shapes] = compiled
+        with self._lock:
+            self.compiled[shapes] = compiled
         return compiled(inputs)[0]
+
+    @property
+    def latest(self) -> tuple | None:
+        """The shapes of the most recent call (or compile)."""
+        with self._lock:
+            return next(reversed(self.compiled), None)
 
     def prepare(self, shapes: tuple) -> None:
         """Compile (or import) `shapes` now, e.g. at load, rather than at the first call."""
         if shapes not in self.compiled:
-            self.compiled[shapes] = self._compile(shapes)
+            compiled = self._compile(shapes)
+            with self._lock:
+                self.compiled[shapes] = compiled
+                self.compiled[shapes] = self.compiled.pop(shapes)
 
-    def _compile(self, shapes: tuple):
-        while len(self.compiled) >= self.max_shapes:
-            del self.compiled[next(iter(self.compiled))]
-            release_memory()
+    def ready(self, shapes: tuple) -> bool:
+        """Whether `shapes` are compiled; if not, compiling them starts on a thread of its own (once), and a later
+        call says True once they are. Why: a second shape takes seconds to compile (5-23 s for the full UNet),
+        which must not stall the chunk that asks first (play's short chunk after a change)."""
+        with self._lock:
+            if shapes in self.compiled:
+                return True
+            if shapes in self._preparing:
+                return False
+            self._preparing.add(shapes)
+
+        def run():
+            try:
+                compiled = self._compile(shapes, keep=1)
+                with self._lock:
+                    self.compiled[shapes] = compiled
+                    # Least recently used first: the shape in use stays the most recent.
+                    for other in [s for s in self.compiled if s != shapes]:
+                        self.compiled[other] = self.compiled.pop(other)
+            except Exception as exc:  # noqa: BLE001 - the short shape is an optimisation: full chunks go on
+                print(f"soundscape: could not compile the OpenVINO {self.kind} for {shapes} in the background "
+                      f"({type(exc).__name__}: {exc}); chunks keep their usual length", file=sys.stderr)
+            finally:
+                with self._lock:
+                    self._preparing.discard(shapes)
+
+        threading.Thread(target=run, name=f"soundscape-compile-{self.kind}", daemon=True).start()
+        return False
+
+    def _compile(self, shapes: tuple, keep: int = 0):
+        """Compile `shapes`, first dropping the least recently used shapes beyond `max_shapes` less one for it
+        (`keep`: the most recent shapes never dropped, for a background compile beside the shape in use)."""
+        with self._lock:
+            while len(self.compiled) >= self.max_shapes and len(self.compiled) > keep:
+                del self.compiled[next(iter(self.compiled))]
+        release_memory()
         name = "_".join("x".join(map(str, s)) or "scalar" for s in shapes)
         folder = self.entry / "shapes" / f"{self.hint}-{name}"
         if not (folder / "model.xml").is_file() and self.announce is not None:
@@ -362,13 +410,16 @@ class OpenVINOVocoder:
         """
         frames = row.shape[1]
         window = self.window or min((shape[0][1] for shape in self.model.compiled), default=None)
-        if window is None or frames <= window:
+        if window is None or frames == window or (frames < window and not self.window):
             return self.model([row])
+        if frames < window:
+            return pad_to_window(lambda part: self.model([part]), row, window, self.hop)
         return stitch_windows(lambda part: self.model([part]), row, window, self.hop)
 
     def prefer(self, frames: int) -> None:
         """Compile for `frames` mel frames (a stream's later chunks): its first chunk then runs as windows of
-        that length too, and the vocoder compiles one shape per session instead of two."""
+        that length too, and the vocoder compiles one shape per session instead of two. A short chunk (after a
+        change) does not ask: it runs padded to this length rather than compiling a shape of its own."""
         self.window = frames
 
 
@@ -415,6 +466,15 @@ class OpenVINOUNet:
                 for b in rows]
         return (torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs)),)
 
+    def ready_for(self, frames: int) -> bool:
+        """Whether chunks of `frames` latent frames run without a compile now: the shape of the latest call with
+        that many frames is compiled. If not, it starts compiling in the background (StaticModel.ready)."""
+        latest = self.model.latest
+        if latest is None or latest[0][2] == frames:
+            return True  # nothing run yet (the first chunk compiles its own), or the shape in use
+        sample = latest[0][:2] + (frames,) + latest[0][3:]
+        return self.model.ready((sample,) + latest[1:])
+
     def prepare(self, frames: int, t5_tokens: int = 1) -> None:
         """Compile the UNet for chunks of `frames` latent frames now (play calls it before its first chunk)."""
         cfg = self.config
@@ -449,10 +509,29 @@ class OpenVINOVAEDecoder:
         out = torch.from_numpy(np.concatenate([self.model([row]) for row in _numpy(z)[:, None]]))  # row by row
         return DecoderOutput(sample=out) if return_dict else (out,)
 
+    def ready_for(self, frames: int) -> bool:
+        """Whether a decode of `frames` latent frames runs without a compile now (see OpenVINOUNet.ready_for)."""
+        latest = self.model.latest
+        if latest is None or latest[0][2] == frames:
+            return True
+        return self.model.ready(((latest[0][:2] + (frames,) + latest[0][3:]),))
+
 
 # Frames each window keeps beside a seam: the vocoder's receptive field is far shorter (a seam then falls
 # where both windows see the same context, and their samples agree to float rounding; tests/test_openvino_static.py).
 STITCH_MARGIN = 32
+
+
+def pad_to_window(run, mel: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """A convolutional vocoder over (1, frames, bins) shorter than its compiled `window`: (1, frames * hop).
+
+    Why: play's short chunk after a change decodes fewer frames than the one length the vocoder keeps
+    compiled. It runs that length with the last frame repeated, and the real part is kept; the padding
+    reaches back only the vocoder's receptive field (under STITCH_MARGIN frames), within the decode edge that
+    the joiner drops (generator/chunks.py, EDGE_FRAMES: 32 mel frames)."""
+    frames = mel.shape[1]
+    padded = np.concatenate([mel, np.repeat(mel[:, -1:], window - frames, axis=1)], axis=1)
+    return run(np.ascontiguousarray(padded))[:, : frames * hop]
 
 
 def stitch_windows(run, mel: np.ndarray, window: int, hop: int, margin: int = STITCH_MARGIN) -> np.ndarray:

@@ -126,12 +126,13 @@ class Engine:
 
     def __init__(self, stream, config: OutputConfig, *, buffer_s: float | None = None, timeline: str | None = None,
                  quiet: bool = False, prefill_s: float | None = None, mixer: bool = False, hop_s: float | None = None,
-                 on_fresh=None, capture: list | None = None, sink_speed: float = 1.0, budget: float = 100.0):
+                 on_fresh=None, capture: list | None = None, sink_speed: float = 1.0, budget: float | None = None):
         """`stream` may come later (`attach`), after a warm start (`start_warm`); `hop_s` sizes the buffer then.
         `mixer`: the web mixer's master volume and audio tap (audio/mixer.py); `on_fresh(segment)`: every
         fresh segment (play records them, play/instant.py). With the null device, `capture` keeps what was
         played and `sink_speed` > 1 fast-forwards its clock (tests, soak). `budget`: the generator's share of
-        wall time in percent, at the lowest priority below 100 (stream/budget.py)."""
+        wall time in percent, at the lowest priority below 100 (stream/budget.py); None: the scene's
+        `generation.budget` schedule (against play time), or 100 without one."""
         from ..audio.mixer import MixerPlayer
 
         self.prefill_s = prefill_s
@@ -142,7 +143,8 @@ class Engine:
                                        prefill_s=prefill_s, tapped=mixer,
                                        player=MixerPlayer if mixer else Player, on_fresh=on_fresh)
         self.capture, self.sink_speed = capture, sink_speed
-        self.budget = Budget(budget)  # the generator's share and priority; the status reports it
+        self.budget = Budget(100.0 if budget is None else budget)  # the generator's share and priority (status)
+        self._scheduled = budget is None  # --budget wins over the scene's schedule
         self.status = StatusLine(quiet)
         self._early = None  # the device stream a warm start opened before the model loaded
         self._sound_t0: float | None = None  # when the device started playing
@@ -179,6 +181,9 @@ class Engine:
         # start sounds before they are needed (play/instant.py).
         from ..stream.generation_loop import GenerationLoop
 
+        if self._scheduled and stream.scene.generation.budget:
+            # Against play time: the device's clock, which stops while paused.
+            self.budget.follow(stream.scene.generation.budget_schedule(), self.playback.played_s)
         slot = self.playback.attach(stream, timeline=self.timeline, budget=self.budget)
         self.loop = GenerationLoop([slot], budget=self.budget)  # the loop serve runs, with a batch of one
 

@@ -8,7 +8,8 @@ says; `playerctl -p soundscape` matches both). What it offers:
   org.mpris.MediaPlayer2.Player  Play, Pause, PlayPause, Stop (fade out and stop), Volume (read and
                                  write: the master volume the web mixer's slider shows, 0 to 1),
                                  PlaybackStatus, Metadata (xesam:title = the scene's name,
-                                 mpris:trackid), Position; PropertiesChanged when any of them changes
+                                 mpris:trackid, xesam:comment "fresh 30 %" and soundscape:freshPercent:
+                                 the fresh share), Position; PropertiesChanged when any of them changes
   org.freedesktop.DBus.Properties / Introspectable / Peer, which every client expects
 Every call is checked whole (interface, member and signature) and always answered: InvalidArgs,
 UnknownInterface, UnknownMethod or UnknownProperty name what was wrong; Volume takes finite numbers only.
@@ -122,7 +123,13 @@ def playback_status(status: dict) -> str:
 
 def metadata(status: dict) -> dict:
     title = status.get("scene") or "soundscape"
-    return {"mpris:trackid": ("o", TRACK), "xesam:title": ("s", title), "xesam:artist": ("as", ["soundscape"])}
+    meta = {"mpris:trackid": ("o", TRACK), "xesam:title": ("s", title), "xesam:artist": ("as", ["soundscape"])}
+    if "fresh_percent" in status:
+        # The fresh share (issue 32): a desktop's media widget shows the comment; the number for scripts.
+        fresh = int(status["fresh_percent"])
+        meta["xesam:comment"] = ("as", [f"fresh {fresh} %"])
+        meta["soundscape:freshPercent"] = ("i", fresh)
+    return meta
 
 
 class MprisPlayer:

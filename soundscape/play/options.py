@@ -50,7 +50,8 @@ class PlayOptions:
     mpris: bool = True
     wake: WakeOptions | None = None
     web: WebOptions | None = None
-    budget: float = 100.0  # --budget: the generator's share of wall time, in percent (stream/budget.py)
+    budget: float | None = None  # --budget: the generator's share of wall time, in percent (stream/budget.py);
+    # None: the scene's generation.budget schedule, else 100
 
     def __post_init__(self):
         from ..stream.timeline import check_timeline_path

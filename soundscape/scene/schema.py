@@ -164,6 +164,14 @@ Interval = Annotated[tuple[float, float], BeforeValidator(_interval)]
 QUALITIES = ("auto", "eco", "balanced", "best")
 
 
+class BudgetStep(_Strict):
+    """One step of a budget schedule: `percent` of the machine's CPU for the generator until `until` of play
+    time (pauses not counted); the last step has no `until` and lasts the rest of the night."""
+
+    until: Seconds | None = None
+    percent: _number(1, 100)
+
+
 class Generation(_Strict):
     # A preset for steps, guidance_interval and chunk_seconds (scene/quality.py); values set here win.
     quality: Literal["auto", "eco", "balanced", "best"] = "auto"
@@ -174,6 +182,32 @@ class Generation(_Strict):
     guidance_interval: Interval = (0.0, 1.0)
     scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"
     resample_passes: _number(0, 10, integer=True) = 0
+    # The generator's CPU budget through the night (stream/budget.py): e.g. [{until: 20m, percent: 100},
+    # {percent: 15}]; `play --budget` wins. Empty: 100 % (or --budget).
+    budget: list[BudgetStep] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _budget_steps(self):
+        steps = self.budget
+        if not steps:
+            return self
+        for i, step in enumerate(steps[:-1]):
+            if step.until is None:
+                raise ValueError(f"generation.budget.{i}.until: expected a play time (like 20m) on every step "
+                                 f"but the last")
+        if steps[-1].until is not None:
+            raise ValueError(f"generation.budget.{len(steps) - 1}.until: expected no until on the last step "
+                             f"(it lasts the rest of the night), got {steps[-1].until:g}")
+        untils = [step.until for step in steps[:-1]]
+        for i in range(1, len(untils)):
+            if untils[i] <= untils[i - 1]:
+                raise ValueError(f"generation.budget.{i}.until: expected a later time than the step before "
+                                 f"({untils[i - 1]:g} s), got {untils[i]:g} s")
+        return self
+
+    def budget_schedule(self) -> tuple[tuple[float | None, float], ...]:
+        """The schedule as (until play second or None, percent) pairs (stream/budget.py's form)."""
+        return tuple((step.until, step.percent) for step in self.budget)
 
     @model_validator(mode="after")
     def _geometry(self):

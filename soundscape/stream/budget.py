@@ -12,6 +12,10 @@ Meanwhile the feeder plays earlier material (the cover-up path), so the sound ne
 shows the fresh share. Budget 100 (the default) is today's behaviour: no rest, the priority unchanged.
 Torch's OpenMP workers are made by the first thread that runs a parallel op and inherit its priority, so
 the loop lowers itself before its first chunk.
+A schedule (the scene's `generation.budget`, e.g. 100 % for the first 20 minutes, then 15 %) sets the
+percentage from the play time (`played`: seconds heard, so a pause does not count); `--budget` wins over
+it. A schedule with any step below 100 lowers the priority from the start (the workers are made then),
+which costs nothing while the machine is otherwise idle: SCHED_IDLE gets every cycle nobody else wants.
 """
 
 from __future__ import annotations
@@ -25,15 +29,36 @@ PRIORITY_NAMES = ("SCHED_IDLE", "nice 19", "unchanged")
 
 class Budget:
     def __init__(self, percent: float = 100.0):
-        if not 0 < percent <= 100:
-            raise ValueError(f"budget: expected a percentage above 0 and at most 100, got {percent:g}")
-        self.percent = float(percent)
+        _check(percent)
+        self._percent = float(percent)
         self.priority = "unchanged"  # what `lower_priority` managed (the status shows it)
         self._rest_until = 0.0  # monotonic time the loop may work again
+        self._schedule: tuple[tuple[float | None, float], ...] = ()  # (until play second or None, percent)
+        self._played = None  # () -> seconds played so far, for the schedule
+
+    def follow(self, schedule, played) -> None:
+        """Take the percentage from `schedule` ((until_s or None, percent) steps, the last open-ended:
+        the scene's `generation.budget`) at the play time `played()` returns. Call before the loop starts."""
+        steps = tuple((None if until is None else float(until), float(percent)) for until, percent in schedule)
+        for _, percent in steps:
+            _check(percent)
+        self._schedule, self._played = steps, played
+
+    @property
+    def percent(self) -> float:
+        """The share in force now: the schedule's step at this play time, else the fixed one."""
+        if self._schedule:
+            t = self._played()
+            for until, percent in self._schedule:
+                if until is None or t < until:
+                    return percent
+            return self._schedule[-1][1]
+        return self._percent
 
     @property
     def limited(self) -> bool:
-        return self.percent < 100
+        """Below 100 now, or at some step of the schedule (the priority is lowered from the start)."""
+        return self.percent < 100 or any(percent < 100 for _, percent in self._schedule)
 
     def lower_priority(self) -> str:
         """Call on the generator thread. The lowest priority this OS lets the thread take; its name."""
@@ -56,9 +81,15 @@ class Budget:
 
     def worked(self, seconds: float) -> None:
         """A batch took `seconds` of work: rest the budget's share after it (added to any rest still owed)."""
-        if self.limited:
+        percent = self.percent
+        if percent < 100:
             now = time.monotonic()
-            self._rest_until = max(self._rest_until, now) + seconds * (100.0 / self.percent - 1.0)
+            self._rest_until = max(self._rest_until, now) + seconds * (100.0 / percent - 1.0)
 
     def resting(self) -> bool:
-        return self.limited and time.monotonic() < self._rest_until
+        return time.monotonic() < self._rest_until
+
+
+def _check(percent: float) -> None:
+    if not 0 < percent <= 100:
+        raise ValueError(f"budget: expected a percentage above 0 and at most 100, got {percent:g}")

@@ -13,6 +13,8 @@ A live change interrupts the batch in progress only when every stream in it is w
 remade with the new mix at once, and the timeline says so ({"event": "abandoned", ...}). In a shared batch
 the change waits for the next boundary. A nearly-done chunk is finished and offered to the feeder (played,
 or kept as cover material) rather than thrown away.
+The first chunk after a change, alone in its batch, is short (ChunkSpec.short_frames: half the chunk at the
+model's geometry), so the change is heard in about half the wait; lengths return to the scene's after it.
 A budget (stream/budget.py; `--budget`) rests the loop after each batch so that it works only that share
 of wall time, on a thread at the lowest scheduling priority the OS offers.
 """
@@ -37,6 +39,8 @@ from .first_sound import FirstSound
 from ..generator.denoise import Cancelled
 from .scene_stream import Segment, next_segments
 
+CHANGING_S = 60.0  # after a live change the buffer stays shallow this long (someone is changing things)
+SHALLOW_CHUNKS = 1.5  # a shallow buffer: the safety plus this many chunks' predicted work
 NEARLY_DONE = 0.85  # a batch past this share of its denoising steps finishes even when a change arrives
 JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
@@ -64,7 +68,7 @@ class StreamSlot:
     """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
 
     def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
-                 name: str = "", ahead=None):
+                 name: str = "", ahead=None, changing_s: float = CHANGING_S):
         self.stream = stream
         self.out = out
         self.name = name
@@ -72,6 +76,12 @@ class StreamSlot:
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
         self.epoch = 0  # how many batches of live changes have been applied
+        self.short_next = False  # a change was applied: its first chunk is short (alone in its batch)
+        # Someone is changing things until then (monotonic): a live change, or the web mixer's page open. The
+        # buffer ahead stays shallow meanwhile (`shallow_s`), so less fresh audio is made only to be dropped at
+        # the next change (the feeder keeps its margin and crossfades into the new audio), and deepens after.
+        self.changing_s = changing_s
+        self.changing_until = 0.0
         self.ahead = ahead or (lambda: float("inf"))  # seconds of audio buffered ahead (the consumer's)
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
@@ -84,14 +94,34 @@ class StreamSlot:
         self._backoff = 0.5
         self._log_lock = threading.Lock()
         self._timeline = open(timeline, "w", encoding="utf-8") if timeline else None
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        """Seconds since this slot began: the `t_s` of timeline events from different threads, comparable."""
+        return round(time.monotonic() - self._t0, 3)
 
     # Owner's side (the main thread, or a listener's connection) -----------------------------------
     def request(self, change) -> None:
         """Apply `change(stream)` before this stream's next chunk, abandoning the one in progress if alone."""
         self.changes.put(change)
+        self.changing_until = time.monotonic() + self.changing_s
         self.interrupt.set()
         # A change applies at once, even while a failing chunk waits out its backoff (up to 30 s).
         self._retry_at, self._backoff = 0.0, 0.5
+
+    def watched(self, seconds: float) -> None:
+        """A page that changes things is open (the web mixer): keep the buffer shallow for `seconds` more."""
+        self.changing_until = max(self.changing_until, time.monotonic() + seconds)
+
+    def changing(self) -> bool:
+        return time.monotonic() < self.changing_until
+
+    def shallow_s(self) -> float:
+        """The buffer ahead while someone is changing things: what must be left when a chunk lands (the safety
+        the step controller keeps) plus SHALLOW_CHUNKS of its predicted work; the loop starts no chunk above it."""
+        st = self.stepper
+        work = st.predict(st.last) if st is not None and st.per_step is not None else self.stream.hop_s
+        return MARGIN_S + XFADE_S + JITTER_S + SHALLOW_CHUNKS * work
 
     def log(self, row: dict) -> None:
         """Timeline rows come from the loop (chunks) and the owner (tweaks)."""
@@ -128,7 +158,12 @@ class StreamSlot:
         return self._pending is not None
 
     def ready(self, now: float) -> bool:
-        return not self.closed and self.first.gave_up is None and self._pending is None and now >= self._retry_at
+        if self.closed or self.first.gave_up is not None or self._pending is not None or now < self._retry_at:
+            return False
+        # While someone is changing things, no chunk starts until the buffer is down to a shallow depth; a change
+        # waiting starts one at once (what is buffered beyond the feeder's margin is replaced by it).
+        return (not self.changing() or self.interrupt.is_set() or not self.changes.empty()
+                or self.ahead() <= self.shallow_s())
 
     def prepare(self) -> None:
         self.first.trying()
@@ -143,6 +178,7 @@ class StreamSlot:
             applied = True
         if applied:
             self.epoch += 1
+            self.short_next = True
 
     def choose_steps(self) -> int:
         """This stream's steps for its next chunk: within the preset's range, so the buffer stays above its
@@ -160,8 +196,10 @@ class StreamSlot:
         self.stats.chunks += 1
         self.stats.last_done = time.monotonic()
         self.stats.steps = seg.steps
-        self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
-        self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
+        self.short_next = False
+        if seg.short_frames is None:  # a short chunk's cost would mislead the cost model and the speed shown
+            self.stepper.observe(seg.steps, seg.denoise_s, seg.gen_s)
+            self.stats.rtf_history.append(self.stats.hop_s / max(seg.gen_s, 1e-9))
         self.log(seg.timeline_row())
         qc = self.stream.scene.quality_check
         gave_up = self.first.made(seg.audio, seg.weights, qc.silence_db if qc.enabled else None)
@@ -266,20 +304,24 @@ class GenerationLoop(threading.Thread):
             for slot in batch:
                 slot.prepare()
             # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
-            self._run_batch(batch, min(slot.choose_steps() for slot in batch))
+            steps = min(slot.choose_steps() for slot in batch)
+            # The first chunk after a change is short (heard in about half the wait), where it is alone in its
+            # batch: in a shared batch every stream would get the short length.
+            frames = batch[0].stream.short_frames() if len(batch) == 1 and batch[0].short_next else None
+            self._run_batch(batch, steps, frames)
         with self._lock:
             slots = list(self.slots)
         for slot in slots:
             slot.close()
 
-    def _run_batch(self, batch: list[StreamSlot], steps: int) -> None:
+    def _run_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         t0 = time.perf_counter()
         try:
-            self._make_batch(batch, steps)
+            self._make_batch(batch, steps, frames)
         finally:  # every batch's work counts against the budget: made, abandoned or failed
             self.budget.worked(time.perf_counter() - t0)
 
-    def _make_batch(self, batch: list[StreamSlot], steps: int) -> None:
+    def _make_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         done = [0]  # denoising steps begun (should_stop is asked once before each)
 
         def should_stop() -> bool:
@@ -292,12 +334,12 @@ class GenerationLoop(threading.Thread):
 
         t0 = time.perf_counter()
         try:
-            outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps)
+            outs = next_segments([s.stream for s in batch], should_stop=should_stop, steps=steps, frames=frames)
         except Cancelled:
             for slot in batch:
                 if not slot.closed and not self.stop.is_set():  # a live change, not the end
                     slot.log({"event": "abandoned", "chunk_index": slot.stream.state.gen.chunk_index,
-                              "steps_done": max(0, done[0] - 1), "steps": steps})
+                              "steps_done": max(0, done[0] - 1), "steps": steps, "t_s": slot.now()})
             return
         except _OOM as exc:
             changes = [s.stream.reduce_memory() for s in batch]

@@ -35,6 +35,7 @@ from ..errors import SceneError
 from ..scene import Scene, load_scene
 from ..scene.load import one_line
 from .control_requests import parse_request
+from .prompt_ahead import PromptAhead
 from .playback import Playback
 
 _GEOMETRY = ("chunk_seconds", "overlap_seconds")
@@ -65,6 +66,7 @@ class LiveControl:
         self._next_poll = 0.0
         self._heard = 0
         self.pending: dict[int, dict] = {}  # epoch -> tweak row, until its audio is heard
+        self._ahead: PromptAhead | None = None  # new prompts encoded while the chunk in flight runs
 
     # The owner calls this every tick.
     def tick(self) -> None:
@@ -78,6 +80,11 @@ class LiveControl:
             self._next_poll = now + self._poll_s
             self._check_file()
 
+    def watched(self, seconds: float) -> None:
+        """The web mixer's page is open: the buffer ahead stays shallow for `seconds` more (StreamSlot.watched)."""
+        if self.playback.slot is not None:
+            self.playback.slot.watched(seconds)
+
     @property
     def volume(self) -> float:
         """The master volume: the transport's, or the scene's own without one."""
@@ -86,14 +93,18 @@ class LiveControl:
     def _played_s(self) -> float:
         return self.playback.played_s()
 
-    def _submit(self, kind: str, detail: dict, change) -> None:
+    def _submit(self, kind: str, detail: dict, change, prompts=()) -> None:
+        """Hand `change` to the generator, once `prompts` (a new scene's) are encoded (stream/prompt_ahead.py)."""
         gen = self.playback.slot
-        gen.request(change)
+        if self._ahead is None or self._ahead.slot is not gen:
+            self._ahead = PromptAhead(gen, self.playback.stream.encoder)
         # The epoch this change lands in: one more than what is applied or queued before it.
-        epoch = gen.epoch + gen.changes.qsize()
-        row = {"event": "tweak", "kind": kind, **detail, "epoch": epoch, "received_s": round(self._played_s(), 3)}
+        epoch = gen.epoch + gen.changes.qsize() + self._ahead.waiting + 1
+        row = {"event": "tweak", "kind": kind, **detail, "epoch": epoch, "received_s": round(self._played_s(), 3),
+               "t_s": gen.now()}
         self.pending[epoch] = row
         gen.log(row)
+        self._ahead.submit(change, prompts, epoch)
 
     def _report_heard(self) -> None:
         switches = self.playback.feeder.switches
@@ -214,7 +225,8 @@ class LiveControl:
 
     def _replace(self, kind: str, detail: dict, new: Scene) -> None:
         self.scene = new
-        self._submit(kind, detail, lambda stream: stream.replace_scene(new))
+        prompts = [new.negative_prompt, "", *(layer.prompt for layer in new.layers.values())]
+        self._submit(kind, detail, lambda stream: stream.replace_scene(new), prompts)
 
     def mix(self) -> Scene:
         """The scene as it plays now: prompts and layers as edited, each moved layer at the value it was set to.

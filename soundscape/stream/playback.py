@@ -72,15 +72,18 @@ class Playback:
         return cls(ring, player(ring, rate) if player else PulledClock(), rate=rate, device=device,
                    on_fresh=on_fresh, labels=labels, pool_s=pool_s)
 
-    def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None):
+    def attach(self, stream, *, timeline: str | None = None, name: str = "", budget=None,
+               changing_s: float | None = None):
         """The stream, once its model is loaded: returns its slot for the generation loop; `budget` (the
-        loop's, stream/budget.py) is what the status reports."""
+        loop's, stream/budget.py) is what the status reports; `changing_s`: how long the buffer stays shallow
+        after a live change (default generation_loop.CHANGING_S)."""
         # Imported here: torch takes seconds to import, and an instant start sounds before (play/instant.py).
-        from .generation_loop import StreamSlot
+        from .generation_loop import CHANGING_S, StreamSlot
 
         self.stream = stream
         self.budget = budget
-        self.slot = StreamSlot(stream, self.fresh, timeline, name=name, ahead=self.ahead)
+        self.slot = StreamSlot(stream, self.fresh, timeline, name=name, ahead=self.ahead,
+                               changing_s=CHANGING_S if changing_s is None else changing_s)
         self.feeder.cover_from(int(stream.chain.fade_in_s * self.rate), stream.seed)  # the fade-in is no cover
         return self.slot
 
@@ -118,6 +121,7 @@ class Playback:
             "scene": stream.scene.name,
             "elapsed_s": round(self.played_s(), 2),
             "buffered_s": round(self.buffered_s(), 2),
+            "buffer": "shallow" if gen.changing() else "deep",  # shallow while someone is changing things
             "generator_rtf": round(gen.stats.rtf, 3),
             "chunks": gen.stats.chunks,
             "steps": gen.stats.steps,

@@ -85,10 +85,13 @@ class Segment:
     quality: dict | None = None  # the watchdog's scores for the chunk that passed
     rejected: list | None = None  # tries the watchdog turned down: seed, failed checks, scores
     epoch: int = 0  # bumped by every live change; the feeder crossfades into a new epoch at once
+    short_frames: int | None = None  # a short chunk's latent frames (the first after a live change), else None
 
     def timeline_row(self) -> dict:
         row = {"chunk": self.chunk, "start_s": round(self.start_s, 4), "end_s": round(self.end_s, 4),
                "weights": self.weights, "seed": self.seed, "steps": self.steps, "gen_s": round(self.gen_s, 4)}
+        if self.short_frames is not None:
+            row["frames"] = self.short_frames
         if self.quality is not None:
             row["quality"] = self.quality
         if self.rejected:
@@ -110,6 +113,9 @@ class SceneStream:
         self.overrides: tuple[controller.Override, ...] = ()
         self.change: controller.SceneChange | None = None
         self.state = StreamState()
+        # Scene seconds the short chunks after live changes did not make (play only; 0 in a render): the scene's
+        # clock runs behind chunk index x hop by this much.
+        self.shortfall_s = 0.0
         self._cond_cache: tuple[tuple, Conditioning] | None = None
         self._denoise_overrides: dict = {}
         self._steps = steps  # --steps, or fewer after an out-of-memory error; None: the scene's
@@ -170,17 +176,27 @@ class SceneStream:
         return self.spec.hop * SAMPLES_PER_FRAME / MODEL_RATE
 
     def chunk_time(self, index: int) -> float:
-        return index * self.hop_s
+        return index * self.hop_s - self.shortfall_s
 
     def output_span(self, index: int) -> tuple[float, float]:
         """Where chunk `index`'s emitted audio sits in the output (the first chunk emits `lead` more)."""
         lead_s = self.spec.lead * SAMPLES_PER_FRAME / MODEL_RATE
-        start = 0.0 if index == 0 else index * self.hop_s + lead_s
-        return start, (index + 1) * self.hop_s + lead_s
+        start = 0.0 if index == 0 else index * self.hop_s + lead_s - self.shortfall_s
+        return start, (index + 1) * self.hop_s + lead_s - self.shortfall_s
 
     def control_time(self, index: int) -> float:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
-        return (index + 0.5) * self.hop_s
+        return (index + 0.5) * self.hop_s - self.shortfall_s  # exactly as before when no chunk was short
+
+    def short_frames(self) -> int | None:
+        """The latent frames of a short chunk (the first after a live change, generator/chunks.py) if the next
+        chunk may be one now: it continues a tail, and the model runs that length without compiling first
+        (OpenVINO compiles the short shape in the background at the first change: full chunks until then)."""
+        frames = self.spec.short_frames
+        if frames is None or self.state.gen.tail_latents is None:
+            return None
+        decode = frames - self.spec.decode_start(first=False)
+        return frames if self.model.ready_for(frames, decode) else None
 
     def day_start_at(self, t: float) -> float:
         """A clock scene's time of day at scene time 0, as seen from the chunk at scene time `t`.
@@ -242,12 +258,13 @@ class SceneStream:
             raise out
         return out
 
-    def _prepare(self, steps: int | None = None) -> _Prepared:
+    def _prepare(self, steps: int | None = None, frames: int | None = None) -> _Prepared:
         """What the next chunk is made from: the scene's weights at its time, its conditioning and settings;
-        `steps` its denoising steps (the generation loop's adaptive choice), None for the scene's."""
+        `steps` its denoising steps (the generation loop's adaptive choice), None for the scene's; `frames`
+        a short chunk's length (`short_frames`), None for the scene's."""
         index = self.state.gen.chunk_index
         t = self.control_time(index)
-        spec = self.spec
+        spec = self.spec if frames is None or frames == self.spec.frames else self.spec.shortened(frames)
         if steps is not None and steps != spec.denoise.steps:
             spec = replace(spec, denoise=replace(spec.denoise, steps=steps))
         day = self.day_start_at(t) if self.scene.evolution.follows_clock else None
@@ -310,11 +327,14 @@ class SceneStream:
         self._attempts.pop(p.index, None)
         audio, out = self.chain.push(result.audio.numpy(), self.state.out, p.presence)
         self.state = StreamState(gen=result.state, out=out)
-        start_s, end_s = self.output_span(p.index)
-        return Segment(audio=audio, chunk=p.index, start_s=start_s, end_s=end_s,
+        start_s = self.output_span(p.index)[0]
+        short = p.spec.frames if p.spec.frames != self.spec.frames else None
+        if short is not None:
+            self.shortfall_s += (self.spec.frames - short) * SAMPLES_PER_FRAME / MODEL_RATE
+        return Segment(audio=audio, chunk=p.index, start_s=start_s, end_s=self.output_span(p.index)[1],
                        weights=p.weights, seed=result.seed, gen_s=time.perf_counter() - p.started,
                        steps=p.spec.denoise.steps, denoise_s=result.denoise_s,
-                       quality=verdict.scores if verdict else None, rejected=p.rejected or None)
+                       quality=verdict.scores if verdict else None, rejected=p.rejected or None, short_frames=short)
 
     # State -----------------------------------------------------------------
     def save_state(self, path: str | Path) -> None:
@@ -401,9 +421,10 @@ def checked_chunk(stream: SceneStream, gen: GeneratorState, seed: int, by_prompt
 
 
 def next_segments(streams: list[SceneStream], should_stop=None,
-                  steps: int | None = None) -> list[Segment | BaseException]:
+                  steps: int | None = None, frames: int | None = None) -> list[Segment | BaseException]:
     """The next segment of every stream, their chunks generated together (one UNet call per step), each
-    with `steps` denoising steps (None: each stream's own setting).
+    with `steps` denoising steps (None: each stream's own setting) and `frames` latent frames (a short chunk
+    after a live change; None: each stream's own length).
 
     Streams with the same chunk settings share a batch. A chunk the watchdog turns down is made
     again with its next seed, in a batch of the streams still waiting. One stream's rejection is
@@ -418,7 +439,7 @@ def next_segments(streams: list[SceneStream], should_stop=None,
     prepared: dict[int, _Prepared] = {}
     for i, s in enumerate(streams):
         try:
-            prepared[i] = s._prepare(steps)
+            prepared[i] = s._prepare(steps, frames)
         except _OOM:
             raise  # the batch's trouble: the loop makes every stream smaller
         except Exception as exc:  # this stream's own trouble (its conditioning): never the batch's

@@ -29,4 +29,5 @@ def test_the_budget_reaches_play_options():
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
     assert play_options(parser.parse_args(["play", "forest", "--budget", "30"])).budget == 30.0
-    assert play_options(parser.parse_args(["play", "forest"])).budget == 100.0
+    # Not given: None, so that the scene's generation.budget schedule applies (100 without one).
+    assert play_options(parser.parse_args(["play", "forest"])).budget is None

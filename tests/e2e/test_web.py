@@ -249,6 +249,8 @@ def test_page_shows_the_scene_and_live_status_pushed_not_polled(page_a):
     assert row(d, "stream").find_element("css selector", ".prompt").get_attribute("value") == "a stream of water"
     assert d.find_element("id", "st-steps").text == "3"
     wait_for(lambda: d.find_element("id", "phase").text == "playing", 10)
+    # The fresh share (issue 32), from the status JSON the page is pushed.
+    assert d.find_element("id", "st-fresh").text.endswith(" %"), d.find_element("id", "st-fresh").text
     before, requests = d.find_element("id", "elapsed").text, api_requests(d)
     time.sleep(2.2)
     # The clock moved and the meter and spectrogram show sound, with no request from the page.

@@ -224,3 +224,59 @@ def test_vocoder_windows_stitch_to_the_whole_call_on_the_real_architecture():
     peak = np.abs(whole).max()
     assert np.abs(stitched - whole).max() <= 1e-4 * peak
     assert np.abs(narrow - whole).max() > 1e-2 * peak
+
+
+def test_a_short_mel_padded_to_the_compiled_window_matches_the_direct_call_before_the_dropped_edge():
+    """Play's short chunk after a change (issue 32) decodes fewer frames than the vocoder's one compiled length:
+    it runs padded (the last frame repeated) and cut back. The real architecture's output equals a direct call
+    up to the last STITCH_MARGIN frames, inside the EDGE_FRAMES (x 4 mel frames) that the joiner drops."""
+    import torch
+
+    from soundscape.generator.chunks import EDGE_FRAMES
+    from soundscape.model.architecture import _vocoder
+    from soundscape.model.openvino_runtime import STITCH_MARGIN, pad_to_window
+
+    torch.manual_seed(0)
+    vocoder = _vocoder().eval()
+    with torch.no_grad():  # gains like trained weights' (as above)
+        for p in vocoder.parameters():
+            p.mul_(3.0)
+    mel = torch.randn(1, 120, vocoder.config.model_in_dim)
+    with torch.no_grad():
+        direct = vocoder(mel).numpy()[:, : 120 * 160]
+        padded = pad_to_window(lambda part: vocoder(torch.from_numpy(part)).numpy(), mel.numpy(), 200, 160)
+    assert padded.shape == direct.shape
+    assert STITCH_MARGIN <= 4 * EDGE_FRAMES
+    kept = (120 - STITCH_MARGIN) * 160
+    peak = np.abs(direct).max()
+    assert np.abs(padded[:, :kept] - direct[:, :kept]).max() <= 1e-4 * peak
+    assert np.abs(padded - direct).max() > 1e-4 * peak  # the padding does reach the last frames
+
+
+def test_the_short_chunk_s_unet_shape_compiles_in_the_background_beside_the_one_in_use(tiny_model_dir, scene):
+    """Play's short chunk after a change (issue 32): at the first ask the shape is not there and compiles on a thread
+    of its own (full chunks meanwhile); then short and full chunks alternate with no compile, two UNet shapes
+    kept, the vocoder still one (the short decode padded to its length)."""
+    import time
+
+    from soundscape.stream.scene_stream import next_segments
+
+    model = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", quiet=True, runtime="openvino")
+    stream = SceneStream(model, scene, out_rate=16000, channels=1)
+    for _ in range(2):
+        stream.next_segment()
+    unet = model.unet_runtime.model
+    assert len(unet.compiled) == 1 and stream.short_frames() is None  # not compiled yet: it starts now
+    deadline = time.monotonic() + 120
+    while stream.short_frames() is None:
+        assert time.monotonic() < deadline, "the short shape never compiled"
+        time.sleep(0.05)
+    compiles = unet.compiles, model.vocoder_runtime.model.compiles
+    short = next_segments([stream], frames=stream.short_frames())[0]
+    full = stream.next_segment()
+    assert short.short_frames == stream.spec.short_frames and full.short_frames is None
+    assert abs((short.end_s - short.start_s) - (short.short_frames - stream.spec.overlap) * 0.04) < 1e-6
+    assert full.start_s == short.end_s
+    assert (unet.compiles, model.vocoder_runtime.model.compiles) == compiles  # nothing compiled on the way
+    assert len(unet.compiled) == 2 and len(model.vocoder_runtime.model.compiled) == 1
+    assert all(np.isfinite(s.audio).all() for s in (short, full))

@@ -87,3 +87,39 @@ def test_the_rest_after_work_is_the_budget_s_share_and_a_cut_rest_is_still_owed(
     assert not Budget(100).limited and Budget(100).lower_priority() == "unchanged"
     with pytest.raises(ValueError, match="got 0"):
         Budget(0)
+
+
+SCHEDULED = {"generation": {"budget": [{"until": 3, "percent": 100}, {"percent": 20}]}}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_scene_s_budget_schedule_switches_at_its_play_time_and_budget_wins(tiny_model):
+    """generation.budget: 100 % for the first 3 s of play, then 20 %; against play time (the device's clock)."""
+    scene = Scene.model_validate(merged(merged(SCENE_DATA, BUSY), SCHEDULED))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    engine = Engine(stream, OutputConfig(NULL_DEVICE, "null", RATE, 1), quiet=True, capture=[])
+    seen: list[tuple[float, float]] = []  # (play time, the budget's percent) each tick
+    engine.run(duration=6.0, fade_out=0.5,
+               ticks=[lambda: seen.append((engine.playback.played_s(), engine.playback.status()["budget_percent"]))])
+    before = {p for t, p in seen if t < 2.9}
+    after = {p for t, p in seen if t > 3.1}
+    assert before == {100.0} and after == {20.0}, seen[::20]
+    # A schedule with a low step lowers the generator from the start: its OpenMP workers are made then.
+    assert engine.loop.budget.priority == "SCHED_IDLE"
+    # --budget wins over the schedule.
+    given = Engine(SceneStream(tiny_model, scene, out_rate=RATE, channels=1),
+                   OutputConfig(NULL_DEVICE, "null", RATE, 1), quiet=True, capture=[], budget=50)
+    assert given.budget.percent == 50 and given.playback.status()["budget_percent"] == 50
+
+
+def test_a_budget_schedule_follows_the_clock_it_is_given():
+    played = [0.0]
+    budget = Budget()
+    budget.follow(((10.0, 100.0), (20.0, 40.0), (None, 15.0)), lambda: played[0])
+    assert budget.percent == 100 and budget.limited  # limited: a later step is below 100
+    played[0] = 10.0
+    assert budget.percent == 40
+    played[0] = 1e6
+    assert budget.percent == 15
+    with pytest.raises(ValueError, match="got 0"):
+        Budget().follow(((None, 0.0),), lambda: 0.0)

@@ -23,11 +23,11 @@ class FlakyStream(SceneStream):
     error: type = RuntimeError
     calls = 0
 
-    def _prepare(self, steps=None):
+    def _prepare(self, steps=None, frames=None):
         self.calls += 1
         if self.calls % self.every == 0:
             raise self.error("injected failure")
-        return super()._prepare(steps)
+        return super()._prepare(steps, frames)
 
 
 def run_engine(stream, seconds, speed=2.0):

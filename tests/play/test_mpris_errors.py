@@ -30,7 +30,8 @@ class Live:
 
     def handle(self, request: dict) -> dict:
         if request["cmd"] == "status":
-            return {"ok": True, "status": {"scene": "Test", "volume": self.volume, "paused": False}}
+            return {"ok": True, "status": {"scene": "Test", "volume": self.volume, "paused": False,
+                                         "fresh_percent": 30}}
         self.requests.append(request)
         if request["cmd"] == "volume":
             self.volume = request["volume"]
@@ -126,3 +127,12 @@ def test_desktop_entry_only_when_a_desktop_file_is_installed(player):
     (data / "applications" / "soundscape.desktop").write_text("[Desktop Entry]\nName=soundscape\n")
     out = send(address, *get)
     assert out.returncode == 0 and 'string "soundscape"' in out.stdout, out.stderr
+
+
+def test_metadata_shows_the_fresh_share(player):
+    """Issue 32: the share of fresh audio, as the status line says it, in the desktop's media widget."""
+    _, address, _ = player
+    out = send(address, f"{P}.Get", f"string:{PLAYER}", "string:Metadata")
+    assert out.returncode == 0, out.stderr
+    assert 'string "fresh 30 %"' in out.stdout and "soundscape:freshPercent" in out.stdout, out.stdout
+    assert "int32 30" in out.stdout, out.stdout

@@ -72,6 +72,27 @@ def test_cross_field_checks():
     assert "evolution.keyframes.0.weights.owls: expected one of the layers (birds, stream), got 'owls'" in msg
 
 
+@pytest.mark.parametrize("budget, expected", [
+    ("[{until: 20m, percent: 100}, {until: 10m, percent: 50}, {percent: 15}]",
+     "generation.budget.1.until: expected a later time than the step before (1200 s), got 600 s"),
+    ("[{percent: 100}, {percent: 15}]", "generation.budget.0.until: expected a play time (like 20m) on every step"),
+    ("[{until: 20m, percent: 100}, {until: 1h, percent: 15}]",
+     "generation.budget.1.until: expected no until on the last step (it lasts the rest of the night), got 3600"),
+    ("[{until: 20m, percent: 0}, {percent: 15}]", "generation.budget.0.percent: expected a number from 1 to 100, got 0"),
+    ("[{until: soon, percent: 100}, {percent: 15}]", "generation.budget.0.until: expected seconds as a number or a "
+     "duration like 90s or 5m"),
+])
+def test_a_bad_budget_schedule_names_its_step(budget, expected):
+    msg = error_for(SCENE.replace("steps: 3", f"steps: 3, budget: {budget}", 1))
+    assert msg.startswith("scenes/x.yaml:7: ") and expected in msg, msg
+
+
+def test_a_budget_schedule_reads_as_play_seconds():
+    scene = parse_scene(SCENE.replace("steps: 3", "steps: 3, budget: [{until: 20m, percent: 100}, {percent: 15}]", 1))
+    assert scene.generation.budget_schedule() == ((1200.0, 100.0), (None, 15.0))
+    assert parse_scene(SCENE).generation.budget_schedule() == ()  # none: 100 %, or --budget
+
+
 def test_yaml_problems():
     assert error_for("name: [x\n").startswith("scenes/x.yaml:2: invalid YAML")
     assert "use spaces, not tabs" in error_for("name: x\nlayers:\n\tbirds: {prompt: a}\n")

@@ -79,6 +79,7 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
         made = listening.run(lambda: [r for r in rows(timeline) if "gen_s" in r and r["weights"]["birds"] == 0.0])[0]
         made_after = time.monotonic() - asked
         heard = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])[0]
+        after = listening.run(lambda: [r for r in rows(timeline) if r.get("chunk") == made["chunk"] + 1])[0]
     finally:
         loop.stop.set()
         loop.join(timeout=60)
@@ -91,10 +92,90 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
     assert 0 <= abandoned["steps_done"] < 0.85 * abandoned["steps"], abandoned
     assert made["chunk"] == abandoned["chunk_index"], (made, abandoned)
     assert events.index(made) > order.index("abandoned")
+    # It was short: half the chunk (5.12 s of 10.24 s, the 0.64 s overlap kept: 4.48 s new), then the length
+    # returned to the scene's (9.6 s new), continuing where the short one ended.
+    assert made["frames"] == stream.spec.short_frames == 128, made
+    assert abs((made["end_s"] - made["start_s"]) - 4.48) < 1e-3, made
+    assert "frames" not in after and abs((after["end_s"] - after["start_s"]) - stream.hop_s) < 1e-3, after
+    assert after["start_s"] == made["end_s"], (made, after)
     # It was begun at once: from the tweak to its end took its own work, not the rest of the old one too.
     assert made_after < made["gen_s"] + 0.5 * gen_s, (made_after, made)
     # Heard sooner than a whole chunk later: the buffer's margin plus one chunk's work, well under a hop.
     hop = stream.hop_s
     assert heard["latency_s"] < min(hop, MARGIN_S + made["gen_s"] + 0.5 * gen_s + 0.3), (heard, hop, made)
     assert playback.player.underruns == 0
-    print(f"tweak heard after {heard['latency_s']} s; remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
+    print(f"tweak heard after {heard['latency_s']} s; short remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
+
+
+def test_a_new_prompt_is_encoded_while_the_chunk_in_flight_runs(tiny_model, tmp_path):
+    """The prompt is encoded on its own thread as the request arrives; the chunk in flight is given up only once
+    the embeddings are ready (timeline: tweak, encoded, abandoned, each with its time t_s)."""
+    scene = Scene.model_validate(merged(SCENE_DATA, SLOW))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    timeline = tmp_path / "t.jsonl"
+    playback = Playback.build(RATE, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(timeline))
+    live = LiveControl(playback, None)
+    loop = GenerationLoop([slot])
+    loop.start()
+    try:
+        listening = Listening(playback, live)
+        listening.run(lambda: slot.stats.chunks >= 1)
+        listening.run(lambda: playback.fresh.empty() and not slot.holding)
+        listening.keep_on(0.5)
+        assert live.handle({"cmd": "prompt", "layer": "birds", "prompt": "an owl hooting far away"})["ok"]
+        made = listening.run(lambda: [r for r in rows(timeline) if r.get("event") == "tweak_heard"])
+    finally:
+        loop.stop.set()
+        loop.join(timeout=60)
+    events = rows(timeline)
+    tweak = next(r for r in events if r.get("event") == "tweak")
+    encoded = next(r for r in events if r.get("event") == "encoded")
+    abandoned = next(r for r in events if r.get("event") == "abandoned")
+    assert encoded["epoch"] == tweak["epoch"] and encoded["prompts"] == 1, encoded  # only the new prompt
+    # The chunk in flight ran on through the encoding: it was given up after the embeddings were ready.
+    assert tweak["t_s"] <= encoded["t_s"] <= abandoned["t_s"], (tweak, encoded, abandoned)
+    assert abandoned["steps_done"] >= 1, abandoned
+    assert events.index(encoded) < events.index(abandoned) and made
+    assert stream.encoder.has("an owl hooting far away")
+
+
+FAST = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 3},
+        "evolution": {"transition_seconds": 0}, "output": {"sample_rate": RATE, "channels": 1}}
+
+
+def test_the_buffer_stays_shallow_while_someone_is_changing_things_and_deepens_after(tiny_model, tmp_path):
+    scene = Scene.model_validate(merged(SCENE_DATA, FAST))
+    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
+    playback = Playback.build(RATE, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(tmp_path / "t.jsonl"), changing_s=5.0)
+    live = LiveControl(playback, None)
+    loop = GenerationLoop([slot])
+    loop.start()
+
+    def deepest(seconds: float) -> tuple[float, set]:
+        seen, states, end = [], set(), time.monotonic() + seconds
+        listening.run(lambda: seen.append(playback.ahead()) or states.add(playback.status()["buffer"])
+                      or time.monotonic() >= end)
+        return max(seen), states
+
+    try:
+        listening = Listening(playback, live)
+        listening.run(lambda: slot.stats.chunks >= 3)
+        deep, deep_states = deepest(3.0)
+        assert live.handle({"cmd": "set", "weights": {"birds": 0.2}})["ok"]
+        listening.keep_on(1.0)  # the change's chunk lands
+        shallow, shallow_states = deepest(3.0)
+        target = slot.shallow_s()
+        listening.keep_on(1.5)  # past changing_s: deepens again
+        again, again_states = deepest(3.0)
+    finally:
+        loop.stop.set()
+        loop.join(timeout=60)
+    hop = stream.hop_s
+    # While changing, no chunk starts above the shallow depth: at most that plus the chunk that lands.
+    assert shallow <= target + hop + 0.1 and shallow < deep - 1.0, (deep, shallow, target, hop)
+    assert shallow_states == {"shallow"} and deep_states == {"deep"} and again_states == {"deep"}
+    assert again > shallow + 1.0, (again, shallow)
+    assert playback.player.underruns == 0
+    print(f"ahead: deep {deep:.2f} s, while changing {shallow:.2f} s (target {target:.2f} s), after {again:.2f} s")

@@ -17,6 +17,8 @@ import sys
 import time
 from concurrent.futures import Future, InvalidStateError
 
+PAGE_HOLD_S = 2.0  # an open mixer page keeps the buffer shallow this long past each tick (then the change rule)
+
 
 def _resolve(future: Future, reply: dict) -> None:
     try:
@@ -35,6 +37,7 @@ class Bridge:
         self._last_set = -float("inf")
         self._next_status = 0.0
         self.snapshot: tuple[int, dict] = (0, {})  # (version, status); replaced whole, read by the web thread
+        self.pages = 0  # mixer pages open (their event streams), counted by the web thread
 
     # Web thread -------------------------------------------------------------
     def submit(self, request: dict) -> Future:
@@ -50,6 +53,9 @@ class Bridge:
             except queue.Empty:
                 break
         now = time.monotonic()
+        if self.pages > 0:
+            # Someone has the mixer open and may move a slider any moment: the buffer stays shallow.
+            self.live.watched(PAGE_HOLD_S)
         changed = False
         while self._held:
             request, future = self._held[0]

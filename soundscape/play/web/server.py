@@ -226,14 +226,18 @@ class WebMixer:
         async def stream():
             yield "retry: 3000\n\n"
             version = -1
-            while not self.closing:
-                if self.bridge.snapshot[0] != version:
-                    state = self._state()
-                    version = state["version"]
-                    yield f"event: state\ndata: {json.dumps(state)}\n\n"
-                yield f"event: audio\ndata: {json.dumps(self._audio_frame())}\n\n"
-                await asyncio.sleep(FRAME_S)
-            yield "event: bye\ndata: {}\n\n"
+            self.bridge.pages += 1  # an open page: the player keeps its buffer shallow (stream/generation_loop.py)
+            try:
+                while not self.closing:
+                    if self.bridge.snapshot[0] != version:
+                        state = self._state()
+                        version = state["version"]
+                        yield f"event: state\ndata: {json.dumps(state)}\n\n"
+                    yield f"event: audio\ndata: {json.dumps(self._audio_frame())}\n\n"
+                    await asyncio.sleep(FRAME_S)
+                yield "event: bye\ndata: {}\n\n"
+            finally:
+                self.bridge.pages -= 1
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

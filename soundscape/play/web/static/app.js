@@ -382,6 +382,7 @@ function render(s) {
   $("st-speed").classList.toggle("bad", s.generator_rtf > 0 && s.generator_rtf < 1);
   $("st-steps").textContent = s.steps || "–";
   $("st-coverups").textContent = s.coverups;
+  $("st-fresh").textContent = s.fresh_percent === undefined ? "–" : `${s.fresh_percent} %`;
   $("st-underruns").textContent = s.underruns;
   $("st-underruns").classList.toggle("bad", s.underruns > 0);
   $("st-device").textContent = `${s.device} · ${s.sample_rate / 1000} kHz`;
