@@ -14,7 +14,9 @@ Prints one JSON object:
 - longest_silence_s after the first sound, with the fade-out's tail excluded;
 - cpu_share: the player's CPU seconds / (wall seconds x cores), the issue-32 budget measure;
 - peak_rss_mib; the last status line the player printed (fresh share, cover-ups, underruns);
-- capture: the float WAV (keep it for scripts/repeat_distance.py when that script is there).
+- capture: the float WAV (for scripts/repeat_distance.py);
+- with --pause-at S: paused_cpu_of_one_core, the player's CPU seconds per second while paused (after a
+  settling time), the issue-32 "under 2 % of one core" figure.
 Needs pulseaudio, pulseaudio-utils (parec) and libasound2-plugins (the pulse PCM), as the tests do.
 """
 
@@ -49,14 +51,60 @@ def start_pulse(root: Path) -> dict:
     return env
 
 
+class Pause:
+    """Pauses the player once it plays, and measures its CPU while paused: the issue-32 "under 2 % of one
+    core" figure. The first SETTLE_S after `pause` (the fade, a chunk in flight finishing) are not counted."""
+
+    SETTLE_S = 15.0
+
+    def __init__(self, at: float, hold: float, env: dict, log: Path):
+        self.at, self.hold, self.env, self.log = at, hold, env, log
+        self.started: float | None = None  # the first status line: the player plays
+        self.paused_at: float | None = None
+        self.window: list[tuple[float, float]] = []  # (time, cpu) inside the measured window
+        self.resumed = False
+
+    def _cli(self, *argv: str) -> None:
+        subprocess.run([sys.executable, "-m", "soundscape", *argv], env=self.env, capture_output=True, timeout=30)
+
+    def tick(self, cpu: float) -> None:
+        now = time.time()
+        if self.started is None:
+            if "fresh" in self.log.read_text(errors="replace"):
+                self.started = now
+            return
+        if self.paused_at is None and now - self.started >= self.at:
+            self._cli("pause")
+            self.paused_at = time.time()
+        elif self.paused_at is not None and not self.resumed:
+            if now - self.paused_at >= self.SETTLE_S + self.hold:
+                self._cli("resume")
+                self.resumed = True
+            elif now - self.paused_at >= self.SETTLE_S:
+                self.window.append((now, cpu))
+
+    def measured_s(self) -> float:
+        return round(self.window[-1][0] - self.window[0][0], 1) if len(self.window) > 1 else 0.0
+
+    def share(self) -> float | None:
+        if len(self.window) < 2:
+            return None
+        (t0, c0), (t1, c1) = self.window[0], self.window[-1]
+        return round((c1 - c0) / (t1 - t0), 4)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scene")
     ap.add_argument("--model", required=True)
     ap.add_argument("--duration", default="4m")
     ap.add_argument("--out", type=Path, default=None, help="folder for the capture, timeline and log")
+    ap.add_argument("--pause-at", type=float, default=None, metavar="S",
+                    help="`soundscape pause` S seconds after the first status line, `resume` --pause-for later")
+    ap.add_argument("--pause-for", type=float, default=60.0, metavar="S")
     ap.add_argument("extra", nargs="*", help="more arguments for play (after --)")
-    args = ap.parse_args()
+    args, rest = ap.parse_known_args()  # argparse keeps "--" and what follows it once `scene` is taken
+    args.extra = [a for a in [*args.extra, *rest] if a != "--"]
     out = args.out or Path(tempfile.mkdtemp(prefix="play-capture-"))
     out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="pulse-"))
@@ -74,6 +122,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT)
             ps = psutil.Process(proc.pid)
             cpu, peak = 0.0, 0
+            pause = Pause(args.pause_at, args.pause_for, env, log) if args.pause_at is not None else None
             while proc.poll() is None:
                 try:
                     times = ps.cpu_times()
@@ -81,6 +130,8 @@ def main() -> None:
                     peak = max(peak, ps.memory_info().rss)
                 except psutil.Error:
                     break
+                if pause is not None:
+                    pause.tick(cpu)
                 time.sleep(0.2)
         wall = time.time() - t0
         time.sleep(1.0)
@@ -103,7 +154,8 @@ def main() -> None:
         "heard_s": round(len(loud) and (loud[-1] - loud[0]) / rate, 1), "longest_silence_s": round(longest, 3),
         "cpu_s": round(cpu, 1), "cpu_share": round(cpu / (wall * os.cpu_count()), 3),
         "peak_rss_mib": round(peak / 2**20), "load": [round(x, 2) for x in os.getloadavg()],
-        "last_status": lines[-1].strip() if lines else None, "capture": str(capture), "timeline": str(timeline),
+        "last_status": lines[-1].strip() if lines else None,
+        **({"paused_cpu_of_one_core": pause.share(), "paused_s": pause.measured_s()} if pause else {}), "capture": str(capture), "timeline": str(timeline),
     }))
 
 

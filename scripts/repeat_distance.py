@@ -44,8 +44,10 @@ def envelope(audio: np.ndarray, rate: int) -> np.ndarray:
     return env - uniform_filter1d(env, int(DETREND_S * RATE / FRAME), mode="nearest")
 
 
-def shortest_repeat(audio: np.ndarray, rate: int, stretch_s: float = STRETCH_S, threshold: float = THRESHOLD):
-    """(distance s, first start s, second start s, correlation) of the closest repeat, or None."""
+def shortest_repeat(audio: np.ndarray, rate: int, stretch_s: float = STRETCH_S, threshold: float = THRESHOLD,
+                    after_s: float = 0.0):
+    """(distance s, first start s, second start s, correlation) of the closest repeat, or None; with
+    `after_s`, of stretches heard from then on (their earlier copy may lie anywhere)."""
     from scipy import fft
 
     env = envelope(audio, rate)
@@ -62,7 +64,7 @@ def shortest_repeat(audio: np.ndarray, rate: int, stretch_s: float = STRETCH_S, 
     sd = np.sqrt(np.maximum(s2 - s1 * s1 / m, 0.0))
     lags = np.arange(len(sd))
     best = None
-    for start in range(0, n - m + 1, hop):
+    for start in range(int(after_s * fps), n - m + 1, hop):
         q = env[start:start + m] - env[start:start + m].mean()
         qn = float(np.sqrt(np.dot(q, q)))
         if qn < 1e-9:
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The shortest repeat distance of any 2 s stretch in a capture.")
     parser.add_argument("capture", help="a WAV or FLAC file")
     parser.add_argument("--stretch", type=float, default=STRETCH_S, help="stretch length, seconds (default 2)")
+    parser.add_argument("--after", type=float, default=0.0, metavar="S",
+                        help="only stretches heard from S seconds on (e.g. once a budget's pool has filled)")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     args = parser.parse_args(argv)
     import soundfile as sf
@@ -94,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError) as e:
         print(f"repeat_distance: cannot read {args.capture}: {e}", file=sys.stderr)
         return 2
-    found = shortest_repeat(audio, rate, args.stretch)
+    found = shortest_repeat(audio, rate, args.stretch, after_s=args.after)
     out = {"capture": args.capture, "seconds": round(len(audio) / rate, 1), "stretch_s": args.stretch,
+           "after_s": args.after,
            "repeat_distance_s": None if found is None else round(found[0], 2)}
     if found is not None:
         out.update(first_s=round(found[1], 2), second_s=round(found[2], 2), correlation=round(found[3], 3))

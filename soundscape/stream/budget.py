@@ -5,9 +5,15 @@ machine must never starve the audio callback. With a budget below 100 the genera
   1. runs at the lowest scheduling priority the OS offers (`lower_priority`): on Linux SCHED_IDLE for
      that thread (any user may move a thread there), else nice 19 for that thread; elsewhere nice 19 for
      the process is not taken (it would slow the audio callback too), so the priority stays as it is;
-  2. works only PERCENT of wall time on average: after W seconds of work it rests W * (100/PERCENT - 1)
-     (`worked`, `resting`). A live change cuts a rest short so that it is heard at once; the rest it
-     skipped is still owed and is taken after the next chunk, so the average holds.
+  2. keeps the whole process's CPU time to PERCENT of the machine's (wall time x cores) on average: after
+     each batch it reads the process's CPU seconds since the last batch (every thread: the generator's,
+     and the output chain's and the weave's while it rested) and rests until that much CPU is paid for at
+     PERCENT (`account`, `resting`). Why the process's CPU and not the generator's wall time: the chain at
+     48 kHz stereo costs about a tenth of a core all the time; a duty cycle of the generator alone gave a
+     `--budget 15` play 19 % of the machine over 30 minutes (docs/budget.md). Idle time (a pause) is not
+     banked as credit. A live change cuts a rest short so that it is heard at once; the rest it skipped is
+     still owed and is taken after the next chunk, so the average holds. The account starts with the loop
+     (`start`): loading the model is not in it.
 Meanwhile the feeder plays earlier material (the cover-up path), so the sound never stops; the status
 shows the fresh share. Budget 100 (the default) is today's behaviour: no rest, the priority unchanged.
 Torch's OpenMP workers are made by the first thread that runs a parallel op and inherit its priority, so
@@ -28,9 +34,11 @@ PRIORITY_NAMES = ("SCHED_IDLE", "nice 19", "unchanged")
 
 
 class Budget:
-    def __init__(self, percent: float = 100.0):
+    def __init__(self, percent: float = 100.0, cpu_clock=time.process_time, cores: int | None = None):
         _check(percent)
         self._percent = float(percent)
+        self._cpu_clock, self._cores = cpu_clock, cores or _cores()
+        self._t_at = self._cpu_at = None  # monotonic time and process CPU seconds at the last account
         self.priority = "unchanged"  # what `lower_priority` managed (the status shows it)
         self._rest_until = 0.0  # monotonic time the loop may work again
         self._schedule: tuple[tuple[float | None, float], ...] = ()  # (until play second or None, percent)
@@ -79,15 +87,33 @@ class Budget:
                 self.priority = "unchanged"
         return self.priority
 
-    def worked(self, seconds: float) -> None:
-        """A batch took `seconds` of work: rest the budget's share after it (added to any rest still owed)."""
+    def start(self) -> None:
+        """Open the account: the loop's thread calls this before its first chunk."""
+        self._t_at, self._cpu_at = time.monotonic(), self._cpu_clock()
+        self._rest_until = max(self._rest_until, self._t_at)
+
+    def account(self) -> None:
+        """After a batch (made, abandoned or failed): rest until the process's CPU since the last account is
+        paid for at the budget's share of the machine, after any rest still owed."""
+        now, cpu = time.monotonic(), self._cpu_clock()
+        if self._t_at is None:
+            self._t_at, self._cpu_at = now, cpu
+        spent, since = cpu - self._cpu_at, self._t_at
+        self._t_at, self._cpu_at = now, cpu
         percent = self.percent
         if percent < 100:
-            now = time.monotonic()
-            self._rest_until = max(self._rest_until, now) + seconds * (100.0 / percent - 1.0)
+            # max(.., since): time that passed idle before the last account is not credit.
+            self._rest_until = max(self._rest_until, since) + spent / (percent / 100.0 * self._cores)
 
     def resting(self) -> bool:
         return time.monotonic() < self._rest_until
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (a container's share)
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _check(percent: float) -> None:

@@ -292,6 +292,7 @@ class GenerationLoop(threading.Thread):
     def run(self) -> None:
         # First, before this thread runs any torch op: its OpenMP workers are made by it and inherit it.
         self.budget.lower_priority()
+        self.budget.start()
         while not self.stop.is_set():
             # Resting out the budget: a live change cuts the rest short (heard at once), the debt stays.
             if self.budget.resting() and not self._changes_waiting():
@@ -315,11 +316,10 @@ class GenerationLoop(threading.Thread):
             slot.close()
 
     def _run_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
-        t0 = time.perf_counter()
         try:
             self._make_batch(batch, steps, frames)
         finally:  # every batch's work counts against the budget: made, abandoned or failed
-            self.budget.worked(time.perf_counter() - t0)
+            self.budget.account()
 
     def _make_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         done = [0]  # denoising steps begun (should_stop is asked once before each)

@@ -71,19 +71,37 @@ def test_a_budget_spends_less_cpu_never_goes_silent_and_shows_the_fresh_share(ti
           f"{full.playback.status()['fresh_percent']} % and {status['fresh_percent']} %")
 
 
-def test_the_rest_after_work_is_the_budget_s_share_and_a_cut_rest_is_still_owed():
-    budget = Budget(25)  # 1 s of work, then 3 s of rest
-    budget.worked(0.02)
+def test_the_rest_pays_for_the_process_s_cpu_at_the_budget_s_share_and_a_cut_rest_is_still_owed():
+    cpu = [0.0]  # the process's CPU seconds, as time.process_time would say (every thread of it)
+    budget = Budget(25, cpu_clock=lambda: cpu[0], cores=2)  # 1 s of CPU is paid for by 2 s of wall
+    budget.start()
+    cpu[0] += 0.04  # a batch: 0.04 s of CPU
+    budget.account()
     assert budget.resting()
-    time.sleep(0.07)  # 0.06 s owed
+    time.sleep(0.1)  # 0.08 s owed from the start
     assert not budget.resting()
-    budget.worked(0.1)
-    budget.worked(0.1)  # work done while the rest was cut short (a live change) adds to what is owed
+    cpu[0] += 0.2
+    budget.account()
+    cpu[0] += 0.2  # work done while the rest was cut short (a live change) adds to what is owed
+    budget.account()
     assert budget.resting()
-    time.sleep(0.4)
-    assert budget.resting()  # 0.6 s owed, not 0.3
+    time.sleep(0.45)
+    assert budget.resting()  # 0.8 s owed, not 0.4
+    time.sleep(0.45)
+    assert not budget.resting()
+    # CPU spent while resting (the output chain, the weave) counts too: here more than the rest paid for.
+    time.sleep(0.05)
+    cpu[0] += 0.2  # owed 0.4 s of wall from the end of the last rest, 0.15 s ago
+    budget.account()
+    assert budget.resting()
+    time.sleep(0.35)
+    assert not budget.resting()
+    # Idle time before the last account is not credit: a long pause does not buy a burst after it.
     time.sleep(0.3)
-    assert not budget.resting()
+    budget.account()
+    cpu[0] += 0.2
+    budget.account()
+    assert budget.resting()
     assert not Budget(100).limited and Budget(100).lower_priority() == "unchanged"
     with pytest.raises(ValueError, match="got 0"):
         Budget(0)

@@ -15,8 +15,8 @@ SCRIPT = Path(__file__).parents[2] / "scripts" / "repeat_distance.py"
 RATE = 48000
 
 
-def _run(path: Path) -> dict:
-    out = subprocess.run([sys.executable, str(SCRIPT), str(path), "--json"], capture_output=True, text=True,
+def _run(path: Path, *more: str) -> dict:
+    out = subprocess.run([sys.executable, str(SCRIPT), str(path), "--json", *more], capture_output=True, text=True,
                          check=True, timeout=120)
     return json.loads(out.stdout)
 
@@ -38,6 +38,9 @@ def test_a_planted_repeat_is_found_at_its_distance(tmp_path):
     assert abs(found["repeat_distance_s"] - 47.5) < 0.05, found
     assert abs(found["first_s"] - 20.0) <= 1.0 and found["correlation"] > 0.9, found
     assert _run(plain)["repeat_distance_s"] is None
+    # --after: only stretches heard from then on. The copy starts at 67.5 s; from 71 s on nothing repeats.
+    assert abs(_run(planted, "--after", "60")["repeat_distance_s"] - 47.5) < 0.05
+    assert _run(planted, "--after", "71")["repeat_distance_s"] is None
 
 
 def test_an_unreadable_capture_exits_2_naming_it(tmp_path):

@@ -49,9 +49,9 @@ def _log_errors(log) -> list[str]:
     return [line for line in log.read_text().splitlines() if any(w in line for w in ERROR_WORDS)]
 
 
-def test_four_listeners_get_a_minute_each_in_real_time(server):
+def test_four_listeners_get_half_a_minute_each_in_real_time(server):
     base = server["base"]
-    clients = [Client(f"{base}/stream/{'test' if k % 2 == 0 else 'other'}", 60.0) for k in range(4)]
+    clients = [Client(f"{base}/stream/{'test' if k % 2 == 0 else 'other'}", 30.0) for k in range(4)]
     for c in clients:
         c.start()
     assert _wait_for(lambda: _metrics(base).get("soundscape_listeners") == 4, 60)
@@ -60,7 +60,7 @@ def test_four_listeners_get_a_minute_each_in_real_time(server):
     for c in clients:
         assert c.error is None and not c.is_alive(), c.error
         audio = c.audio()
-        assert len(audio) >= 60 * RATE and np.isfinite(audio).all()
+        assert len(audio) >= 30 * RATE and np.isfinite(audio).all()
         # Real-time pace with no gap: from its first frame on, the client has always received at least
         # what a player started then would have played, less 50 ms; and never much more (the lead).
         t0, _ = c.arrivals[0]
@@ -173,18 +173,18 @@ def test_churn_leaks_no_slot_and_little_memory(server):
             t.join(timeout=400)
 
     # Warm up: every batch size and decode window once (oneDNN keeps a primitive per shape, about
-    # 100 MB here, then flat), then measure 300 cycles, 4 at a time.
-    churn(60)
+    # 100 MB here, then flat), then measure 160 cycles, 4 at a time.
+    churn(40)
     assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 15)
     before = proc.memory_info().rss
-    churn(300)
+    churn(160)
     assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 15)
     grown = (proc.memory_info().rss - before) / 2**20
-    assert grown < 50, f"RSS grew {grown:.1f} MB over 300 listeners"
+    assert grown < 50, f"RSS grew {grown:.1f} MB over 160 listeners"
     m = _metrics(base)
     # Every cycle was answered: admitted, or (while the 4 slots were still taken) refused with 503.
-    assert m["soundscape_listeners_joined_total"] + m["soundscape_listeners_refused_total"] >= 360
-    assert m["soundscape_listeners_joined_total"] >= 300
+    assert m["soundscape_listeners_joined_total"] + m["soundscape_listeners_refused_total"] >= 200
+    assert m["soundscape_listeners_joined_total"] >= 160
     assert not _log_errors(server["log"])
 
 
