@@ -35,7 +35,10 @@ def bench_scene(gen, frames: int, overlap: int, prompts: tuple[str, str]) -> Sce
     return Scene.model_validate({
         "name": "bench tweaks", "layers": {"a": {"prompt": prompts[0], "weight": 1.0},
                                            "b": {"prompt": prompts[1], "weight": 0.0}},
-        "generation": g, "evolution": {"transition_seconds": 0}, "output": {"sample_rate": RATE, "channels": 1}})
+        "generation": g, "evolution": {"transition_seconds": 0}, "output": {"sample_rate": RATE, "channels": 1},
+        # A latency figure, not a quality one: random weights (`--random-weights`, a saved random model) make
+        # near-silence that the quality check rejects, and the stream would never start.
+        "quality_check": {"enabled": False}})
 
 
 class _Listener:

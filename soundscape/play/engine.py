@@ -253,9 +253,16 @@ class Engine:
 
         The next chunk has been generating since the last one landed and should take about what the step
         controller predicts; sound starts when what is buffered, less the cover-up margin, covers the rest.
+        Where even the fewest steps make a chunk slower than the audio it adds, the weave fills in from the
+        first minute whatever happens: waiting would only delay the first sound by a whole chunk (13 s at
+        balanced on a 2-core AMD EPYC: a new scene's first sound came 38.6 s after `play`), so sound starts.
+        (The first chunk's time includes its shapes' compile or import: on a machine near real time this
+        may start sound early, where the next chunk then comes in time anyway.)
         """
         rate, stepper = self.config.rate, self.gen.stepper
         if stepper is None or stepper.per_step is None or self.prefill_s:
+            return
+        if stepper.predict(stepper.lo) > self.stream.hop_s:
             return
         expected = stepper.predict(stepper.last)
         deadline = time.monotonic() + 2 * self.stream.hop_s

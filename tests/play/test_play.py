@@ -75,6 +75,8 @@ def test_slow_generator_never_goes_silent(tiny_model, scene):
     result = engine.run(duration=9.0, fade_out=0.5)
     played = np.concatenate(engine.capture)[: 9 * 16000]
     assert result.coverups >= 1 and result.underruns == 0
+    # Slower than real time: sound starts after the first chunk, not after waiting for a second one.
+    assert engine.started_playing_after < 1.5 * stream.delay, (engine.started_playing_after, stream.delay)
     assert longest_silence(played[int(0.1 * 16000): int(8.4 * 16000)], 16000) < 0.05
     assert engine.feeder.cover_frames > 0 and engine.feeder.fresh_frames > 0
 
