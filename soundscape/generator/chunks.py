@@ -137,6 +137,17 @@ def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
         prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
 
 
+def prewarm(model: LoadedModel, spec: ChunkSpec) -> None:
+    """Begin importing, on threads, the OpenVINO shapes an earlier start used for `spec`'s chunks (the UNet's,
+    the vocoder's), so that they load beside the prompts' encoding rather than in the first chunk's first
+    step; the first call of a shape waits for its import. A no-op on torch and where nothing was compiled yet."""
+    prefer_vocoder_window(model, spec)
+    if getattr(model.unet_runtime, "prewarm", None) is not None:
+        model.unet_runtime.prewarm(spec.frames)
+    if getattr(model.vocoder_runtime, "prewarm", None) is not None:
+        model.vocoder_runtime.prewarm()
+
+
 def generate_chunks(model: LoadedModel, jobs: list[ChunkJob], spec: ChunkSpec, should_stop=None,
                     on_stage=None) -> list[ChunkResult]:
     """The next chunk of every job's stream, denoised as one batch and decoded in batches.

@@ -22,7 +22,7 @@ from ..audio.chain import ChainState, OutputChain
 from . import watchdog
 from ..errors import ChunkRejected, UsageError
 from ..generator.conditioning import Conditioning, PromptEncoder, blend, with_negative
-from ..generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks
+from ..generator.chunks import ChunkJob, ChunkResult, ChunkSpec, GeneratorState, generate_chunks, prewarm
 from ..generator.denoise import DenoiseSpec
 from ..model.geometry import MODEL_RATE, SAMPLES_PER_FRAME
 from ..model.loading import LoadedModel
@@ -187,6 +187,11 @@ class SceneStream:
     def control_time(self, index: int) -> float:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
         return (index + 0.5) * self.hop_s - self.shortfall_s  # exactly as before when no chunk was short
+
+    def prewarm(self) -> None:
+        """Before the first chunk: begin loading the model's compiled shapes for this stream's chunks on
+        threads (generator/chunks.py `prewarm`), beside the prompts' encoding."""
+        prewarm(self.model, self.spec)
 
     def short_frames(self) -> int | None:
         """The latent frames of a short chunk (the first after a live change, generator/chunks.py) if the next

@@ -103,6 +103,23 @@ def test_second_start_compiles_nothing_and_renders_the_same(tiny_model_dir, scen
     # The static shape's IR shares the entry's weights file (a hard link), not a second copy of it
     assert (shapes[0] / "model.bin").stat().st_ino == (entry / "model.bin").stat().st_ino
     np.testing.assert_array_equal(a, b)  # deterministic: same cache, same samples
+
+    # A third start prewarms (what GenerationLoop.start does): the shapes the last start used load on threads
+    # before the first chunk asks for them, and the first chunk uses them (no second import; the same samples).
+    import time
+
+    third = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", runtime="auto")
+    stream = SceneStream(third, scene, out_rate=16000, channels=1)
+    unet, vocoder = third.unet_runtime.model, third.vocoder_runtime.model
+    assert not unet.compiled and not vocoder.compiled
+    stream.prewarm()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (unet.compiled and vocoder.compiled):
+        time.sleep(0.05)
+    assert len(unet.compiled) == 1 and len(vocoder.compiled) == 1, "nothing was prewarmed"
+    c = np.concatenate([stream.next_segment().audio[:, 0] for _ in range(3)])
+    assert unet.compiles == 1 and vocoder.compiles == 1
+    np.testing.assert_array_equal(a, c)
     # Prepared weights: the second start built the UNet and vocoder from their configs alone (nothing read
     # from the weights files) and took them from the cache entries the first start noted
     from soundscape.model.openvino_runtime import torch_weights_freed
