@@ -137,11 +137,23 @@ def prefer_vocoder_window(model: LoadedModel, spec: ChunkSpec) -> None:
         prefer((spec.frames - spec.decode_start(first=False)) * model.pipe.vae_scale_factor)
 
 
+PREWARM_SPARE_BYTES = 4 << 30  # memory available for a prewarm beside the text encoders (about 1 GB used)
+
+
 def prewarm(model: LoadedModel, spec: ChunkSpec) -> None:
     """Begin importing, on threads, the OpenVINO shapes an earlier start used for `spec`'s chunks (the UNet's,
     the vocoder's), so that they load beside the prompts' encoding rather than in the first chunk's first
-    step; the first call of a shape waits for its import. A no-op on torch and where nothing was compiled yet."""
+    step; the first call of a shape waits for its import. A no-op on torch and where nothing was compiled yet.
+    SceneStream calls it once, as it is made.
+
+    The cost: where the prompts are new, the text encoders and the UNet's compiled shape are in memory at
+    once (peak RSS 3.1 GB against 2.1 GB at balanced on the full model; first sound 24.6 s against 28.6 s:
+    docs/benchmarks.md), so it is skipped where less than PREWARM_SPARE_BYTES of memory is available."""
     prefer_vocoder_window(model, spec)
+    import psutil
+
+    if psutil.virtual_memory().available < PREWARM_SPARE_BYTES:
+        return
     if getattr(model.unet_runtime, "prewarm", None) is not None:
         model.unet_runtime.prewarm(spec.frames)
     if getattr(model.vocoder_runtime, "prewarm", None) is not None:

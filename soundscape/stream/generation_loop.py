@@ -289,13 +289,6 @@ class GenerationLoop(threading.Thread):
         with self._lock:
             return any(s.interrupt.is_set() for s in self.slots)
 
-    def start(self) -> None:
-        with self._lock:
-            slots = list(self.slots)
-        for slot in slots:  # the compiled shapes load on their own threads while this one encodes the prompts
-            slot.stream.prewarm()
-        super().start()
-
     def run(self) -> None:
         # First, before this thread runs any torch op: its OpenMP workers are made by it and inherit it.
         self.budget.lower_priority()

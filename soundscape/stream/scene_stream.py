@@ -133,6 +133,7 @@ class SceneStream:
         self.day_start = time_of_day(time.time()) if day_start is None else float(day_start)
         self._day_start_given = day_start is not None  # else a resumed render keeps the one it started with
         self.heard_at = heard_at  # play: scene time -> the wall-clock time (epoch seconds) it will be heard
+        self._prewarmed = False
         self.set_scene(scene)
 
     def reduce_memory(self) -> str | None:
@@ -163,6 +164,9 @@ class SceneStream:
         self.spec = chunk_spec(self.resolved.generation, **self._denoise_overrides)
         self.chain = output_chain(self.spec, scene, self.out_rate, self.channels, self._fade_in, self.seed)
         self._cond_cache = None
+        if not self._prewarmed:  # the compiled shapes load on threads while the prompts are encoded below
+            prewarm(self.model, self.spec)
+            self._prewarmed = True
         try:
             # Every prompt of the scene at once: the text encoders are loaded at most once and released
             # after (model/text_encoders.py), so no chunk waits for them unless a prompt changes.
@@ -187,11 +191,6 @@ class SceneStream:
     def control_time(self, index: int) -> float:
         """The scene time a chunk's weights are taken at: the middle of its new audio."""
         return (index + 0.5) * self.hop_s - self.shortfall_s  # exactly as before when no chunk was short
-
-    def prewarm(self) -> None:
-        """Before the first chunk: begin loading the model's compiled shapes for this stream's chunks on
-        threads (generator/chunks.py `prewarm`), beside the prompts' encoding."""
-        prewarm(self.model, self.spec)
 
     def short_frames(self) -> int | None:
         """The latent frames of a short chunk (the first after a live change, generator/chunks.py) if the next

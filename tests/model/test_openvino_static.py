@@ -104,15 +104,14 @@ def test_second_start_compiles_nothing_and_renders_the_same(tiny_model_dir, scen
     assert (shapes[0] / "model.bin").stat().st_ino == (entry / "model.bin").stat().st_ino
     np.testing.assert_array_equal(a, b)  # deterministic: same cache, same samples
 
-    # A third start prewarms (what GenerationLoop.start does): the shapes the last start used load on threads
-    # before the first chunk asks for them, and the first chunk uses them (no second import; the same samples).
+    # A third start prewarms: the shapes the last start used load on threads as the stream is made (beside its
+    # prompts' encoding), and its first chunk uses them (no second import; the same samples).
     import time
 
     third = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", runtime="auto")
-    stream = SceneStream(third, scene, out_rate=16000, channels=1)
     unet, vocoder = third.unet_runtime.model, third.vocoder_runtime.model
     assert not unet.compiled and not vocoder.compiled
-    stream.prewarm()
+    stream = SceneStream(third, scene, out_rate=16000, channels=1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (unet.compiled and vocoder.compiled):
         time.sleep(0.05)
