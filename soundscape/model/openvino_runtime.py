@@ -224,7 +224,12 @@ class StaticModel:
         """Import, on a thread, the most recently used shape on disk that `matches(shapes)`: a first call of
         it then waits for that import instead of doing it. Why: a start's first chunk imported the int8
         UNet's shape in its first step (4.1 s of a 21 s first chunk at balanced on a 2-core AMD EPYC); begun
-        before the prompts are encoded, it runs beside them. Whether anything was begun."""
+        before the prompts are encoded, it runs beside them. Only on a model that has compiled nothing yet (a
+        start): a later stream of the same process (serve's next listener) finds its shapes compiled, or
+        compiles what it needs itself. Whether anything was begun."""
+        with self._lock:
+            if self.compiled or self._preparing:
+                return False
         for shapes in self.shapes_on_disk():
             if matches(shapes):
                 self.ready(shapes)

@@ -174,7 +174,7 @@ def test_churn_leaks_no_slot_and_little_memory(server):
 
     # Warm up: every batch size and decode window once (oneDNN keeps a primitive per shape, about
     # 100 MB here, then flat), then measure 160 cycles, 4 at a time.
-    churn(40)
+    churn(60)
     assert _wait_for(lambda: _metrics(base)["soundscape_listeners"] == 0, 15)
     before = proc.memory_info().rss
     churn(160)
@@ -183,8 +183,8 @@ def test_churn_leaks_no_slot_and_little_memory(server):
     assert grown < 50, f"RSS grew {grown:.1f} MB over 160 listeners"
     m = _metrics(base)
     # Every cycle was answered: admitted, or (while the 4 slots were still taken) refused with 503.
-    assert m["soundscape_listeners_joined_total"] + m["soundscape_listeners_refused_total"] >= 200
-    assert m["soundscape_listeners_joined_total"] >= 160
+    assert m["soundscape_listeners_joined_total"] + m["soundscape_listeners_refused_total"] >= 220
+    assert m["soundscape_listeners_joined_total"] >= 180
     assert not _log_errors(server["log"])
 
 
