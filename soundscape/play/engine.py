@@ -21,8 +21,9 @@ Threads and what each owns:
                   `playerctl`, the lock screen. Hands requests to the main thread through the same
                   Bridge as the web mixer and reads its snapshot.
 Night (play/transport.py, play/wake.py): pause fades the Player's pause glide to 0 and the callback stops
-reading the ring, so the feeder and then the generator idle; the wake alarm and the terminal's keys
-(play/keys.py) are polled on the main thread.
+reading the ring, so the feeder idles, and holds the generator's slot, so it rests once its chunk in
+flight is done (until the wake alarm's lead); the wake alarm and the terminal's keys (play/keys.py) are
+polled on the main thread.
   loader (warm start only) loads the model while the main thread already plays the scene's recording
                   from its last run (play/instant.py); the generator starts once it is done.
 Stopping: the main thread fades out (<= 1 s on a signal), waits for the fade to finish, closes

@@ -75,7 +75,8 @@ def _transport(opts: PlayOptions, engine: Engine) -> Transport:
                           fade_s=opts.fade_out if opts.fade_out is not None else 30.0,
                           wake=dict(fade_s=(wake.fade_s if wake else None) or WAKE_FADE_S,
                                     scene=wake.scene if wake else None, scene_path=wake.scene_path if wake else None,
-                                    lead_s=lambda: _wake_lead(engine), quiet=opts.quiet))
+                                    lead_s=lambda: _wake_lead(engine), quiet=opts.quiet),
+                          hold=playback.hold)
     if wake is not None:
         reply = transport.alarm.set(wake.at)
         if not reply["ok"]:

@@ -2,7 +2,8 @@
 
 One owner of "paused" and of the night clock. LiveControl (stream/live.py) hands it these commands
 (from the control socket, the web mixer, the keys, MPRIS), all on the engine's main thread:
-  pause / resume / toggle {fade_s}  fade out (about a second) and hold; fade back in from where it stopped
+  pause / resume / toggle {fade_s}  fade out (about a second) and hold, the generator resting; fade back in
+                                    from where it stopped
   volume {volume}                   master volume 0..1 (the player's gain, glided)
   timer {action, seconds}           sleep timer: set / extend / cancel, until its fade-out has begun
   stop {fade_s}                     fade out and stop
@@ -30,11 +31,16 @@ FADING_OUT = "the player is fading out to stop; it cannot be {}"
 
 
 class Transport:
-    def __init__(self, player, rate: int, log, *, made_at: float, fade_s: float = 30.0, wake: dict | None = None):
+    def __init__(self, player, rate: int, log, *, made_at: float, fade_s: float = 30.0, wake: dict | None = None,
+                 hold=None):
         """`player`: audio/output.Player; `log(row)`: the timeline; `made_at`: the volume the stream bakes into
         its audio (the scene's output.volume); `fade_s`: the sleep timer's fade-out; `wake`: WakeAlarm's
-        keyword arguments (the alarm is always there, unarmed until set)."""
+        keyword arguments (the alarm is always there, unarmed until set); `hold(on)`: rests the generator
+        (stream/playback.Playback.hold) while paused, except in the alarm's lead (the buffer is made full, and
+        a wake scene's first seconds, before the wake fade begins)."""
         self.player, self.rate, self.log = player, rate, log
+        self._hold = hold or (lambda on: None)
+        self._holding = False
         self.made_at = made_at
         self.volume = made_at  # master volume; the stream keeps making audio at `made_at`
         self.fade_s = fade_s  # the sleep timer's fade-out (at most the timer's length)
@@ -122,12 +128,21 @@ class Transport:
         """Every engine tick: the sleep timer, then the alarm. Returns the wake scene's (scene, path) when it
         is to be switched to now (LiveControl owns the scene), else None."""
         self._run_timer()
-        return self.alarm.tick()
+        switch = self.alarm.tick()
+        self._sync_hold()
+        return switch
+
+    def _sync_hold(self) -> None:
+        """The generator rests while paused, and works in the alarm's lead."""
+        holding = self.paused and not self.alarm.preparing
+        if holding != self._holding:
+            self._holding = holding
+            self._hold(holding)
 
     # Pause and resume -------------------------------------------------------
     def pause(self, fade_s: float = PAUSE_FADE_S, start_frame: int | None = None, why: str = "pause") -> dict:
-        """Fade out over `fade_s` (from `start_frame`, default now) and hold; the generator idles once
-        the buffer is full. The sleep timer stops counting."""
+        """Fade out over `fade_s` (from `start_frame`, default now) and hold; the generator rests once its
+        chunk in flight is done. The sleep timer stops counting."""
         refused = self.refusal(PauseRequest(cmd="pause"))
         if refused is not None:
             return {"ok": False, "error": refused}
@@ -136,6 +151,7 @@ class Transport:
             self._paused_at = time.monotonic()
             self.player.pause(max(float(fade_s), 0.01), start_frame)
             self.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+            self._sync_hold()
         return {"ok": True, "applied": {"paused": True}}
 
     def resume(self, fade_s: float = PAUSE_FADE_S, why: str = "resume") -> dict:
@@ -149,6 +165,7 @@ class Transport:
                 self._paused_total += time.monotonic() - self._paused_at
             self.player.resume(max(float(fade_s), 0.01))
             self.log({"event": why, "fade_s": fade_s, "received_s": round(self._played_s(), 3)})
+            self._sync_hold()
         return {"ok": True, "applied": {"paused": False}}
 
     # Master volume, sleep timer, stop ---------------------------------------

@@ -1,9 +1,10 @@
 """The wake alarm (`play SCENE --wake 07:00 [--wake-fade 20m] [--wake-scene OTHER]`).
 
-After the sleep timer's fade (or at once, without --sleep) the player is paused: silent, its buffer
-full, the generator idle. At the wake time it fades the scene in from silence over the wake fade.
-With a wake scene, the switch is made LEAD before the wake time, while still silent, so the wake
-scene's first seconds are generated and buffered when the fade begins.
+After the sleep timer's fade (or at once, without --sleep) the player is paused: silent, the generator
+resting (play/transport.py). At the wake time it fades the scene in from silence over the wake fade.
+LEAD before the wake time the alarm is `preparing`: the generator works again, while still silent, so
+the buffer is full when the fade begins; with a wake scene, the switch is made then too, so the wake
+scene's first seconds are generated and buffered.
 
 Time: the alarm aims at a local wall-clock time on a given date, not at "N seconds from now". The
 target's epoch is worked out again at every check (`wake_epoch`, through the C library's mktime and
@@ -104,6 +105,7 @@ class WakeAlarm:
         self.rung = 0
         self._switched = False
         self._next_check = 0.0
+        self.preparing = False  # inside the lead before the wake time: the generator works (transport.py)
 
     @property
     def armed(self) -> bool:
@@ -132,12 +134,14 @@ class WakeAlarm:
         self.at, self.fade_s = checked
         self._switched = False
         self._next_check = 0.0
+        self.preparing = False  # the next tick says (the lead is measured then)
         self.transport.log({"event": "wake_set", "at": self.at.label, "date": self.at.day.isoformat(),
                             "fade_s": self.fade_s})
         return {"ok": True, "applied": {"wake": self.status()}}
 
     def cancel(self) -> dict:
         self.at = None
+        self.preparing = False
         self.transport.log({"event": "wake_cancel"})
         return {"ok": True, "applied": {"wake": None}}
 
@@ -163,6 +167,7 @@ class WakeAlarm:
             return None
         self._next_check = now + CHECK_S
         due = self.at.epoch()  # again each time: the local offset may have changed (DST, a new zone)
+        self.preparing = now >= due - self.lead_s()
         switch = None
         if self.scene is not None and not self._switched and self.transport.paused and now >= due - self.lead_s():
             switch = self._switch()  # while silent: the wake scene is made and buffered before the fade begins
@@ -178,6 +183,7 @@ class WakeAlarm:
         """Fade the scene in; returns the wake scene's (scene, path) if it was not switched to yet."""
         label = self.at.label
         self.at = None
+        self.preparing = False
         self.rung += 1
         switch = self._switch() if self.scene is not None and not self._switched else None
         self.transport.log({"event": "wake", "at": label, "late_s": round(late_s, 3), "fade_s": self.fade_s})

@@ -54,6 +54,7 @@ class Playback:
         self.stream = None
         self.budget = None  # the generation loop's Budget, once attached
         self.slot = None  # the generator's side, once the stream is attached
+        self._held = False  # nobody hears it now (play paused): the generator rests (`hold`)
 
     @classmethod
     def build(cls, rate: int, channels: int, device: str, hop_s: float, *, buffer_s: float | None = None,
@@ -84,10 +85,18 @@ class Playback:
         self.budget = budget
         self.slot = StreamSlot(stream, self.fresh, timeline, name=name, ahead=self.ahead,
                                changing_s=CHANGING_S if changing_s is None else changing_s)
+        self.slot.held = self._held
         self.feeder.cover_from(int(stream.chain.fade_in_s * self.rate), stream.seed)  # the fade-in is no cover
         return self.slot
 
     # The owner's thread ------------------------------------------------------------------------------
+    def hold(self, on: bool) -> None:
+        """Nobody hears this stream now (`on`): the generator starts no chunk for it, beyond the first and a
+        live change's (stream/generation_loop.StreamSlot.held); False: it works again."""
+        self._held = on
+        if self.slot is not None:
+            self.slot.held = on
+
     def pump(self) -> None:
         """Move what the generator made into the ring (stale audio skipped after a live change)."""
         if self.slot is not None:
@@ -135,6 +144,7 @@ class Playback:
             "repeat_distance_s": None if (r := feeder.repeat_distance_s()) is None else round(r, 1),
             "budget_percent": self.budget.percent if self.budget is not None else 100.0,
             "generator_priority": self.budget.priority if self.budget is not None else "unchanged",
+            "generator_resting": self._held,  # play paused: no chunk starts (Playback.hold)
             "underruns": self.player.underruns,
             # What the listener hears and what the generator does (issue 23's start-up states).
             "audio": "recording" if feeder.warm else "earlier material" if feeder.covering else "fresh",

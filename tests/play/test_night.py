@@ -166,6 +166,35 @@ def test_the_alarm_waits_for_the_wall_clock_switches_the_scene_ahead_and_rings_o
     assert alarm.rung == 1
 
 
+def test_the_transport_rests_the_generator_while_paused_and_wakes_it_in_the_alarm_s_lead():
+    from soundscape.audio.output import Player
+    from soundscape.audio.ringbuffer import RingBuffer
+    from soundscape.play.transport import Transport
+
+    clock, holds = [3_000_000.0], []
+    transport = Transport(Player(RingBuffer(1600, 1), 16000), 16000, lambda row: None, made_at=1.0,
+                          wake=dict(fade_s=60, lead_s=lambda: 120.0, clock=lambda: clock[0], quiet=True),
+                          hold=holds.append)
+    transport.tick()
+    assert holds == []  # playing: never held
+    assert transport.pause(0.01)["ok"] and holds == [True]
+    assert transport.resume(0.01)["ok"] and holds == [True, False]
+    assert transport.pause(0.01)["ok"] and holds == [True, False, True]
+    transport.tick()
+    assert holds[-1] is True and len(holds) == 3  # told once, not every tick
+    assert transport.alarm.set(time.strftime("%H:%M:%S", time.localtime(clock[0] + 600)))["ok"]
+    transport.tick()
+    assert holds[-1] is True and not transport.alarm.preparing  # ten minutes away: still resting
+    clock[0] += 500  # inside the two-minute lead: it works, while still silent
+    transport.alarm._next_check = 0
+    transport.tick()
+    assert transport.alarm.preparing and transport.paused and holds[-1] is False
+    clock[0] += 100  # the wake time: resumed (fading in), the generator working
+    transport.alarm._next_check = 0
+    transport.tick()
+    assert not transport.paused and not transport.alarm.preparing and holds[-1] is False
+
+
 def test_an_alarm_set_in_the_past_rings_tomorrow_not_now():
     clock, calls = [2_000_000.0], []
     transport = _paused_transport(calls)
