@@ -50,6 +50,8 @@ from ..units import format_duration
 
 SIGNAL_FADE_S = 0.5
 WARM_LATENCY_S = 1.0  # the device buffer of an instant start (see Engine.start_warm)
+TICK_S = 0.01  # the main thread's pass: moves audio into the ring, answers requests, draws the status line
+PAUSED_TICK_S = 0.1  # ... while paused: requests are answered within a tenth of a second
 
 
 class StatusLine:
@@ -311,7 +313,9 @@ class Engine:
                     if not getattr(stream, "active", True) and not self.player.done:
                         raise AudioDeviceError(f"the audio device {self.config.name!r} stopped (unplugged, or taken "
                                                f"by another program?); see `soundscape devices` and start again")
-                    time.sleep(0.01)
+                    # Paused (the fade over), the loop only answers requests: ten looks a second, not a hundred
+                    # (measured: this loop was 1.8 % of a core of a paused player's 2.4 %).
+                    time.sleep(PAUSED_TICK_S if self.player.paused else TICK_S)
             except KeyboardInterrupt:
                 interrupted = True
                 self._fade_and_close_after_signal()

@@ -44,6 +44,7 @@ SHALLOW_CHUNKS = 1.5  # a shallow buffer: the safety plus this many chunks' pred
 NEARLY_DONE = 0.85  # a batch past this share of its denoising steps finishes even when a change arrives
 JITTER_S = 0.25  # slack for a chunk that takes longer than predicted
 IDLE_WAIT_S = 0.02  # how often an idle loop looks for a slot with room
+HELD_WAIT_S = 0.1  # ... and while every stream is held (paused): a night of 50 wake-ups a second is CPU too
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -293,6 +294,10 @@ class GenerationLoop(threading.Thread):
         ready = [s for s in slots if s.ready(now)]
         return ready[: self.max_batch] if self.max_batch else ready
 
+    def _all_held(self) -> bool:
+        with self._lock:
+            return bool(self.slots) and all(s.held for s in self.slots)
+
     def _changes_waiting(self) -> bool:
         with self._lock:
             return any(s.interrupt.is_set() for s in self.slots)
@@ -308,7 +313,7 @@ class GenerationLoop(threading.Thread):
                 continue
             batch = self._ready()
             if not batch:
-                self.stop.wait(IDLE_WAIT_S)
+                self.stop.wait(HELD_WAIT_S if self._all_held() else IDLE_WAIT_S)
                 continue
             for slot in batch:
                 slot.prepare()
