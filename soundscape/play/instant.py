@@ -36,7 +36,12 @@ from .. import caches
 FORMAT = 1
 KEEP_S = 600.0  # the last ten minutes
 MIN_S = 30.0  # shorter recordings are not kept: too little to start from without repeats
-START_S = 120.0  # what an instant start reads of a recording (cached_audio)
+# What an instant start reads of a recording (cached_audio). It covers the model's load, and it is the
+# weave's whole pool until fresh audio adds to it: where the generator is slower than real time or on a
+# budget, the first minutes' repeat distance is about this long. Simulated (the weave, 30 minutes at 6 %
+# fresh, scripts/repeat_distance.py on the output): 120 s read gave 112 s, 150 s 139 s, 180 s 162 s; the
+# target is 2 minutes. 180 s is 69 MB of float32 at 48 kHz stereo, copied into the pool (4 minutes).
+START_S = 180.0
 MAX_BYTES = 1 << 30  # ~8 scenes' ten minutes at 48 kHz stereo (13 MB a minute)
 MAX_AGE_S = 30 * 86400.0  # a recording unused for a month goes
 STALE_TMP_S = 3600.0  # a `.rec-*` file with no player id in its name, untouched this long, is left over
@@ -63,9 +68,9 @@ def key_for(scene, model_id: str, rate: int, channels: int) -> str:
 def cached_audio(key: str, rate: int, channels: int, seconds: float | None = None) -> np.ndarray | None:
     """The recorded audio, (n, channels) float32, or None when there is none (or it is unreadable).
 
-    `seconds`: at most this much of it, from a random place. Why: the start only needs enough to cover
-    the load and the first chunk without repeats, and the whole ten minutes would sit in the cover pool
-    as 230 MB of float32 until fresh audio replaces it.
+    `seconds`: at most this much of it, from a random place. Why: the start needs enough to cover the
+    load and to keep repeats far apart until fresh audio adds to the weave's pool (START_S), and the whole
+    ten minutes would sit in memory as 230 MB of float32 where the pool keeps four minutes.
     """
     import soundfile as sf
 

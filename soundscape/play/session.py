@@ -54,6 +54,7 @@ def play(opts: PlayOptions) -> int:
         # handover to fresh audio is one crossfade between two full-level signals.
         stream = engine.start_warm(warm, scene.output.fade_in_seconds,
                                    lambda: open_stream(scene, opts.model, fade_in=False, **stream_kw))
+        warm = None  # the weave's pool holds its copy: this frame lives as long as the player
     else:
         stream = open_stream(scene, opts.model, **stream_kw)
     engine.attach(stream)

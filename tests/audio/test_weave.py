@@ -44,14 +44,19 @@ def _source(seconds: float, seed: int = 0, smooth: bool = True) -> np.ndarray:
     return (level * bright).astype(np.float32)[:, None]
 
 
-def _play(seconds: float, period_s: float, seed: int = 0, tweak_at_s: float | None = None, smooth: bool = True):
-    """Play `seconds` through a Feeder fed one HOP_S segment every `period_s` (slower than real time)."""
+def _play(seconds: float, period_s: float, seed: int = 0, tweak_at_s: float | None = None, smooth: bool = True,
+          warm_s: float = 0.0, first_at_s: float = 0.0):
+    """Play `seconds` through a Feeder fed one HOP_S segment every `period_s` (slower than real time), the
+    first at `first_at_s`; `warm_s`: an instant start's recording of that length plays first."""
     ring = RingBuffer(int(3 * RATE), 1)
     fresh: queue.Queue = queue.Queue(maxsize=1)
     feeder = Feeder(ring, fresh, xfade=int(0.25 * RATE), margin=int(1.0 * RATE), rate=RATE, seed=seed)
-    source = _source(seconds / period_s * HOP_S + 2 * HOP_S, seed, smooth)
+    source = _source(warm_s + seconds / period_s * HOP_S + 2 * HOP_S, seed, smooth)
+    if warm_s:
+        feeder.start_warm(source[: int(warm_s * RATE)], int(0.5 * RATE))
+        source = source[int(warm_s * RATE):]
     hop = int(HOP_S * RATE)
-    out, made, next_at, epoch = [], 0, 0.0, 0
+    out, made, next_at, epoch = [], 0, first_at_s, 0
     block = np.zeros((BLOCK, 1), np.float32)
     for step in range(int(seconds * RATE / BLOCK)):
         now = step * BLOCK / RATE
@@ -135,6 +140,21 @@ def test_never_repeats_within_the_distance_it_reports(woven):
     assert late is None or late[0] >= status - 0.5, (late, status)
     # At a third fresh the pool holds about 150 s of material; the weave spreads its use.
     assert status >= 60.0, status
+
+
+def test_a_warm_start_s_recording_keeps_repeats_two_minutes_apart_from_the_start():
+    """The second night of a scene on a budget: the instant start's recording (play/instant.START_S, read
+    whole into the pool) and fresh audio at 7 % (a 4 s segment a minute, the first 20 s in): measured on
+    what was played, no 2 s stretch of the first ten minutes comes back within 2 minutes."""
+    from soundscape.play.instant import START_S
+
+    feeder, out = _play(600.0, 57.0, warm_s=START_S, first_at_s=20.0)
+    spec = importlib.util.spec_from_file_location("repeat_distance", Path(__file__).parents[2] / "scripts/repeat_distance.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    measured = script.shortest_repeat(out, RATE)
+    assert measured is not None and measured[0] >= 120.0, measured
+    assert feeder.fresh_frames / (feeder.fresh_frames + feeder.cover_frames) < 0.1
 
 
 def test_a_change_prefers_the_new_mix():
