@@ -34,7 +34,12 @@ from .ringbuffer import RingBuffer
 from .weave import Weaver
 
 XFADE_S = 0.25  # every seam into and out of the weave
-MARGIN_S = 1.0  # buffered audio kept while weaving; also what a tweak leaves in the buffer
+MARGIN_S = 1.0  # buffered audio kept while weaving
+# What a live change leaves of the old audio before its crossfade. The new audio is in hand when the
+# switch is made and is written at once, so only the block the callback may be reading must stay
+# (RingBuffer.truncate); the engine raises it to the device's latency where that is longer (a warm
+# start's 1 s). It used to be the 1 s margin: a second on every tweak, most of it on a fast machine.
+SWITCH_KEEP_S = 0.25
 
 
 class Feeder:
@@ -45,6 +50,7 @@ class Feeder:
         self.fresh = fresh
         self.xfade = xfade  # frames held back and used for each crossfade
         self.margin = margin  # keep at least this much buffered when weaving
+        self.switch_keep = int(SWITCH_KEEP_S * rate)  # what a live change keeps of the old audio
         self.weave = Weaver(rate, ring.channels, xfade, seed=seed, **({"pool_s": pool_s} if pool_s else {}))
         self._skip_pool = skip_pool  # frames at the start (the fade-in) never replayed
         self._pending = np.zeros((0, ring.channels), np.float32)
@@ -117,9 +123,9 @@ class Feeder:
                 self._pending = np.concatenate([self._pending, audio])
 
     def _switch(self, epoch: int, audio: np.ndarray, src: int) -> None:
-        """Drop buffered audio beyond the margin and crossfade into `audio` (a live change)."""
+        """Drop buffered audio beyond `switch_keep` and crossfade into `audio` (a live change)."""
         level, x = self.ring.level(), self.xfade
-        keep = min(level, self.margin)
+        keep = min(level, self.switch_keep)
         # The old audio that would have followed the cut: fade it out under the new audio.
         old = self.ring.peek_ahead(keep, min(x, level - keep))
         if len(old) < x and not self.covering:

@@ -203,6 +203,7 @@ class Engine:
                                               min_latency_s=WARM_LATENCY_S)
         self._early.__enter__()  # starts it
         self._sound_t0 = time.monotonic()
+        self._keep_a_block()
         done: dict = {}
 
         def run():
@@ -301,6 +302,7 @@ class Engine:
                 stream = self.player.open_stream(self.config, capture=self.capture, speed=self.sink_speed)
                 stream.__enter__()
                 self._sound_t0 = time.monotonic()
+                self._keep_a_block()
             try:
                 while not self.player.done:
                     interrupts.check()
@@ -332,6 +334,11 @@ class Engine:
             self.status.end()
         return PlayResult(self.player.frames_played, self.feeder.coverups, self.player.underruns,
                           self.gen.stats.chunks, interrupted)
+
+    def _keep_a_block(self) -> None:
+        """A live change keeps at least the device's latency of the old audio: the callback's block is read
+        from the ring while the feeder cuts it (audio/feeder.SWITCH_KEEP_S; a warm start's device holds 1 s)."""
+        self.feeder.switch_keep = max(self.feeder.switch_keep, self.player.latency_frames)
 
     def _check_sound(self) -> None:
         """The model made no usable first chunk within the bound (stream/first_sound.py): stop, exit code 7."""

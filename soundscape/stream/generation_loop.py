@@ -170,7 +170,7 @@ class StreamSlot:
         if self.held and self.stats.chunks > 0 and self.changes.empty() and not self.interrupt.is_set():
             return False
         # While someone is changing things, no chunk starts until the buffer is down to a shallow depth; a change
-        # waiting starts one at once (what is buffered beyond the feeder's margin is replaced by it).
+        # waiting starts one at once (what is buffered beyond the feeder's switch keep is replaced by it).
         return (not self.changing() or self.interrupt.is_set() or not self.changes.empty()
                 or self.ahead() <= self.shallow_s())
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from conftest import SCENE_DATA, merged
-from soundscape.audio.feeder import MARGIN_S
+from soundscape.audio.feeder import SWITCH_KEEP_S
 from soundscape.scene import Scene
 from soundscape.stream.generation_loop import GenerationLoop
 from soundscape.stream.live import LiveControl
@@ -100,9 +100,10 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
     assert after["start_s"] == made["end_s"], (made, after)
     # It was begun at once: from the tweak to its end took its own work, not the rest of the old one too.
     assert made_after < made["gen_s"] + 0.5 * gen_s, (made_after, made)
-    # Heard sooner than a whole chunk later: the buffer's margin plus one chunk's work, well under a hop.
+    # Heard sooner than a whole chunk later: what the switch keeps of the old audio (a quarter second, not
+    # the weave's 1 s margin) plus one short chunk's work, well under a hop.
     hop = stream.hop_s
-    assert heard["latency_s"] < min(hop, MARGIN_S + made["gen_s"] + 0.5 * gen_s + 0.3), (heard, hop, made)
+    assert heard["latency_s"] < min(hop, SWITCH_KEEP_S + made["gen_s"] + 0.5 * gen_s + 0.3), (heard, hop, made)
     assert playback.player.underruns == 0
     print(f"tweak heard after {heard['latency_s']} s; short remade chunk done {made_after:.2f} s after the tweak (its gen_s {made['gen_s']}); hop {hop} s")
 
