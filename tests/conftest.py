@@ -216,3 +216,18 @@ MEDIA_SESSION_HOOK = """
     const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
     navigator.mediaSession.setActionHandler = (action, handler) => { window.__media[action] = handler;
                                                                      set(action, handler); };"""
+
+
+@pytest.fixture(autouse=True)
+def _keeps_the_locale(request):
+    """A library that sets the C locale in-process (seen once in a whole-suite run, after the in-process Ray
+    tests; not reproduced alone) makes every later `text=True` subprocess decode as ASCII, and tests that
+    never touched it fail on a progress bar's block character. Put it back, and say which test moved it."""
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    yield
+    after = locale.setlocale(locale.LC_CTYPE)
+    if after != before:
+        locale.setlocale(locale.LC_CTYPE, before)
+        warnings.warn(f"{request.node.nodeid} changed the C locale's LC_CTYPE from {before!r} to {after!r}; restored")

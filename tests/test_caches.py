@@ -29,8 +29,8 @@ def home(tmp_path, monkeypatch):
 
 def _cli(*args, home: Path):
     env = dict(os.environ, XDG_CACHE_HOME=str(home.parent))
-    return subprocess.run([sys.executable, "-m", "soundscape", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "soundscape", *args], capture_output=True, text=True,
+                          encoding="utf-8", env=env, timeout=120)
 
 
 def _fill(home: Path) -> None:
@@ -185,7 +185,7 @@ def _render(scene_file, model_dir, out, home):
     env = dict(os.environ, XDG_CACHE_HOME=str(home.parent))
     return subprocess.run([sys.executable, "-m", "soundscape", "render", str(scene_file), "--model", str(model_dir),
                            "--runtime", "openvino", "--duration", "3", "-o", str(out)], capture_output=True,
-                          text=True, env=env, timeout=600)
+                          text=True, encoding="utf-8", env=env, timeout=600)
 
 
 def test_a_damaged_openvino_entry_is_compiled_again_without_stray_lines(tiny_model_dir, scene_file, tmp_path, home):

@@ -39,7 +39,7 @@ def _imports(path: Path, text: str | None = None) -> set[str]:
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text() if text is None else text, str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8") if text is None else text, str(path))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("soundscape")}
         elif isinstance(node, ast.ImportFrom):
@@ -97,7 +97,7 @@ def test_the_top_of_the_package_holds_no_command_code():
     assert top == TOP_MODULES, f"modules at the top beyond the tools and ground: {sorted(top - TOP_MODULES)}"
     assert folders == {"scene", "model", "generator", "audio", "stream", "play", "render", "serve", "cli", "bench"}
     for folder in folders:  # each package says what it owns and what it may import
-        doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
+        doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text(encoding="utf-8")))
         assert doc and "import" in doc, f"soundscape/{folder}/__init__.py: no import rule in its docstring"
 
 
@@ -105,7 +105,7 @@ def test_no_two_classes_share_a_name():
     seen: dict[str, str] = {}
     clashes = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
                 where = str(path.relative_to(PACKAGE.parent))
                 if node.name in seen and seen[node.name] != where:
@@ -137,7 +137,7 @@ def _reads_a_namespace(tree: ast.AST) -> list[str]:
 def test_nothing_below_cli_reads_an_argparse_namespace():
     """cli turns the flags into frozen options dataclasses; below it, typed options only (style guide, Wiring)."""
     broken = [f"{p.relative_to(PACKAGE.parent)} {hit}" for p in _below_cli()
-              for hit in _reads_a_namespace(ast.parse(p.read_text()))]
+              for hit in _reads_a_namespace(ast.parse(p.read_text(encoding="utf-8")))]
     assert not broken, "\n".join(broken)
     probe = ast.parse("def f(args):\n    return getattr(args, 'x', None)\n")
     assert len(_reads_a_namespace(probe)) == 2  # the checker sees both forms
@@ -165,7 +165,7 @@ def _private_imports(path: Path, tree: ast.AST) -> list[str]:
 
 def test_no_private_name_is_imported_across_folders():
     broken = [f"{p.relative_to(PACKAGE.parent)} imports {hit}" for p in sorted(PACKAGE.rglob("*.py"))
-              for hit in _private_imports(p, ast.parse(p.read_text()))]
+              for hit in _private_imports(p, ast.parse(p.read_text(encoding="utf-8")))]
     assert not broken, "a private name used by another folder should be public (or stay home):\n" + "\n".join(broken)
     probe = "from ..model.source import _check_folder\nfrom .geometry import _x\n"
     assert _private_imports(PACKAGE / "scene" / "probe.py", ast.parse(probe)) == ["_check_folder from soundscape.model.source"]

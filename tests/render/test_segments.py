@@ -180,7 +180,7 @@ def test_a_stopped_segmented_render_resumes_at_segment_granularity(module_scene,
     cache = tmp_path / "stopped.wav.segments"
     cmd = [sys.executable, "-m", "soundscape", "render", str(module_scene), "-o", str(out), "--duration", "20",
            "--model", str(tiny_model_dir), "--dtype", "fp32", "--device", "cpu", "--runtime", "torch", "--workers", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if cache.exists() and any(cache.glob("segment-*.npz")) and out.exists() and sf.info(str(out)).frames > 0:
