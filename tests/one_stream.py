@@ -1,4 +1,5 @@
-"""Test-only conveniences over what the package runs in batches: one chunk, one denoise, one decode.
+"""Test-only conveniences over what the package runs in batches: one chunk, one denoise, one decode; and
+one stream in the generation loop, as serve wires a listener (`looped`).
 
 The package makes every chunk through `generate_chunks` / `denoise_batch` (a batch of one
 for play and render); the tests often want a single stream's call, and `slerp` as the reference the
@@ -45,3 +46,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 def is_cached(encoder, prompt: str) -> bool:
     """Whether the PromptEncoder holds `prompt`'s embedding in memory."""
     return (encoder.model.model_id, prompt) in encoder._cache
+
+
+def looped(model, changes: dict, timeline, rate: int = 16000, **attach):
+    """One mono stream of the test scene with `changes` in the generation loop (not started), wired as serve
+    wires a listener: (stream, playback, slot, live control, loop). `attach`: Playback.attach's options."""
+    from conftest import SCENE_DATA, merged
+    from soundscape.scene import Scene
+    from soundscape.stream.generation_loop import GenerationLoop
+    from soundscape.stream.live import LiveControl
+    from soundscape.stream.playback import Playback
+    from soundscape.stream.scene_stream import SceneStream
+
+    stream = SceneStream(model, Scene.model_validate(merged(SCENE_DATA, changes)), out_rate=rate, channels=1)
+    playback = Playback.build(rate, 1, "test", stream.hop_s)
+    slot = playback.attach(stream, timeline=str(timeline), **attach)
+    return stream, playback, slot, LiveControl(playback, None), GenerationLoop([slot])

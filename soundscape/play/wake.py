@@ -169,7 +169,7 @@ class WakeAlarm:
         due = self.at.epoch()  # again each time: the local offset may have changed (DST, a new zone)
         self.preparing = now >= due - self.lead_s()
         switch = None
-        if self.scene is not None and not self._switched and self.transport.paused and now >= due - self.lead_s():
+        if self.scene is not None and not self._switched and self.transport.paused and self.preparing:
             switch = self._switch()  # while silent: the wake scene is made and buffered before the fade begins
         if now >= due:
             switch = self.ring(late_s=now - due) or switch

@@ -7,12 +7,7 @@ import json
 import queue
 import time
 
-from conftest import SCENE_DATA, merged
-from soundscape.scene import Scene
-from soundscape.stream.generation_loop import GenerationLoop
-from soundscape.stream.live import LiveControl
-from soundscape.stream.playback import Playback
-from soundscape.stream.scene_stream import SceneStream
+from one_stream import looped
 
 RATE = 16000
 QUICK = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 2},
@@ -20,13 +15,8 @@ QUICK = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps":
 
 
 def test_a_held_stream_starts_no_chunk_but_a_change_s_and_works_again_when_let_go(tiny_model, tmp_path):
-    scene = Scene.model_validate(merged(SCENE_DATA, QUICK))
-    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
     timeline = tmp_path / "t.jsonl"
-    playback = Playback.build(RATE, 1, "test", stream.hop_s)
-    slot = playback.attach(stream, timeline=str(timeline))
-    live = LiveControl(playback, None)
-    loop = GenerationLoop([slot])
+    stream, playback, slot, live, loop = looped(tiny_model, QUICK, timeline, RATE)
     taken = []
 
     def drain(seconds: float) -> None:

@@ -7,13 +7,10 @@ import time
 
 import numpy as np
 
-from conftest import SCENE_DATA, merged
+from one_stream import looped
 from soundscape.audio.feeder import SWITCH_KEEP_S
-from soundscape.scene import Scene
-from soundscape.stream.generation_loop import GenerationLoop
 from soundscape.stream.live import LiveControl
 from soundscape.stream.playback import Playback
-from soundscape.stream.scene_stream import SceneStream
 
 RATE = 16000
 # Long chunks of many steps: a chunk takes long enough to be caught in flight, and hop >> a chunk's work.
@@ -59,13 +56,8 @@ class Listening:
 
 
 def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix(tiny_model, tmp_path):
-    scene = Scene.model_validate(merged(SCENE_DATA, SLOW))
-    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
     timeline = tmp_path / "t.jsonl"
-    playback = Playback.build(RATE, 1, "test", stream.hop_s)
-    slot = playback.attach(stream, timeline=str(timeline))
-    live = LiveControl(playback, None)
-    loop = GenerationLoop([slot])
+    stream, playback, slot, live, loop = looped(tiny_model, SLOW, timeline, RATE)
     loop.start()
     try:
         listening = Listening(playback, live)
@@ -111,13 +103,8 @@ def test_a_tweak_abandons_the_chunk_in_flight_and_the_next_chunk_has_the_new_mix
 def test_a_new_prompt_is_encoded_while_the_chunk_in_flight_runs(tiny_model, tmp_path):
     """The prompt is encoded on its own thread as the request arrives; the chunk in flight is given up only once
     the embeddings are ready (timeline: tweak, encoded, abandoned, each with its time t_s)."""
-    scene = Scene.model_validate(merged(SCENE_DATA, SLOW))
-    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
     timeline = tmp_path / "t.jsonl"
-    playback = Playback.build(RATE, 1, "test", stream.hop_s)
-    slot = playback.attach(stream, timeline=str(timeline))
-    live = LiveControl(playback, None)
-    loop = GenerationLoop([slot])
+    stream, playback, slot, live, loop = looped(tiny_model, SLOW, timeline, RATE)
     loop.start()
     try:
         listening = Listening(playback, live)
@@ -146,12 +133,7 @@ FAST = {"generation": {"chunk_seconds": 2.56, "overlap_seconds": 0.64, "steps": 
 
 
 def test_the_buffer_stays_shallow_while_someone_is_changing_things_and_deepens_after(tiny_model, tmp_path):
-    scene = Scene.model_validate(merged(SCENE_DATA, FAST))
-    stream = SceneStream(tiny_model, scene, out_rate=RATE, channels=1)
-    playback = Playback.build(RATE, 1, "test", stream.hop_s)
-    slot = playback.attach(stream, timeline=str(tmp_path / "t.jsonl"), changing_s=5.0)
-    live = LiveControl(playback, None)
-    loop = GenerationLoop([slot])
+    stream, playback, slot, live, loop = looped(tiny_model, FAST, tmp_path / "t.jsonl", RATE, changing_s=5.0)
     loop.start()
 
     def deepest(seconds: float) -> tuple[float, set]:
