@@ -69,7 +69,7 @@ class StreamSlot:
     """One stream in the loop: its output queue, live changes, statistics, timeline and retry clock."""
 
     def __init__(self, stream, out: queue.Queue, timeline: str | None = None, max_backoff: float = 30.0,
-                 name: str = "", ahead=None, changing_s: float = CHANGING_S):
+                 name: str = "", ahead=None, changing_s: float = CHANGING_S, held=None):
         self.stream = stream
         self.out = out
         self.name = name
@@ -87,12 +87,12 @@ class StreamSlot:
         self.stepper: StepController | None = None
         self.max_backoff = max_backoff
         self.closed = False
-        # Set by the owner: nobody hears this stream now (play paused, or asleep after the sleep timer's fade).
+        # The owner's (Playback.hold): nobody hears this stream now (play paused, or asleep after the sleep timer's fade).
         # No chunk starts once the stream has its first (the start needs one to open the device), except for a
         # live change, so a tweak made while paused is heard at resume. Why not fill the buffer and then rest
         # on backpressure: at 0.6x that is a minute or more of both cores after every pause (measured: 0.69 of
         # a core over the first minute paused), where a pause is the user asking for quiet.
-        self.held = False
+        self.held = held or (lambda: False)
         # Until its first usable chunk, a stream that keeps failing gives up (first_sound.py): the owner reads
         # `first.gave_up` and stops (play) or ends the listener's response (serve).
         self.first = FirstSound()
@@ -140,7 +140,8 @@ class StreamSlot:
 
     def close(self) -> None:
         self.closed = True
-        self.ahead = lambda: 0.0  # drops the consumer it pointed at (a gone listener's buffers go at once)
+        # Drop the consumer they pointed at (a gone listener's buffers go at once).
+        self.ahead, self.held = (lambda: 0.0), (lambda: False)
         if self._timeline:
             with self._log_lock:
                 self._timeline.close()
@@ -167,7 +168,7 @@ class StreamSlot:
     def ready(self, now: float) -> bool:
         if self.closed or self.first.gave_up is not None or self._pending is not None or now < self._retry_at:
             return False
-        if self.held and self.stats.chunks > 0 and self.changes.empty() and not self.interrupt.is_set():
+        if self.held() and self.stats.chunks > 0 and self.changes.empty() and not self.interrupt.is_set():
             return False
         # While someone is changing things, no chunk starts until the buffer is down to a shallow depth; a change
         # waiting starts one at once (what is buffered beyond the feeder's switch keep is replaced by it).
@@ -296,7 +297,7 @@ class GenerationLoop(threading.Thread):
 
     def _all_held(self) -> bool:
         with self._lock:
-            return bool(self.slots) and all(s.held for s in self.slots)
+            return bool(self.slots) and all(s.held() for s in self.slots)
 
     def _changes_waiting(self) -> bool:
         with self._lock:

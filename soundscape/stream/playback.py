@@ -84,8 +84,8 @@ class Playback:
         self.stream = stream
         self.budget = budget
         self.slot = StreamSlot(stream, self.fresh, timeline, name=name, ahead=self.ahead,
-                               changing_s=CHANGING_S if changing_s is None else changing_s)
-        self.slot.held = self._held
+                               changing_s=CHANGING_S if changing_s is None else changing_s,
+                               held=lambda: self._held)
         self.feeder.cover_from(int(stream.chain.fade_in_s * self.rate), stream.seed)  # the fade-in is no cover
         return self.slot
 
@@ -94,8 +94,6 @@ class Playback:
         """Nobody hears this stream now (`on`): the generator starts no chunk for it, beyond the first and a
         live change's (stream/generation_loop.StreamSlot.held); False: it works again."""
         self._held = on
-        if self.slot is not None:
-            self.slot.held = on
 
     def pump(self) -> None:
         """Move what the generator made into the ring (stale audio skipped after a live change)."""
