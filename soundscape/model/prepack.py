@@ -30,10 +30,20 @@ from torch import nn
 _ROWS_HINT = 2048
 
 
+def onednn_has_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX). Without them
+    (an AVX2-only Ryzen or EPYC) the packed ops refuse bf16 weights outright ("bf16 path needs the cpu
+    support ..."), and torch's eager bf16 runs on its own emulated path instead."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `prepack` applies: bf16 on a CPU, oneDNN with the ops, not turned off."""
+    """Whether `prepack` applies: bf16 on a CPU whose oneDNN has bf16 kernels, the ops there, not turned off."""
     return (device.type == "cpu" and dtype == torch.bfloat16 and os.environ.get("SOUNDSCAPE_PREPACK", "1") != "0"
-            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.is_available() and onednn_has_bf16()
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 

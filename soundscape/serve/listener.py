@@ -70,3 +70,10 @@ class Listener:
         playback), so its buffers go at once, not at the next full garbage collection."""
         self.live = None
         return self.encoder.close()
+
+    def release(self) -> None:
+        """After it has left (Hub.leave): let go of its stream, buffers and encoder. The response's frames can
+        outlive it: a disconnect's exception keeps its traceback, and so this object, until the next full
+        garbage collection (measured: 3 of 40 churned listeners still held). Then only this shell stays."""
+        self.live = None
+        self.playback = self.gen = self.stream = self.encoder = self._block = None

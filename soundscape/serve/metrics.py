@@ -26,6 +26,10 @@ class HubCollector:
         listeners = list(hub.listeners.values())
         costs = list(hub.loop.costs)
         yield GaugeMetricFamily("soundscape_listeners", "Listeners connected now", value=len(listeners))
+        yield GaugeMetricFamily("soundscape_listeners_in_memory",
+                                "Listeners whose stream or buffers are in memory: the connected ones and any "
+                                "gone one not yet freed (above soundscape_listeners for long: a leak)",
+                                value=hub.in_memory())
         yield GaugeMetricFamily("soundscape_listener_capacity",
                                 "Listeners the measured batches keep in real time (admission limit)",
                                 value=hub.capacity())

@@ -312,28 +312,31 @@ class GenerationLoop(threading.Thread):
             if self.budget.resting() and not self._changes_waiting():
                 self.stop.wait(IDLE_WAIT_S)
                 continue
-            batch = self._ready()
-            if not batch:
+            # The batch lives in `_run_batch`'s frame only: a local here would keep the last batch's streams
+            # (a gone listener's latents and buffers) alive for as long as the loop then idles.
+            if not self._run_batch(self._ready()):
                 self.stop.wait(HELD_WAIT_S if self._all_held() else IDLE_WAIT_S)
-                continue
-            for slot in batch:
-                slot.prepare()
-            # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
-            steps = min(slot.choose_steps() for slot in batch)
-            # The first chunk after a change is short (heard in about half the wait), where it is alone in its
-            # batch: in a shared batch every stream would get the short length.
-            frames = batch[0].stream.short_frames() if len(batch) == 1 and batch[0].short_next else None
-            self._run_batch(batch, steps, frames)
         with self._lock:
             slots = list(self.slots)
         for slot in slots:
             slot.close()
 
-    def _run_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
+    def _run_batch(self, batch: list[StreamSlot]) -> bool:
+        """One batch of the ready streams' next chunks; False when none is ready."""
+        if not batch:
+            return False
+        for slot in batch:
+            slot.prepare()
+        # One step count for the whole batch: the fewest asked for keeps every stream's buffer safe.
+        steps = min(slot.choose_steps() for slot in batch)
+        # The first chunk after a change is short (heard in about half the wait), where it is alone in its
+        # batch: in a shared batch every stream would get the short length.
+        frames = batch[0].stream.short_frames() if len(batch) == 1 and batch[0].short_next else None
         try:
             self._make_batch(batch, steps, frames)
         finally:  # every batch's work counts against the budget: made, abandoned or failed
             self.budget.account()
+        return True
 
     def _make_batch(self, batch: list[StreamSlot], steps: int, frames: int | None = None) -> None:
         done = [0]  # denoising steps begun (should_stop is asked once before each)

@@ -300,8 +300,10 @@ def test_slider_to_zero_reaches_the_timeline_with_few_requests(page_a, players):
     # once the transition (2 s) is over: two more chunks at most.
     wait_for(lambda: [r for r in chunks(a.timeline) if r["weights"]["birds"] == 0.0], 3 * hop + gen + 2.0)
     tweaks = [r for r in rows(a.timeline) if r.get("event") == "tweak"][tweaks_before:]
+    # The last change's own chunk may come a chunk after the first at 0 (the transition from an earlier one
+    # reaches 0 too): one more hop and generation, whatever this machine's speed.
     heard = wait_for(lambda: [r for r in rows(a.timeline) if r.get("event") == "tweak_heard"
-                              and r["epoch"] == tweaks[-1]["epoch"]], 10)[0]
+                              and r["epoch"] == tweaks[-1]["epoch"]], hop + gen + 5.0)[0]
     assert 0 <= heard["latency_s"] <= hop + gen + 0.5, heard
     # Coalesced on both sides: dozens of input events, a few requests, fewer changes.
     inputs = d.execute_script("return window.inputs")
