@@ -76,7 +76,7 @@ class StreamSlot:
         self.stats = GenStats(hop_s=stream.hop_s)
         self.changes: queue.SimpleQueue = queue.SimpleQueue()  # callables applied to the stream between chunks
         self.interrupt = threading.Event()  # a change is waiting: abandon the chunk in progress (batch of one)
-        self.epoch = 0  # how many batches of live changes have been applied
+        self.epoch = 0  # how many live changes have been applied
         self.short_next = False  # a change was applied: its first chunk is short (alone in its batch)
         # Someone is changing things until then (monotonic): a live change, or the web mixer's page open. The
         # buffer ahead stays shallow meanwhile (`shallow_s`), so less fresh audio is made only to be dropped at
@@ -178,15 +178,15 @@ class StreamSlot:
     def prepare(self) -> None:
         self.first.trying()
         self.interrupt.clear()
-        applied = False
         while True:
             try:
                 change = self.changes.get_nowait()
             except queue.Empty:
                 break
             change(self.stream)
-            applied = True
-        if applied:
+            # One epoch per change, even when several are applied before one chunk: LiveControl numbers a change
+            # by counting those ahead of it, and its `tweak_heard` waits for that number (one epoch per batch of
+            # changes left a slow machine's last tweak of a slider drag never heard).
             self.epoch += 1
             self.short_next = True
 
